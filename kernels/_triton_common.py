@@ -1,0 +1,109 @@
+"""Pieces every attention kernel shares: masks, tile ranges, the interpreter switch.
+
+Conventions for all kernels in this package:
+
+- Tensors are (B, H, T, D) with arbitrary strides; the row logsumexp ``lse`` is a
+  contiguous fp32 (B, H, Tq) tensor in *natural* log units of ``scale * q k^T``,
+  so P = exp(scale * q k^T - lse). Kernels work in base 2 (``exp2`` is one MUFU
+  instruction, ``exp`` is two): P = exp2(s * scale * LOG2E - lse * LOG2E).
+- Queries are the last Tq of the Tk key positions: query i sits at i + Tk - Tq.
+- ``IS_CAUSAL``: key j visible iff j <= i + Tk - Tq. ``HAS_WINDOW`` (always with
+  IS_CAUSAL): also i + Tk - Tq - j < WINDOW.
+- ``HEAD_DIM`` is the real D; ``BLOCK_D`` the next power of two (Triton tiles are
+  powers of two), loads masked on d < HEAD_DIM. D=80 pays 128/80 = 1.6x in dot work.
+- ``DOT_FP32``: under ``TRITON_INTERPRET=1`` a bf16 ``tl.dot`` multiplies raw bit
+  patterns (DESIGN.md trap 1), so operands go to fp32 there and only there.
+"""
+
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+def interpreter_active() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (tests on CPU machines)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def block_d(head_dim: int) -> int:
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+@triton.jit
+def mm(a, b, DOT_FP32: tl.constexpr):
+    """a @ b with fp32 accumulation; fp32 operands only under the interpreter."""
+    if DOT_FP32:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32))
+    else:
+        return tl.dot(a, b)
+
+
+@triton.jit
+def visible(offs_m, offs_n, T_Q, T_K, WINDOW, IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr):
+    """(BLOCK_M, BLOCK_N) mask: in bounds and allowed by the causal / window rule."""
+    vis = (offs_m[:, None] < T_Q) & (offs_n[None, :] < T_K)
+    if IS_CAUSAL:
+        dist = offs_m[:, None] + (T_K - T_Q) - offs_n[None, :]
+        vis = vis & (dist >= 0)
+        if HAS_WINDOW:
+            vis = vis & (dist < WINDOW)
+    return vis
+
+
+@triton.jit
+def key_range(
+    start_m,
+    T_Q,
+    T_K,
+    WINDOW,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+):
+    """[lo, hi) of key positions that queries start_m..start_m+BLOCK_M-1 can see.
+
+    lo is a multiple of BLOCK_N so tiles stay aligned. Skipping invisible tiles
+    halves the work of square causal attention and makes a TTT window of 8192
+    over 9216 keys cost 8192 + BLOCK_M keys per row, not 9216.
+    """
+    lo = 0
+    hi = T_K
+    if IS_CAUSAL:
+        hi = tl.minimum(T_K, start_m + BLOCK_M + (T_K - T_Q))
+        if HAS_WINDOW:
+            lo = tl.maximum(0, start_m + (T_K - T_Q) - WINDOW + 1)
+            lo = (lo // BLOCK_N) * BLOCK_N
+    return lo, hi
+
+
+@triton.jit
+def query_range(
+    start_n,
+    T_Q,
+    T_K,
+    WINDOW,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+):
+    """[lo, hi) of query rows that can see keys start_n..start_n+BLOCK_N-1 (column passes).
+
+    lo is a multiple of BLOCK_M.
+    """
+    lo = 0
+    hi = T_Q
+    if IS_CAUSAL:
+        lo = tl.maximum(0, start_n - (T_K - T_Q))
+        lo = (lo // BLOCK_M) * BLOCK_M
+        if HAS_WINDOW:
+            hi = tl.minimum(T_Q, start_n + BLOCK_N - 1 + WINDOW - (T_K - T_Q))
+            hi = tl.maximum(hi, 0)
+    return lo, hi
