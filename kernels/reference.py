@@ -24,6 +24,8 @@ __all__ = [
     "attention",
     "attention_backward",
     "attention_double_backward",
+    "backward_from_probs",
+    "double_backward_from_probs",
     "visible_mask",
     "default_scale",
 ]
@@ -88,13 +90,19 @@ def attention_backward(q, k, v, do, *, causal=False, window=None, scale=None, up
     cdt = _compute_dtype(q.dtype, upcast)
     qc, kc, vc, doc = (t.to(cdt) for t in (q, k, v, do))
     p = _probabilities(qc, kc, causal=causal, window=window, scale=scale, compute_dtype=cdt)
-    dp = torch.matmul(doc, vc.transpose(-1, -2))
+    dq, dk, dv = backward_from_probs(p, qc, kc, vc, doc, scale=scale)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+
+def backward_from_probs(p, q, k, v, do, *, scale):
+    """(dq, dk, dv) given the probabilities P; all tensors in one compute dtype."""
+    dp = torch.matmul(do, v.transpose(-1, -2))
     delta = (p * dp).sum(dim=-1, keepdim=True)
     ds = p * (dp - delta)
-    dq = torch.matmul(ds, kc) * scale
-    dk = torch.matmul(ds.transpose(-1, -2), qc) * scale
-    dv = torch.matmul(p.transpose(-1, -2), doc)
-    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+    dq = torch.matmul(ds, k) * scale
+    dk = torch.matmul(ds.transpose(-1, -2), q) * scale
+    dv = torch.matmul(p.transpose(-1, -2), do)
+    return dq, dk, dv
 
 
 def attention_double_backward(
@@ -115,24 +123,35 @@ def attention_double_backward(
     z = torch.zeros_like(vc) if gdv is None else gdv.to(cdt)
 
     p = _probabilities(qc, kc, causal=causal, window=window, scale=scale, compute_dtype=cdt)
-    dp = torch.matmul(doc, vc.transpose(-1, -2))
-    delta = (p * dp).sum(dim=-1, keepdim=True)
-    ds = p * (dp - delta)
-    # G = dL/d(dS); masked entries carry P = 0, so they drop out of every product with P.
-    g = scale * (torch.matmul(u, kc.transpose(-1, -2)) + torch.matmul(qc, w.transpose(-1, -2)))
-    pz = torch.matmul(p, z)
-    gamma = (p * g).sum(dim=-1, keepdim=True)
-    rho = (p * g * dp).sum(dim=-1, keepdim=True) + (doc * pz).sum(-1, keepdim=True)
-    rho = rho - 2 * delta * gamma
-    a = p * (g - gamma)  # dL/d(dP)
-    c = p * (g * (dp - delta) - gamma * dp + torch.matmul(doc, z.transpose(-1, -2)) - rho)
-    grad_q = scale * (torch.matmul(ds, w) + torch.matmul(c, kc))
-    grad_k = scale * (torch.matmul(ds.transpose(-1, -2), u) + torch.matmul(c.transpose(-1, -2), qc))
-    grad_v = torch.matmul(a.transpose(-1, -2), doc)
-    grad_do = pz + torch.matmul(a, vc)
+    grad_q, grad_k, grad_v, grad_do = double_backward_from_probs(
+        p, qc, kc, vc, doc, u, w, z, scale=scale
+    )
     return (
         grad_q.to(q.dtype),
         grad_k.to(k.dtype),
         grad_v.to(v.dtype),
         grad_do.to(do.dtype),
     )
+
+
+def double_backward_from_probs(p, q, k, v, do, u, w, z, *, scale):
+    """(grad_q, grad_k, grad_v, grad_do) given P and the cotangents u, w, z of (dq, dk, dv).
+
+    All tensors in one compute dtype; u, w, z are tensors (zeros for "no cotangent").
+    """
+    dp = torch.matmul(do, v.transpose(-1, -2))
+    delta = (p * dp).sum(dim=-1, keepdim=True)
+    ds = p * (dp - delta)
+    # G = dL/d(dS); masked entries carry P = 0, so they drop out of every product with P.
+    g = scale * (torch.matmul(u, k.transpose(-1, -2)) + torch.matmul(q, w.transpose(-1, -2)))
+    pz = torch.matmul(p, z)
+    gamma = (p * g).sum(dim=-1, keepdim=True)
+    rho = (p * g * dp).sum(dim=-1, keepdim=True) + (do * pz).sum(-1, keepdim=True)
+    rho = rho - 2 * delta * gamma
+    a = p * (g - gamma)  # dL/d(dP)
+    c = p * (g * (dp - delta) - gamma * dp + torch.matmul(do, z.transpose(-1, -2)) - rho)
+    grad_q = scale * (torch.matmul(ds, w) + torch.matmul(c, k))
+    grad_k = scale * (torch.matmul(ds.transpose(-1, -2), u) + torch.matmul(c.transpose(-1, -2), q))
+    grad_v = torch.matmul(a.transpose(-1, -2), do)
+    grad_do = pz + torch.matmul(a, v)
+    return grad_q, grad_k, grad_v, grad_do

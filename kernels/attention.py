@@ -1,0 +1,287 @@
+"""The public ``attention`` and its autograd Functions, one per backward mode.
+
+Layers: Triton kernels (forward.py, fused_backward.py, fused_gradgrad.py) ->
+launchers -> the autograd Functions here -> ``attention``.
+
+The double backward is explicit: ``_TritonAttention.backward`` calls a second
+autograd Function (``_SavedPBackward``, ``_DvOnlyBackward``, ``_FusedBackward``)
+whose own ``backward`` is the grad-grad path. When that backward runs with
+grad mode on (the caller asked for a third derivative, ``create_graph=True``
+on the grad-grad), it switches to the differentiable recompute formulas in
+kernels.reference, so every order stays correct.
+
+Memory per mode, one (batch, head), Tq x Tk scores:
+- ``recompute``: saves Q, K, V, O, lse (O(T)); the backward materialises P and
+  dP (O(T^2)) transiently.
+- ``save_p``: also keeps P from the forward (+2 bytes * Tq * Tk per head held
+  until backward); backward and grad-grad skip the softmax recompute.
+- ``dv_only``: dV from a Triton kernel, dQ/dK from recompute (O(T^2) transient).
+- ``fused``: Triton backward and Triton double backward; O(T) extra memory.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from . import reference
+from ._triton_common import interpreter_active
+
+BWD_MODES = ("recompute", "save_p", "dv_only", "fused")
+TRITON_DTYPES = (torch.float16, torch.bfloat16)
+MATH_DTYPES = (torch.float32, torch.float64)
+# Head dims the Triton kernels take: tiles are padded to the next power of two
+# (D=80 -> 128), rows must be 16-byte aligned for fp16/bf16 loads (D % 8 == 0).
+MAX_TRITON_HEAD_DIM = 128
+MIN_TRITON_HEAD_DIM = 16
+
+
+def _check_inputs(q, k, v, causal, window, scale, bwd_mode):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(
+                f"{name} must have rank 4 (B, H, T, D), got rank {t.dim()} with shape "
+                f"{tuple(t.shape)}"
+            )
+    if bwd_mode not in BWD_MODES:
+        raise ValueError(f"bwd_mode must be one of {BWD_MODES}, got {bwd_mode!r}")
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, numbers.Integral):
+            raise TypeError(f"window must be an int or None, got {type(window).__name__}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1 (keys at distance 0..window-1), got {window}")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
+        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+
+    bq, hq, tq, dq = q.shape
+    bk, hk, tk, dk = k.shape
+    bv, hv, tv, dv = v.shape
+    if (bq, hq) != (bk, hk) or (bq, hq) != (bv, hv):
+        raise ValueError(
+            f"q, k, v must share batch and heads (B, H): got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if tk != tv:
+        raise ValueError(f"k and v must have the same length T: got k Tk={tk}, v Tk={tv}")
+    if not (dq == dk == dv):
+        raise ValueError(f"q, k, v must share the head dim D: got q D={dq}, k D={dk}, v D={dv}")
+    if tq == 0 or tk == 0:
+        raise ValueError(f"q and k must have at least one position: got Tq={tq}, Tk={tk}")
+    if (causal or window is not None) and tq > tk:
+        raise ValueError(
+            f"causal/window attention needs Tq <= Tk (queries are the last Tq of the Tk keys): "
+            f"got Tq={tq} > Tk={tk}"
+        )
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share a dtype: got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    if q.dtype not in TRITON_DTYPES + MATH_DTYPES:
+        raise TypeError(
+            f"q dtype must be one of float16, bfloat16 (Triton) or float32, float64 (math path), "
+            f"got {q.dtype}"
+        )
+    if not (q.device == k.device == v.device):
+        raise ValueError(
+            f"q, k, v must be on one device: got q {q.device}, k {k.device}, v {v.device}"
+        )
+    if q.dtype in TRITON_DTYPES and not (
+        MIN_TRITON_HEAD_DIM <= dq <= MAX_TRITON_HEAD_DIM and dq % 8 == 0
+    ):
+        raise ValueError(
+            f"head dim D={dq} is not supported for {q.dtype}: the Triton kernels take "
+            f"D in {MIN_TRITON_HEAD_DIM}..{MAX_TRITON_HEAD_DIM} with D % 8 == 0 "
+            f"(64, 80, 96, 128 ...); use float32 for the math path"
+        )
+
+
+def _uses_triton(q) -> bool:
+    """fp16/bf16 on CUDA, or on CPU under the Triton interpreter (tests)."""
+    return q.dtype in TRITON_DTYPES and (q.is_cuda or interpreter_active())
+
+
+def _probs_from_lse(q, k, lse, *, causal, window, scale):
+    """P = exp(scale q k^T - lse), masked, fp32: the softmax without another reduction."""
+    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    mask = reference.visible_mask(
+        q.shape[-2], k.shape[-2], causal=causal, window=window, device=q.device
+    )
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return torch.exp(s - lse.unsqueeze(-1))
+
+
+def _zeros_if_none(t, like):
+    return torch.zeros_like(like, dtype=torch.float32) if t is None else t.float()
+
+
+class _SavedPBackward(torch.autograd.Function):
+    """Backward from the P saved by the forward; its backward is the grad-grad from P."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, p, do, scale, mask_args):
+        ctx.save_for_backward(q, k, v, p, do)
+        ctx.scale, ctx.mask_args = scale, mask_args
+        pf = p.float()
+        dq, dk, dv = reference.backward_from_probs(
+            pf, q.float(), k.float(), v.float(), do.float(), scale=scale
+        )
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, gdq, gdk, gdv):
+        q, k, v, p, do = ctx.saved_tensors
+        causal, window = ctx.mask_args
+        if torch.is_grad_enabled():
+            # Third order: the saved P is a constant to autograd; recompute it differentiably.
+            grads = reference.attention_double_backward(
+                q, k, v, do, gdq, gdk, gdv, causal=causal, window=window, scale=ctx.scale
+            )
+        else:
+            pf = p.float()
+            grads = reference.double_backward_from_probs(
+                pf,
+                q.float(),
+                k.float(),
+                v.float(),
+                do.float(),
+                _zeros_if_none(gdq, q),
+                _zeros_if_none(gdk, k),
+                _zeros_if_none(gdv, v),
+                scale=ctx.scale,
+            )
+            grads = tuple(g.to(t.dtype) for g, t in zip(grads, (q, k, v, do)))
+        gq, gk, gv, gdo = grads
+        return gq, gk, gv, None, gdo, None, None
+
+
+class _DvOnlyBackward(torch.autograd.Function):
+    """dV from the Triton dK/dV kernel (dV part only), dQ and dK from differentiable recompute."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, lse, do, scale, mask_args):
+        from .fused_backward import attention_backward_dv
+
+        causal, window = mask_args
+        ctx.save_for_backward(q, k, v, do)
+        ctx.scale, ctx.mask_args = scale, mask_args
+        dv = attention_backward_dv(q, k, v, lse, do, causal=causal, window=window, scale=scale)
+        dq, dk, _ = reference.attention_backward(
+            q, k, v, do, causal=causal, window=window, scale=scale
+        )
+        return dq, dk, dv
+
+    @staticmethod
+    def backward(ctx, gdq, gdk, gdv):
+        q, k, v, do = ctx.saved_tensors
+        causal, window = ctx.mask_args
+        gq, gk, gv, gdo = reference.attention_double_backward(
+            q, k, v, do, gdq, gdk, gdv, causal=causal, window=window, scale=ctx.scale
+        )
+        return gq, gk, gv, None, gdo, None, None
+
+
+class _FusedBackward(torch.autograd.Function):
+    """Triton backward (FA2-style, from lse) whose backward is the Triton double backward."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, o, lse, do, scale, mask_args):
+        from .fused_backward import fused_attention_backward
+
+        causal, window = mask_args
+        ctx.save_for_backward(q, k, v, o, lse, do)
+        ctx.scale, ctx.mask_args = scale, mask_args
+        # None cotangents reach backward as None, so the double backward skips their terms.
+        ctx.set_materialize_grads(False)
+        return fused_attention_backward(
+            q, k, v, o, lse, do, causal=causal, window=window, scale=scale
+        )
+
+    @staticmethod
+    def backward(ctx, gdq, gdk, gdv):
+        q, k, v, o, lse, do = ctx.saved_tensors
+        causal, window = ctx.mask_args
+        if gdq is None and gdk is None and gdv is None:
+            return (None,) * 8
+        if torch.is_grad_enabled():
+            # Third order through the Triton double backward is not a kernel: recompute.
+            gq, gk, gv, gdo = reference.attention_double_backward(
+                q, k, v, do, gdq, gdk, gdv, causal=causal, window=window, scale=ctx.scale
+            )
+        else:
+            from .fused_gradgrad import fused_attention_double_backward
+
+            gq, gk, gv, gdo = fused_attention_double_backward(
+                q, k, v, o, lse, do, gdq, gdk, gdv, causal=causal, window=window, scale=ctx.scale
+            )
+        return gq, gk, gv, None, None, gdo, None, None
+
+
+class _TritonAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal, window, scale, bwd_mode):
+        from .forward import attention_forward
+
+        o, lse = attention_forward(q, k, v, causal=causal, window=window, scale=scale)
+        ctx.scale, ctx.mask_args, ctx.bwd_mode = scale, (causal, window), bwd_mode
+        if bwd_mode == "save_p":
+            p = _probs_from_lse(q, k, lse, causal=causal, window=window, scale=scale)
+            # Stored in the input dtype, like the math path's autograd would: 2 B per score.
+            ctx.save_for_backward(q, k, v, p.to(q.dtype))
+        else:
+            ctx.save_for_backward(q, k, v, o, lse)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        causal, window = ctx.mask_args
+        scale, mode = ctx.scale, ctx.bwd_mode
+        none4 = (None, None, None, None)
+        if mode == "save_p":
+            q, k, v, p = ctx.saved_tensors
+            return (*_SavedPBackward.apply(q, k, v, p, do, scale, ctx.mask_args), *none4)
+        q, k, v, o, lse = ctx.saved_tensors
+        if mode == "recompute":
+            grads = reference.attention_backward(
+                q, k, v, do, causal=causal, window=window, scale=scale
+            )
+            return (*grads, *none4)
+        if mode == "dv_only":
+            return (*_DvOnlyBackward.apply(q, k, v, lse, do, scale, ctx.mask_args), *none4)
+        grads = _FusedBackward.apply(q, k, v, o.detach(), lse, do, scale, ctx.mask_args)
+        return (*grads, *none4)
+
+
+def attention(q, k, v, *, causal=False, window=None, scale=None, bwd_mode="recompute"):
+    """Scaled dot-product attention whose backward can itself be differentiated.
+
+    Args:
+        q: (B, H, Tq, D). k, v: (B, H, Tk, D). Any Tq, Tk; with ``causal`` or
+            ``window``, Tq <= Tk and queries are the last Tq key positions.
+        causal: mask keys after each query's position.
+        window: int >= 1; a query sees keys at distance 0..window-1 behind it
+            (always causal).
+        scale: score scale, default 1/sqrt(D).
+        bwd_mode: "recompute", "save_p", "dv_only" or "fused" (module docstring).
+
+    fp16/bf16 on CUDA run the Triton forward and the chosen backward mode.
+    float32/float64 inputs, and fp16/bf16 on a CPU without TRITON_INTERPRET=1,
+    take the PyTorch math path (kernels.reference), where autograd gives every
+    derivative order and ``bwd_mode`` changes nothing.
+    """
+    _check_inputs(q, k, v, causal, window, scale, bwd_mode)
+    scale = reference.default_scale(q.shape[-1]) if scale is None else float(scale)
+    window = None if window is None else int(window)
+    if not _uses_triton(q):
+        return reference.attention(q, k, v, causal=causal, window=window, scale=scale)
+    if bwd_mode == "fused":
+        try:
+            from . import fused_backward  # noqa: F401
+        except ImportError as exc:  # pragma: no cover - only before the fused backward lands
+            raise NotImplementedError(
+                "bwd_mode='fused' needs kernels/fused_backward.py, which is not in this build"
+            ) from exc
+    return _TritonAttention.apply(q, k, v, causal, window, scale, bwd_mode)

@@ -1,0 +1,206 @@
+"""Triton forward: O = softmax(scale * Q K^T) V and the row logsumexp, FlashAttention-2 style.
+
+Layers: ``_attention_forward_kernel`` (jit) -> ``attention_forward`` (launcher:
+checks, allocates, picks the grid). The autograd Functions live in attention.py.
+
+One program owns BLOCK_M query rows of one (batch, head) and streams the key
+tiles it can see (``key_range``), keeping a running max ``m_i`` and sum ``l_i``
+in base 2 (online softmax). Work per program: 4 * BLOCK_M * keys_seen * D FLOPs;
+bytes: Q tile once, every visible K/V tile once per query block.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._triton_common import LOG2E, block_d, interpreter_active, key_range, mm, visible
+
+
+def _forward_configs():
+    if interpreter_active():
+        # The interpreter can run one config only (DESIGN.md trap 3); small tiles keep it quick.
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
+    configs = []
+    for block_m in (64, 128):
+        for block_n in (32, 64, 128):
+            for warps in (4, 8):
+                for stages in (2, 3, 4):
+                    configs.append(
+                        triton.Config(
+                            {"BLOCK_M": block_m, "BLOCK_N": block_n},
+                            num_warps=warps,
+                            num_stages=stages,
+                        )
+                    )
+    return configs
+
+
+def _prune_forward_configs(configs, named_args, **kwargs):
+    """Drop tiles that cannot be fast or do not fit.
+
+    Shared memory per stage ~ (BLOCK_N * BLOCK_D) * 2 tensors * 2 bytes; a
+    128x128 K/V tile pair at D=128 is 64 KiB a stage, so 4 stages exceed the
+    H100's 227 KiB with the Q tile. 8 warps only pay off on 128-row tiles.
+    """
+    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    kept = []
+    for c in configs:
+        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+        smem = (bm * bd + c.num_stages * 2 * bn * bd) * 2
+        if smem > 200 * 1024:
+            continue
+        if c.num_warps == 8 and bm < 128:
+            continue
+        if bd >= 128 and bn > 64 and c.num_stages > 2:
+            continue
+        kept.append(c)
+    return kept or configs[:1]
+
+
+@triton.autotune(
+    configs=_forward_configs(),
+    key=["HEAD_DIM", "T_Q_BUCKET", "T_K_BUCKET", "IS_CAUSAL", "HAS_WINDOW"],
+    prune_configs_by={"early_config_prune": _prune_forward_configs},
+)
+@triton.jit
+def _attention_forward_kernel(
+    Q,
+    K,
+    V,
+    Out,
+    Lse,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    stride_od,
+    H,
+    T_Q,
+    T_K,
+    WINDOW,
+    qk_scale_log2,
+    T_Q_BUCKET,
+    T_K_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+
+    q_ptrs = Q + b * stride_qb + h * stride_qh
+    q_ptrs += offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=(offs_m[:, None] < T_Q) & d_ok[None, :], other=0.0)
+
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    lo, hi = key_range(start_m, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW)
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = start_n + offs_n
+        kv_mask = (cols[:, None] < T_K) & d_ok[None, :]
+        k = tl.load(
+            k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+            mask=kv_mask,
+            other=0.0,
+        )
+        s = mm(q, tl.trans(k), DOT_FP32) * qk_scale_log2
+        vis = visible(offs_m, cols, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW)
+        s = tl.where(vis, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # Rows with nothing visible yet keep m = -inf; subtract 0 there so exp2 gives 0, not NaN.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(
+            v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+            mask=kv_mask,
+            other=0.0,
+        )
+        acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_FP32)
+        m_i = m_new
+
+    row_ok = offs_m < T_Q
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    o_ptrs = Out + b * stride_ob + h * stride_oh
+    o_ptrs += offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    # Natural-log lse of scale * q k^T: (m + log2 l) / log2(e).
+    lse = (m_i + tl.log2(l_safe)) / 1.4426950408889634
+    tl.store(Lse + bh * T_Q + offs_m, lse, mask=row_ok)
+
+
+def _bucket(t: int) -> int:
+    """Autotune key for a length: next power of two, so T=1000 and T=1024 share a tuning."""
+    return triton.next_power_of_2(max(int(t), 16))
+
+
+def attention_forward(q, k, v, *, causal: bool, window: int | None, scale: float):
+    """Run the Triton forward. Inputs already validated by kernels.attention.
+
+    q: (B, H, Tq, D), k/v: (B, H, Tk, D), fp16 or bf16, same device (CUDA, or CPU
+    under TRITON_INTERPRET=1). Returns (o: like q, lse: fp32 (B, H, Tq) contiguous).
+    """
+    batch, heads, t_q, head_dim = q.shape
+    t_k = k.shape[2]
+    o = torch.empty_like(q)
+    lse = torch.empty((batch, heads, t_q), device=q.device, dtype=torch.float32)
+    is_causal = bool(causal or window is not None)
+
+    def grid(meta):
+        return (triton.cdiv(t_q, meta["BLOCK_M"]), batch * heads)
+
+    _attention_forward_kernel[grid](
+        q,
+        k,
+        v,
+        o,
+        lse,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *o.stride(),
+        heads,
+        t_q,
+        t_k,
+        int(window) if window is not None else 0,
+        float(scale) * LOG2E,
+        _bucket(t_q),
+        _bucket(t_k),
+        HEAD_DIM=head_dim,
+        BLOCK_D=block_d(head_dim),
+        IS_CAUSAL=is_causal,
+        HAS_WINDOW=window is not None,
+        DOT_FP32=interpreter_active(),
+    )
+    return o, lse

@@ -1,0 +1,53 @@
+"""Test configuration: the Triton interpreter on CPU, real kernels with --gpu.
+
+TRITON_INTERPRET must be set before any @triton.jit function is created
+(DESIGN.md trap 2), so it is decided here, at import time, from sys.argv.
+
+- ``pytest``        : CPU; Triton kernels run in the interpreter; tests marked
+                      ``gpu`` are skipped.
+- ``pytest --gpu``  : CUDA; no interpreter; every device-parameterised test runs
+                      on the GPU, and the ``gpu``-marked (larger) cases run too.
+"""
+
+import os
+import sys
+
+GPU_RUN = "--gpu" in sys.argv
+if GPU_RUN:
+    os.environ.pop("TRITON_INTERPRET", None)
+else:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--gpu",
+        action="store_true",
+        default=False,
+        help="run the kernel tests on CUDA without the Triton interpreter",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--gpu"):
+        if not torch.cuda.is_available():
+            raise pytest.UsageError("--gpu given but torch sees no CUDA device")
+        return
+    skip_gpu = pytest.mark.skip(reason="GPU-only case: run `pytest --gpu` on a CUDA machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def device():
+    """Where kernel tests run: 'cuda' with --gpu, else 'cpu' (Triton interpreter)."""
+    return "cuda" if GPU_RUN else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
