@@ -20,6 +20,8 @@ help:
 	@echo "make bench      run the asv suite for this commit on this machine's grid"
 	@echo "make test       CPU tests (Triton interpreter); make test-gpu on a CUDA machine"
 	@echo "make lint       ruff check + ruff format --check"
+	@echo "make bench-gpu GPUS=N      the suite sharded over N local GPUs, merged into results/"
+	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (docs/modal.md)"
 
 # torch 2.13.0: the CPU wheel on CPU machines (it lies on disk here), the CUDA wheel elsewhere.
 $(STAMP): pyproject.toml
@@ -47,3 +49,22 @@ format: $(ENV)
 
 bench: $(ENV)
 	@echo "The asv suite lands with the bench_suite issue."
+
+# Sharded runs (runner/, docs/modal.md). GPUS: default every GPU nvidia-smi lists; SHARDS:
+# default one per GPU (bench-gpu) or 8 containers per commit (bench-modal); PRESET: e.g.
+# TTT,Long; BENCH: a regex; COMMITS: HEAD, A..B or a list (bench-modal).
+.PHONY: bench-gpu bench-modal
+COMMITS ?= HEAD
+comma := ,
+
+bench-gpu: $(ENV)
+	$(PY) -m runner.local_gpus $(if $(GPUS),--gpus $(GPUS)) $(if $(SHARDS),--shards $(SHARDS)) \
+		$(foreach p,$(subst $(comma), ,$(PRESET)),--preset $(p)) $(if $(BENCH),--bench '$(BENCH)')
+
+# The token check comes first and is stdlib only: without a token this fails in well under a
+# second, before the venv, torch or modal are touched.
+bench-modal:
+	@$(PYTHON) runner/modal_token.py
+	@$(MAKE) --no-print-directory venv
+	$(PY) -m modal run modal_runner.py --commits '$(COMMITS)' --shards $(or $(SHARDS),8) \
+		$(if $(PRESET),--preset '$(PRESET)') $(if $(BENCH),--bench '$(BENCH)')

@@ -1,0 +1,321 @@
+"""Run the asv suite on Modal's H100s, sharded: `make bench-modal COMMITS=HEAD SHARDS=8`.
+
+    python -m modal run modal_runner.py --commits HEAD --shards 8 [--preset TTT,Long] [--bench RE]
+
+The grid is split into shards of (file, class) units (runner/shards.py); the local
+entrypoint fans out commits x shards with ``run_shard.starmap``, one H100 container per
+shard. Each container runs `asv run` for its commit and units into
+``/<commit>/<shard key>/`` on the Volume and commits the Volume as soon as it is done, so
+a lost container loses only its shard; a re-run plans only the units no finished shard
+holds. The entrypoint then downloads the finished shards, merges them into asv's normal
+result files under results/<machine>/ (runner/merge.py) and builds the report.
+
+Importing this file needs no token and touches no network (tests rely on that);
+docs/modal.md has the setup, the cost and how results come back.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import modal
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+REMOTE_PROJECT = "/root/project"
+VOLUME_NAME = "gradgrad-attention-shards"
+VOLUME_MOUNT = "/shards"
+# "H100!" pins the card: plain "H100" lets Modal upgrade a container to an H200 when that is
+# free sooner, and an H200 has 43% more memory bandwidth (4.8 vs 3.35 TB/s), so one
+# machine's history would mix two cards. We track H100 timings.
+GPU = "H100!"
+GRID = "gpu"  # the GPU grid (Seed, TTT, Long, Grid classes) of runner.asv_run
+# Whose measured durations balance the shards: the single-H100 history, the same card.
+COST_MACHINE = "h100-sxm-80gb"
+# One shard is at most a few classes of the grid; the heaviest class (Long grad-grad) is
+# expected in minutes, so 2 h only catches a hung container.
+SHARD_TIMEOUT_S = 2 * 3600
+LOCAL_SHARDS = PROJECT_ROOT / ".asv" / "modal_local"  # the Volume's stand-in under .local()
+STAGING = PROJECT_ROOT / ".asv" / "modal_shards"  # shards downloaded from the Volume
+# The project goes in with its .git (asv checks out each commit from it); never the venv,
+# caches or results (results come back through the Volume).
+PROJECT_IGNORE = [
+    ".venv",
+    ".asv",
+    "results",
+    "**/__pycache__",
+    "**/*.pyc",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "*.egg-info",
+    "build",
+    "dist",
+    "reports/html",
+    "reports/asv_html",
+    ".whl",
+    ".gl",
+]
+
+image = (
+    modal.Image.debian_slim(python_version="3.12")
+    .apt_install("git")
+    # The CUDA 13.0 build of torch 2.11 with its triton 3.6.0: the versions of the lent H100
+    # that the committed results come from (shared/anchors).
+    .pip_install(
+        "torch==2.11.0",
+        "triton==3.6.0",
+        index_url="https://download.pytorch.org/whl/cu130",
+        extra_index_url="https://pypi.org/simple",
+    )
+    .pip_install("asv==0.6.6", "numpy==2.4.6")
+    .run_commands("git config --system --add safe.directory '*'")
+    .env({"PYTHONUNBUFFERED": "1"})
+    .add_local_dir(PROJECT_ROOT, REMOTE_PROJECT, ignore=PROJECT_IGNORE)
+)
+volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
+app = modal.App("gradgrad-attention-bench", image=image)
+
+
+def _import_project() -> None:
+    """Make runner/ importable: the project tree in a container, this checkout locally."""
+    root = REMOTE_PROJECT if Path(REMOTE_PROJECT, "runner").is_dir() else str(PROJECT_ROOT)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+@app.function(
+    gpu=GPU,
+    timeout=SHARD_TIMEOUT_S,
+    retries=modal.Retries(max_retries=2, initial_delay=10.0),
+    volumes={VOLUME_MOUNT: volume},
+)
+def run_shard(
+    commit: str,
+    units: list[str],
+    grid: str = GRID,
+    bench: str | None = None,
+    machine: str | None = None,
+    out_root: str | None = None,
+    runner: str | None = None,
+) -> dict:
+    """Run one shard of one commit; its folder on the Volume is committed when it is done.
+
+    Under ``.local()`` (no container, so no Volume) the folder is ``out_root`` or
+    .asv/modal_local/. ``runner`` ("module:function", runner.asv_run.run_commit's signature)
+    replaces the asv runner in tests.
+    """
+    _import_project()
+    from runner import shards as sharding
+
+    in_container = not modal.is_local()
+    if out_root:
+        root = Path(out_root)
+    elif in_container:
+        root = Path(VOLUME_MOUNT)
+        volume.reload()  # see shards other containers finished since this one started
+    else:
+        root = LOCAL_SHARDS
+    if runner:
+        run_commit = sharding.load_callable(runner)
+    else:
+        run_commit = sharding.default_run_commit()
+    if machine is None:
+        from runner.asv_run import machine_name
+
+        machine = machine_name()
+    result = sharding.run_shard(
+        commit, units, root, machine=machine, grid=grid, bench=bench, run_commit=run_commit
+    )
+    if in_container and not out_root and not result.skipped:
+        volume.commit()  # persist now: a later lost container must not take this shard along
+    return {**result.manifest, "skipped": result.skipped}
+
+
+# --- where finished shards live ----------------------------------------------------------
+
+
+class LocalStore:
+    """Shard folders on this disk (the `.local()` path and the tests)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def manifests(self, commit: str) -> dict[str, dict]:
+        from runner import shards as sharding
+
+        return {p.name: m for p, m in sharding.completed_shards(self.root, commit).items()}
+
+    def fetch(self, commit: str, keys: Iterable[str]) -> list[Path]:
+        return [self.root / commit / key for key in keys]
+
+
+class VolumeStore:
+    """Shard folders on the Modal Volume, downloaded to ``staging`` for merging."""
+
+    def __init__(self, vol: modal.Volume, staging: str | os.PathLike = STAGING):
+        self.volume = vol
+        self.staging = Path(staging)
+
+    def _files(self, path: str) -> list[str]:
+        try:
+            entries = self.volume.listdir(path, recursive=True)
+        except Exception:  # not on the Volume yet (modal raises NotFoundError or grpc errors)
+            return []
+        return [e.path.lstrip("/") for e in entries if e.type == modal.volume.FileEntryType.FILE]
+
+    def manifests(self, commit: str) -> dict[str, dict]:
+        import json
+
+        from runner.shards import MANIFEST
+
+        found = {}
+        for path in self._files(commit):
+            parts = path.split("/")
+            if len(parts) == 3 and parts[2] == MANIFEST:
+                manifest = json.loads(b"".join(self.volume.read_file(path)))
+                if manifest.get("units"):
+                    found[parts[1]] = manifest
+        return found
+
+    def fetch(self, commit: str, keys: Iterable[str]) -> list[Path]:
+        folders = []
+        for key in keys:
+            folder = self.staging / commit / key
+            for path in self._files(f"{commit}/{key}"):
+                dest = self.staging / path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with open(dest, "wb") as f:
+                    self.volume.read_file_into_fileobj(path, f)
+            folders.append(folder)
+        return folders
+
+
+# --- the fan-out, testable without the network --------------------------------------------
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def orchestrate(
+    commits: str,
+    n_shards: int,
+    *,
+    store,
+    run_many: Callable[[list], list],
+    presets: Sequence[str] | None = None,
+    bench: str | None = None,
+    results_dir: str | os.PathLike = "results",
+    grid: str = GRID,
+    grid_regex: str | None = None,
+    bench_dir: str | os.PathLike | None = None,
+    build_report: bool = True,
+    repo: str | os.PathLike = PROJECT_ROOT,
+) -> int:
+    """Plan the missing shards of every commit, run them, merge what is complete.
+
+    ``run_many`` takes [(commit, units)] and returns one manifest dict or exception per
+    call; ``store`` says which shards are finished and brings them here. Returns 0 when
+    every commit is complete and merged, 1 otherwise (the finished shards stay put).
+    """
+    _import_project()
+    from runner import merge
+    from runner import shards as sharding
+
+    hashes = sharding.resolve_commits(commits, repo)
+    if grid_regex is None:
+        from runner.asv_run import bench_regex
+
+        grid_regex = bench_regex(grid, list(presets) if presets else None)
+    names = sharding.list_benchmarks(bench_dir or sharding.DEFAULT_BENCH_DIR)
+    wanted = sharding.select_units(names, grid_regex, bench)
+    if not wanted:
+        raise SystemExit(f"no benchmarks of grid {grid!r} match presets={presets} bench={bench!r}")
+
+    calls = []
+    for commit in hashes:
+        missing = sharding.missing_units(wanted, store.manifests(commit).values())
+        costs = sharding.costs_for(missing, results_dir, COST_MACHINE)
+        for shard in sharding.plan_shards(missing, n_shards, costs):
+            calls.append((commit, list(shard.units)))
+        log(
+            f"{commit[:8]}: {len(wanted) - len(missing)}/{len(wanted)} units already done, "
+            f"{len(missing)} to run"
+        )
+    if calls:
+        log(f"running {len(calls)} shards ({len(hashes)} commits x <= {n_shards} shards)")
+        for outcome in run_many(calls):
+            if isinstance(outcome, BaseException):
+                log(f"a shard failed: {type(outcome).__name__}: {outcome}")
+            else:
+                state = (
+                    "was already done"
+                    if outcome.get("skipped")
+                    else (f"done in {outcome['wall_s']:.0f} s on {outcome['host']}")
+                )
+                log(
+                    f"{outcome['commit'][:8]} {outcome['shard']} ({', '.join(outcome['units'])})"
+                    f" {state}"
+                )
+
+    incomplete = 0
+    for commit in hashes:
+        manifests = store.manifests(commit)
+        missing = sharding.missing_units(wanted, manifests.values())
+        if missing:
+            incomplete += 1
+            log(
+                f"{commit[:8]} is incomplete, not merged: {', '.join(missing)} missing. "
+                f"The same command runs only those."
+            )
+            continue
+        keys = [k for k, m in manifests.items() if set(m["units"]) & set(wanted)]
+        folders = store.fetch(commit, keys)
+        report = merge.merge_shards([f / sharding.SHARD_RESULTS for f in folders], results_dir)
+        print(report.summary())
+        absent = {u for k in keys for u in manifests[k].get("absent_units", [])}
+        expected = {n for u, ns in wanted.items() if u not in absent for n in ns}
+        for path in report.written:
+            if path.name.startswith(commit[:8]):
+                lacking, _ = merge.coverage(path, expected)
+                if lacking:
+                    incomplete += 1
+                    log(f"{path} lacks {len(lacking)} benchmarks after the merge: {lacking[:5]}")
+    if build_report and not incomplete and (PROJECT_ROOT / "reports" / "__main__.py").is_file():
+        log("building the report: python -m reports")
+        subprocess.run([sys.executable, "-m", "reports"], cwd=PROJECT_ROOT, check=False)
+    return 1 if incomplete else 0
+
+
+@app.local_entrypoint()
+def main(
+    commits: str = "HEAD",
+    shards: int = 8,
+    preset: str = "",
+    bench: str = "",
+    results_dir: str = "results",
+) -> None:
+    """`modal run modal_runner.py --commits A..B --shards 8 --preset TTT,Long --bench RE`."""
+    presets = [p for p in preset.replace(",", " ").split() if p] or None
+
+    def run_many(calls):
+        kwargs = {"bench": bench or None}
+        # Unordered: each shard is reported as it ends; failures come back as exceptions.
+        return run_shard.starmap(calls, kwargs=kwargs, order_outputs=False, return_exceptions=True)
+
+    rc = orchestrate(
+        commits,
+        shards,
+        store=VolumeStore(volume),
+        run_many=run_many,
+        presets=presets,
+        bench=bench or None,
+        results_dir=results_dir,
+    )
+    if rc:
+        raise SystemExit(rc)

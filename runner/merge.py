@@ -1,0 +1,176 @@
+"""Merge shard outputs into asv's normal result files under results/<machine>/.
+
+Every shard is an ``asv run --bench <its units>`` of one commit into its own results_dir,
+so shards of one commit, machine and environment write the same file name
+``<machine>/<commit8>-<env>.json`` with disjoint benchmark keys. Merging is the union of
+their ``results``; a key that two shards both hold with different rows is an error (the
+same benchmark measured twice: which one is right is not ours to pick). The merged file
+keeps asv's format version 2, so ``asv show`` / ``asv compare`` and reports/ read it as
+if one ``asv run`` had written it.
+
+A result file already in results/ for the same commit is merged too, the shards' rows
+replacing its rows for the same benchmark: what ``asv run`` itself does when it re-runs a
+benchmark of a commit it has results for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ASV_RESULTS_VERSION = 2
+# Fields that describe the run and must agree between shards of one result file.
+SAME_IN_EVERY_SHARD = ("commit_hash", "env_name", "python", "result_columns")
+
+
+class MergeConflict(ValueError):
+    """Shards disagree: the same benchmark with different rows, or different run metadata."""
+
+
+@dataclass
+class MergeReport:
+    written: list[Path] = field(default_factory=list)
+    benchmarks: dict[Path, list[str]] = field(default_factory=dict)
+    replaced: dict[Path, list[str]] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = []
+        for path in self.written:
+            replaced = self.replaced.get(path, [])
+            note = f", {len(replaced)} replaced earlier rows" if replaced else ""
+            lines.append(f"{path}: {len(self.benchmarks[path])} benchmarks{note}")
+        return "\n".join(lines)
+
+
+def _load(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    if data.get("version") != ASV_RESULTS_VERSION:
+        raise MergeConflict(f"{path}: asv results version {data.get('version')}, expected 2")
+    return data
+
+
+def _write(path: Path, data: dict) -> None:
+    """Write like asv (util.write_json compact), atomically: a crash leaves the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def merge_result_dicts(parts: list[tuple[str, dict]]) -> dict:
+    """Merge asv result dicts of one commit/machine/env; ``parts`` are (source, data) pairs."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    first_source, first = parts[0]
+    merged = {k: v for k, v in first.items() if k not in ("results", "durations")}
+    merged["results"] = {}
+    merged["durations"] = {}
+    merged["requirements"] = dict(first.get("requirements") or {})
+    merged["env_vars"] = dict(first.get("env_vars") or {})
+    owner: dict[str, str] = {}
+    conflicts = []
+    for source, data in parts:
+        for key in SAME_IN_EVERY_SHARD:
+            if data.get(key) != first.get(key):
+                raise MergeConflict(
+                    f"{key} differs between shards: {first.get(key)!r} in {first_source}, "
+                    f"{data.get(key)!r} in {source}"
+                )
+        machine = (data.get("params") or {}).get("machine")
+        if machine != (first.get("params") or {}).get("machine"):
+            raise MergeConflict(f"machine {machine!r} in {source} differs from {first_source}")
+        for name, row in data["results"].items():
+            if name in merged["results"] and merged["results"][name] != row:
+                conflicts.append(f"{name} ({owner[name]} and {source})")
+            merged["results"][name] = row
+            owner.setdefault(name, source)
+        # <build> and <setup_cache ...> seconds: each shard built and cached on its own; the
+        # slowest is what the run as a whole waited for.
+        for key, seconds in (data.get("durations") or {}).items():
+            merged["durations"][key] = max(seconds, merged["durations"].get(key, seconds))
+        merged["requirements"].update(data.get("requirements") or {})
+        merged["env_vars"].update(data.get("env_vars") or {})
+        merged["date"] = merged.get("date") or data.get("date")
+    if conflicts:
+        raise MergeConflict(
+            f"{len(conflicts)} benchmarks were measured by more than one shard with different "
+            f"results: {conflicts[:5]}"
+        )
+    merged["results"] = dict(sorted(merged["results"].items()))
+    merged["version"] = ASV_RESULTS_VERSION
+    return merged
+
+
+def merge_shards(
+    shard_results_dirs: Iterable[str | os.PathLike], results_dir: str | os.PathLike = "results"
+) -> MergeReport:
+    """Merge the asv results_dirs of finished shards into ``results_dir``.
+
+    Writes results/<machine>/<commit8>-<env>.json (merged with any file already there),
+    results/<machine>/machine.json if absent, and results/benchmarks.json (the shards'
+    entries over any existing ones: asv rewrites it on every run the same way).
+    """
+    results_dir = Path(results_dir)
+    groups: dict[str, list[Path]] = {}
+    machine_files: dict[str, Path] = {}
+    bench_files: list[Path] = []
+    for shard in map(Path, shard_results_dirs):
+        for path in sorted(shard.glob("*/*.json")):
+            rel = str(path.relative_to(shard))
+            if path.name == "machine.json":
+                machine_files.setdefault(path.parent.name, path)
+            else:
+                groups.setdefault(rel, []).append(path)
+        if (shard / "benchmarks.json").is_file():
+            bench_files.append(shard / "benchmarks.json")
+    if not groups:
+        raise FileNotFoundError("no asv result files in the shard outputs given")
+
+    report = MergeReport()
+    for rel, paths in sorted(groups.items()):
+        merged = merge_result_dicts([(str(p), _load(p)) for p in paths])
+        target = results_dir / rel
+        if target.is_file():
+            old = _load(target)
+            if old.get("result_columns") != merged.get("result_columns"):
+                raise MergeConflict(f"{target} has other result_columns than the shards")
+            shared = sorted(set(old["results"]) & set(merged["results"]))
+            old["results"].update(merged["results"])
+            merged["results"] = dict(sorted(old["results"].items()))
+            for key, seconds in (old.get("durations") or {}).items():
+                merged["durations"].setdefault(key, seconds)
+            report.replaced[target] = shared
+        _write(target, merged)
+        report.written.append(target)
+        report.benchmarks[target] = list(merged["results"])
+
+    for machine, path in machine_files.items():
+        target = results_dir / machine / "machine.json"
+        if target.is_file():
+            have = json.loads(target.read_text()).get("machine")
+            if have != machine:
+                raise MergeConflict(f"{target} names machine {have!r}, shards say {machine!r}")
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+    if bench_files:
+        target = results_dir / "benchmarks.json"
+        benchmarks = json.loads(target.read_text()) if target.is_file() else {}
+        for path in bench_files:
+            benchmarks.update(json.loads(path.read_text()))
+        _write(target, dict(sorted(benchmarks.items())))
+    return report
+
+
+def coverage(
+    result_file: str | os.PathLike, expected: Iterable[str]
+) -> tuple[list[str], list[str]]:
+    """(missing, unexpected) benchmark names of a merged file against the expected set."""
+    have = set(json.loads(Path(result_file).read_text())["results"])
+    expected = set(expected)
+    return sorted(expected - have), sorted(have - expected)

@@ -1,0 +1,426 @@
+"""Split the asv grid into shards, run one shard, and list what is still missing.
+
+The same code drives Modal containers (modal_runner.py) and local GPUs
+(runner/local_gpus.py).
+
+Unit of work: one (file, class) pair of the suite, e.g. ``bench_gradgrad.TTT``.
+Each class measures all of its params in one ``setup_cache`` process and its
+``track_*`` methods only read that cache, so splitting a class over two shards
+would measure it twice. A shard is a group of units, run by one ``asv run`` with
+one ``--bench`` regex, into its own folder::
+
+    <root>/<commit>/<shard key>/results/...   asv's results_dir for this shard
+    <root>/<commit>/<shard key>/shard.json    written LAST: the shard is complete
+
+A folder without ``shard.json`` is a shard that died mid-run: it is cleared and
+run again. What is missing for a commit is worked out per unit from the
+manifests, so a re-run with a different shard count still skips finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BENCH_DIR = REPO_ROOT / "bench_suite"
+MANIFEST = "shard.json"
+SHARD_RESULTS = "results"
+
+# --- estimated cost of one unit: the one place for it ----------------------------------------
+# Used only to balance shards when no earlier run of this machine has measured durations
+# (then measured_unit_costs() below wins). Relative numbers, not seconds.
+# Family: eager math path at B2 H4 T2048 D128 fp16 on the H100 (shared/anchors): forward
+# 0.39 ms, forward+backward 1.01 ms (2.6x), grad-grad 3.75 ms (9.6x).
+COST_BY_FAMILY = {"bench_forward": 1.0, "bench_backward": 2.6, "bench_gradgrad": 9.6}
+# Preset: configs x time per config, relative to Seed (one config at T2048).
+# TTT: 3 head dims at Tq 1024 / Tk 9216, math grad-grad 14.1 ms vs 3.75 ms -> 3 x 3.8 = 11.
+# Long: T up to 32768 causal; math forward+backward at T16384 is 81 ms vs 1.0 ms at Seed, and
+# the O(T^2) paths go out of memory above that -> ~40 (the heaviest class, Long/gradgrad first).
+# Grid: the general GPU grid, assumed ~2x TTT until measured. CPU: the small CPU grid.
+COST_BY_PRESET = {"Seed": 1.0, "TTT": 11.0, "Long": 40.0, "Grid": 22.0, "CPU": 1.0}
+DEFAULT_FAMILY_COST = 3.0
+DEFAULT_PRESET_COST = 5.0
+
+
+def estimated_unit_cost(unit: str) -> float:
+    family, _, preset = unit.partition(".")
+    return COST_BY_FAMILY.get(family, DEFAULT_FAMILY_COST) * COST_BY_PRESET.get(
+        preset.split(".")[0], DEFAULT_PRESET_COST
+    )
+
+
+# --- benchmark names and units -------------------------------------------------------------
+
+
+def unit_of(name: str) -> str:
+    """``bench_gradgrad.TTT.track_ms`` -> ``bench_gradgrad.TTT``; a free function is its own unit.
+
+    The suite is flat (bench_suite/bench_<family>.py, one class per preset), so a name with
+    three or more dotted parts is module.Class.method.
+    """
+    parts = name.split(".")
+    return ".".join(parts[:-1]) if len(parts) >= 3 else name
+
+
+def units_regex(units: Sequence[str], bench: str | None = None) -> str:
+    """One asv ``--bench`` regex selecting exactly these units (and, if given, ``bench`` too).
+
+    asv ORs repeated --bench options, so the user's filter is ANDed in with a lookahead;
+    ``.*?`` lets a filter that starts with ``^`` still anchor at the start of the name.
+    """
+    if not units:
+        raise ValueError("units_regex: no units given")
+    alternation = "|".join(re.escape(u) for u in sorted(units))
+    guard = f"(?=.*?(?:{bench}))" if bench else ""
+    return rf"^{guard}(?:{alternation})(?:\.|\(|$)"
+
+
+_LIST_BENCHMARKS = r"""
+import json, sys
+from asv_runner.discovery import disc_benchmarks, update_sys_path
+update_sys_path(sys.argv[1])
+print(json.dumps(sorted({b.name for b in disc_benchmarks(sys.argv[1])})))
+"""
+
+
+def list_benchmarks(
+    bench_dir: str | os.PathLike = DEFAULT_BENCH_DIR,
+    python: str = sys.executable,
+    env: dict | None = None,
+) -> list[str]:
+    """Every asv benchmark name in ``bench_dir``, found by asv's own discovery.
+
+    Runs in a child process: importing the suite imports torch (~2 s) and the suite's
+    package name must not clash with modules already imported here. Nothing touches a GPU.
+    """
+    bench_dir = Path(bench_dir).resolve()
+    if not bench_dir.is_dir():
+        raise FileNotFoundError(f"benchmark folder {bench_dir} does not exist")
+    proc = subprocess.run(
+        [python, "-c", _LIST_BENCHMARKS, str(bench_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=bench_dir.parent,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark discovery in {bench_dir} failed:\n{proc.stderr[-3000:]}")
+    names = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not names:
+        raise RuntimeError(f"no asv benchmarks found in {bench_dir}")
+    return names
+
+
+def select_units(
+    names: Iterable[str], grid_regex: str | None = None, bench: str | None = None
+) -> dict[str, list[str]]:
+    """Units -> the benchmark names wanted from each, for a grid and an optional user filter.
+
+    A unit is kept when one of its names matches ``grid_regex`` (the preset classes of the
+    grid, from runner.asv_run.bench_regex); of those, the names matching ``bench`` are the
+    ones expected back.
+    """
+    wanted: dict[str, list[str]] = {}
+    for name in sorted(set(names)):
+        if grid_regex and not re.search(grid_regex, name):
+            continue
+        if bench and not re.search(bench, name):
+            continue
+        wanted.setdefault(unit_of(name), []).append(name)
+    return wanted
+
+
+# --- planning -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    units: tuple[str, ...]
+    cost: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """Stable name from the units alone, so the same group maps to the same folder."""
+        digest = hashlib.sha1("\n".join(sorted(self.units)).encode()).hexdigest()[:10]
+        return f"shard-{digest}"
+
+    def describe(self) -> str:
+        return ", ".join(self.units)
+
+
+def plan_shards(
+    units: Iterable[str], n_shards: int, costs: dict[str, float] | None = None
+) -> list[Shard]:
+    """Split units into at most ``n_shards`` groups of balanced estimated cost.
+
+    Longest-processing-time first: take units heaviest first, each into the lightest
+    shard so far (within 4/3 of the best split). Deterministic: ties go by name.
+    """
+    if n_shards < 1:
+        raise ValueError(f"n_shards must be >= 1, got {n_shards}")
+    units = sorted(set(units))
+    if not units:
+        return []
+    costs = costs or {}
+    cost = {u: float(costs.get(u, estimated_unit_cost(u))) for u in units}
+    bins: list[list[str]] = [[] for _ in range(min(n_shards, len(units)))]
+    loads = [0.0] * len(bins)
+    for unit in sorted(units, key=lambda u: (-cost[u], u)):
+        lightest = min(range(len(bins)), key=lambda i: (loads[i], i))
+        bins[lightest].append(unit)
+        loads[lightest] += cost[unit]
+    shards = [Shard(tuple(sorted(b)), load) for b, load in zip(bins, loads, strict=True)]
+    return sorted(shards, key=lambda s: (-s.cost, s.units))
+
+
+def measured_unit_costs(results_dir: str | os.PathLike, machine: str) -> dict[str, float]:
+    """Seconds per unit from the newest asv result of ``machine``, or {} when there is none.
+
+    Per unit: the ``duration`` of each of its benchmarks plus its ``setup_cache`` duration
+    (where this suite does its measuring), matched through results/benchmarks.json.
+    """
+    results_dir = Path(results_dir)
+    files = [p for p in (results_dir / machine).glob("*.json") if p.name != "machine.json"]
+    bench_json = results_dir / "benchmarks.json"
+    if not files or not bench_json.is_file():
+        return {}
+    try:
+        data = json.loads(max(files, key=lambda p: p.stat().st_mtime).read_text())
+        benchmarks = json.loads(bench_json.read_text())
+        duration_col = data["result_columns"].index("duration")
+    except (ValueError, KeyError, OSError):
+        return {}
+    costs: dict[str, float] = {}
+    cache_units: dict[str, str] = {}
+    for name, row in data.get("results", {}).items():
+        unit = unit_of(name)
+        seconds = row[duration_col] if len(row) > duration_col else None
+        if isinstance(seconds, (int, float)):
+            costs[unit] = costs.get(unit, 0.0) + seconds
+        cache_key = (
+            benchmarks.get(name, {}).get("setup_cache_key")
+            if isinstance(benchmarks.get(name), dict)
+            else None
+        )
+        if cache_key:
+            cache_units[f"<setup_cache {cache_key}>"] = unit
+    for key, seconds in data.get("durations", {}).items():
+        if key in cache_units and isinstance(seconds, (int, float)):
+            costs[cache_units[key]] = costs.get(cache_units[key], 0.0) + seconds
+    return costs
+
+
+def costs_for(
+    units: Iterable[str], results_dir: str | os.PathLike, machine: str
+) -> dict[str, float]:
+    """Measured seconds when an earlier run measured every unit, else the estimate table."""
+    units = list(units)
+    measured = measured_unit_costs(results_dir, machine)
+    if units and all(u in measured for u in units):
+        return {u: max(measured[u], 1e-3) for u in units}
+    return {u: estimated_unit_cost(u) for u in units}
+
+
+# --- the shard folders ----------------------------------------------------------------------
+
+
+def shard_dir(root: str | os.PathLike, commit: str, shard: Shard) -> Path:
+    return Path(root) / commit / shard.key
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    """The manifest of a completed shard folder, or None if the shard is not complete."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("units") else None
+
+
+def completed_shards(root: str | os.PathLike, commit: str) -> dict[Path, dict]:
+    """Completed shard folders of a commit -> their manifests."""
+    commit_dir = Path(root) / commit
+    if not commit_dir.is_dir():
+        return {}
+    done = {}
+    for folder in sorted(p for p in commit_dir.iterdir() if p.is_dir()):
+        manifest = read_manifest(folder)
+        if manifest is not None:
+            done[folder] = manifest
+    return done
+
+
+def completed_units(manifests: Iterable[dict]) -> set[str]:
+    return {u for m in manifests for u in m["units"]}
+
+
+def missing_units(wanted: Iterable[str], manifests: Iterable[dict]) -> list[str]:
+    """The wanted units that no completed shard has run: what a re-run must still do."""
+    return sorted(set(wanted) - completed_units(manifests))
+
+
+# --- running one shard ----------------------------------------------------------------------
+
+
+class ShardIncomplete(RuntimeError):
+    """asv finished but the shard's results lack benchmarks it should have produced."""
+
+
+RunCommit = Callable[..., object]
+
+
+def load_callable(spec: str) -> Callable:
+    """``"package.module:function"`` -> the function (how a child process is told its runner)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"expected 'module:function', got {spec!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def default_run_commit() -> RunCommit:
+    from runner.asv_run import run_commit  # lazy: asv is only needed where a shard runs
+
+    return run_commit
+
+
+@dataclass
+class ShardResult:
+    folder: Path
+    manifest: dict
+    skipped: bool = False
+
+
+def run_shard(
+    commit: str,
+    units: Sequence[str],
+    root: str | os.PathLike,
+    *,
+    machine: str,
+    grid: str | None = None,
+    bench: str | None = None,
+    run_commit: RunCommit | None = None,
+    **run_kwargs,
+) -> ShardResult:
+    """Run one shard of one commit into ``<root>/<commit>/<shard key>/`` unless it is done.
+
+    ``run_commit`` has runner.asv_run.run_commit's signature; ``run_kwargs`` go through to
+    it (python, env, worktree, extra_args). The manifest is written only after the result
+    file holds every benchmark the commit's benchmarks.json lists for these units, so a
+    folder with a manifest is a finished shard and anything else is redone.
+    """
+    shard = Shard(tuple(sorted(set(units))))
+    folder = shard_dir(root, commit, shard)
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        return ShardResult(folder, manifest, skipped=True)
+    if folder.exists():  # a shard that died mid-run: start it clean
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    run_commit = run_commit or default_run_commit()
+    regex = units_regex(shard.units, bench)
+    started = time.time()
+    run_commit(
+        commit,
+        machine=machine,
+        results_dir=str(folder / SHARD_RESULTS),
+        bench=regex,
+        grid=grid,
+        **run_kwargs,
+    )
+    wall_s = time.time() - started
+    produced, absent = check_shard_output(
+        folder / SHARD_RESULTS, machine, commit, shard.units, bench
+    )
+    manifest = {
+        "commit": commit,
+        "shard": shard.key,
+        "units": list(shard.units),
+        "absent_units": absent,
+        "bench_regex": regex,
+        "grid": grid,
+        "machine": machine,
+        "result_files": produced,
+        "wall_s": round(wall_s, 3),
+        "host": platform.node(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, folder / MANIFEST)
+    return ShardResult(folder, manifest)
+
+
+def result_files(results_dir: str | os.PathLike) -> list[Path]:
+    """asv per-commit result files under an asv results_dir (not machine/benchmarks.json)."""
+    results_dir = Path(results_dir)
+    return sorted(p for p in results_dir.glob("*/*.json") if p.name != "machine.json")
+
+
+def check_shard_output(
+    results_dir: Path, machine: str, commit: str, units: Sequence[str], bench: str | None
+) -> tuple[list[str], list[str]]:
+    """Check a shard's asv output; return (result files, units this commit does not have).
+
+    A unit the commit's suite lacks (an older commit of a history run) is recorded as
+    absent, not an error; a benchmark of a present unit missing from the results is.
+    """
+    bench_json = results_dir / "benchmarks.json"
+    known = json.loads(bench_json.read_text()) if bench_json.is_file() else {}
+    names = [n for n in known if n != "version"]
+    expected = {n for n in names if unit_of(n) in units and (not bench or re.search(bench, n))}
+    absent = sorted(set(units) - {unit_of(n) for n in names})
+    files = [p for p in result_files(results_dir) if p.parent.name == machine]
+    got: set[str] = set()
+    for path in files:
+        data = json.loads(path.read_text())
+        if not str(data.get("commit_hash", "")).startswith(commit[:8]):
+            raise ShardIncomplete(f"{path} is for commit {data.get('commit_hash')}, not {commit}")
+        got |= set(data.get("results", {}))
+    if not known:
+        raise ShardIncomplete(f"asv wrote no benchmarks.json under {results_dir}")
+    missing = sorted(expected - got)
+    if missing:
+        raise ShardIncomplete(
+            f"shard of {commit[:8]} ({', '.join(units)}) on machine {machine!r}: "
+            f"{len(missing)} benchmarks missing from the results, e.g. {missing[:5]}"
+        )
+    return [str(p.relative_to(results_dir)) for p in files], absent
+
+
+# --- commits --------------------------------------------------------------------------------
+
+
+def resolve_commits(spec: str, repo: str | os.PathLike = REPO_ROOT) -> list[str]:
+    """``HEAD``, ``A..B`` (asv's meaning: B and its ancestors not in A, oldest first) or a
+    comma/space separated list -> full hashes."""
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ValueError(f"git {' '.join(args)}: {proc.stderr.strip()}")
+        return proc.stdout.strip()
+
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("no commits given (use HEAD, A..B or a list)")
+    if ".." in spec:
+        hashes = git("rev-list", "--reverse", spec).split()
+        if not hashes:
+            raise ValueError(f"commit range {spec!r} is empty")
+        return hashes
+    return [git("rev-parse", "--verify", f"{c}^{{commit}}") for c in re.split(r"[,\s]+", spec)]

@@ -1,0 +1,647 @@
+"""Sharded runs (runner/shards.py, runner/merge.py, runner/local_gpus.py, modal_runner.py).
+
+CPU and offline. Most tests drive a small throw-away asv project (a git repo with a
+fake suite of the contract's shape: bench_<family>.py files, one class per preset) through
+real `asv run`, so sharding, the shard folders, merging and asv reading the result back
+are all exercised for real in a few seconds; the fake part is only what is measured. One
+test runs the real suite's CPU grid through runner.asv_run when both exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runner import merge, shards
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+FAMILIES = ("bench_forward", "bench_backward", "bench_gradgrad")
+PRESETS = ("CPU", "Seed")
+FAKE_GRID_REGEX = r"^bench_\w+\.CPU\."
+
+FAKE_BENCH = """
+class {preset}:
+    params = [[1, 2], ["float32"], ["math", "recompute"]]
+    param_names = ["B", "dtype", "bwd_mode"]
+
+    def setup_cache(self):
+        # what the real suite measures here; fake numbers derived from the params
+        return {{(b, m): {scale} * b * (1 + len(m)) for b in (1, 2) for m in ("math", "recompute")}}
+
+    def track_ms(self, cache, B, dtype, bwd_mode):
+        return cache[(B, bwd_mode)]
+
+    track_ms.unit = "ms"
+
+    def track_peak_mib(self, cache, B, dtype, bwd_mode):
+        return 10.0 * B
+
+    track_peak_mib.unit = "MiB"
+"""
+
+# runner.asv_run.run_commit's signature over the fake project (its repo in FAKE_ASV_REPO).
+FAKE_RUNNER = """
+import json, os, subprocess, sys
+from pathlib import Path
+
+
+def run_commit(commit="HEAD", *, machine, results_dir="results", bench=None, grid=None,
+               python=sys.executable, env=None, worktree=None, extra_args=()):
+    repo = Path(os.environ["FAKE_ASV_REPO"])
+    results_dir = Path(results_dir).resolve()
+    home = results_dir.parent / ".asvhome"  # one per shard: parallel shards never share it
+    home.mkdir(parents=True, exist_ok=True)
+    conf = json.loads((repo / "asv.conf.json").read_text())
+    conf.update(repo=str(repo), results_dir=str(results_dir),
+                benchmark_dir=str(repo / "fakebench"), html_dir=str(results_dir / "html"))
+    conf_path = results_dir.parent / "asv.conf.json"
+    conf_path.write_text(json.dumps(conf))
+    run_env = dict(env or os.environ, HOME=str(home))
+    asv = [python, "-m", "asv"]
+    subprocess.run(asv + ["machine", "--yes", "--machine", machine, "--config", str(conf_path)],
+                   env=run_env, check=True, capture_output=True)
+    cmd = asv + ["run", "--config", str(conf_path), "--machine", machine, "-E",
+                 f"existing:{python}", "--set-commit-hash", commit, "--launch-method",
+                 "forkserver", "--show-stderr"]
+    if bench:
+        cmd += ["--bench", bench]
+    subprocess.run(cmd + list(extra_args), env=run_env, check=True, cwd=repo)
+    calls = Path(os.environ["FAKE_ASV_CALLS"])
+    with open(calls, "a") as f:  # which shards ran, and pinned to which device
+        cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+        f.write(json.dumps({"bench": bench, "cuda": cuda}) + "\\n")
+    return results_dir / machine
+"""
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    """A git repo with a fake asv suite, and a runner module importable as fake_asv_runner."""
+    root = tmp_path_factory.mktemp("fake_asv")
+    repo = root / "repo"
+    suite = repo / "fakebench"
+    suite.mkdir(parents=True)
+    (suite / "__init__.py").write_text("")
+    for i, family in enumerate(FAMILIES):
+        body = "".join(FAKE_BENCH.format(preset=p, scale=i + 1) for p in PRESETS)
+        (suite / f"{family}.py").write_text(textwrap.dedent(body))
+    (repo / "asv.conf.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "project": "fake",
+                "repo": ".",
+                "environment_type": "existing",
+                "benchmark_dir": "fakebench",
+                "results_dir": "results",
+                "html_dir": "html",
+                "branches": ["main"],
+            }
+        )
+    )
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(git + ["init", "-q", "-b", "main"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-qm", "fake suite"], check=True)
+    commit = subprocess.run(
+        git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    helpers = root / "helpers"
+    helpers.mkdir()
+    (helpers / "fake_asv_runner.py").write_text(FAKE_RUNNER)
+    names = shards.list_benchmarks(suite)
+    return {
+        "root": root,
+        "repo": repo,
+        "suite": suite,
+        "commit": commit,
+        "helpers": helpers,
+        "names": names,
+    }
+
+
+@pytest.fixture
+def fake_env(fake, tmp_path, monkeypatch):
+    """Environment for the fake runner, in this process and in children."""
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_ASV_REPO", str(fake["repo"]))
+    monkeypatch.setenv("FAKE_ASV_CALLS", str(calls))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake["helpers"]), str(REPO)]))
+    monkeypatch.syspath_prepend(str(fake["helpers"]))
+    return calls
+
+
+def read_calls(calls: Path) -> list[dict]:
+    return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
+
+def cpu_names(fake) -> set[str]:
+    return {n for n in fake["names"] if re.search(FAKE_GRID_REGEX, n)}
+
+
+def load_with_asv(path: Path, machine: str):
+    from asv.results import Results
+
+    return Results.load(str(path), machine_name=machine)
+
+
+# --- sharding ---------------------------------------------------------------------------------
+
+
+def test_fake_suite_names_follow_the_contract(fake):
+    assert "bench_gradgrad.CPU.track_ms" in fake["names"]
+    assert len(fake["names"]) == len(FAMILIES) * len(PRESETS) * 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    units=st.sets(
+        st.sampled_from(
+            [f"{f}.{p}" for f in FAMILIES for p in ("Seed", "TTT", "Long", "Grid", "CPU")]
+        ),
+        min_size=1,
+    ),
+    n_shards=st.integers(1, 20),
+)
+def test_shards_cover_every_unit_exactly_once(units, n_shards):
+    plan = shards.plan_shards(units, n_shards)
+    assigned = [u for s in plan for u in s.units]
+    assert sorted(assigned) == sorted(units)  # every unit, none twice
+    assert len(plan) == min(n_shards, len(units)) and all(s.units for s in plan)
+    # and each shard's regex selects exactly its own units' benchmarks
+    names = [f"{u}.{m}" for u in units for m in ("track_ms", "track_tflops")]
+    for shard in plan:
+        regex = shards.units_regex(shard.units)
+        assert {n for n in names if re.search(regex, n)} == {
+            n for n in names if shards.unit_of(n) in shard.units
+        }
+
+
+def test_plan_puts_the_heaviest_unit_alone_and_is_deterministic():
+    units = [f"{f}.{p}" for f in FAMILIES for p in ("Seed", "TTT", "Long", "Grid")]
+    plan = shards.plan_shards(units, 8)
+    assert plan[0].units == ("bench_gradgrad.Long",)
+    assert plan == shards.plan_shards(list(reversed(units)), 8)
+    assert max(s.cost for s in plan) == shards.estimated_unit_cost("bench_gradgrad.Long")
+    with pytest.raises(ValueError, match="n_shards"):
+        shards.plan_shards(units, 0)
+
+
+def test_measured_durations_replace_the_estimate(tmp_path):
+    machine = "m"
+    (tmp_path / machine).mkdir()
+    row = lambda seconds: [[1.0], [], "v", 0, seconds]  # noqa: E731  (result..duration)
+    (tmp_path / machine / "abcd1234-env.json").write_text(
+        json.dumps(
+            {
+                "result_columns": ["result", "params", "version", "started_at", "duration"],
+                "results": {
+                    "bench_forward.Seed.track_ms": row(1.0),
+                    "bench_gradgrad.Seed.track_ms": row(2.0),
+                },
+                "durations": {"<setup_cache bench_forward:3>": 100.0},
+                "version": 2,
+            }
+        )
+    )
+    (tmp_path / "benchmarks.json").write_text(
+        json.dumps(
+            {"bench_forward.Seed.track_ms": {"setup_cache_key": "bench_forward:3"}, "version": 2}
+        )
+    )
+    units = ["bench_forward.Seed", "bench_gradgrad.Seed"]
+    assert shards.costs_for(units, tmp_path, machine) == {
+        "bench_forward.Seed": 101.0,
+        "bench_gradgrad.Seed": 2.0,
+    }
+    # one unit without a measurement: the whole table falls back to the estimate
+    assert shards.costs_for(units + ["bench_backward.Seed"], tmp_path, machine) == {
+        u: shards.estimated_unit_cost(u) for u in units + ["bench_backward.Seed"]
+    }
+
+
+def test_user_filter_is_anded_with_the_units():
+    regex = shards.units_regex(["bench_forward.TTT", "bench_gradgrad.TTT"], bench="^bench_grad")
+    assert re.search(regex, "bench_gradgrad.TTT.track_ms")
+    assert re.search(regex, "bench_gradgrad.TTT.track_ms(1, 'x')")
+    assert not re.search(regex, "bench_forward.TTT.track_ms")
+    assert not re.search(regex, "bench_gradgrad.TTTx.track_ms")
+
+
+def test_resolve_commits(fake):
+    assert shards.resolve_commits("HEAD", fake["repo"]) == [fake["commit"]]
+    assert shards.resolve_commits(f"{fake['commit'][:8]}", fake["repo"]) == [fake["commit"]]
+    with pytest.raises(ValueError, match="empty"):
+        shards.resolve_commits("HEAD..HEAD", fake["repo"])
+    with pytest.raises(ValueError, match="nosuchref"):
+        shards.resolve_commits("nosuchref", fake["repo"])
+
+
+# --- merging ----------------------------------------------------------------------------------
+
+
+def synthetic_result(machine: str, commit: str, names: dict[str, float]) -> dict:
+    columns = ["result", "params", "version", "started_at", "duration"]
+    return {
+        "commit_hash": commit,
+        "env_name": "existing-py",
+        "date": 1700000000000,
+        "params": {"machine": machine, "python": "3.12"},
+        "python": "3.12",
+        "requirements": {},
+        "env_vars": {},
+        "result_columns": columns,
+        "results": {
+            n: [[v, 2 * v], [["1", "2"]], "h" * 64, 1700000000000, 0.5] for n, v in names.items()
+        },
+        "durations": {"<build>": 1.0, f"<setup_cache {next(iter(names))}>": 3.0},
+        "version": 2,
+    }
+
+
+def write_shard(folder: Path, data: dict) -> Path:
+    machine = data["params"]["machine"]
+    (folder / machine).mkdir(parents=True)
+    (folder / machine / "machine.json").write_text(json.dumps({"machine": machine, "version": 1}))
+    path = folder / machine / f"{data['commit_hash'][:8]}-{data['env_name']}.json"
+    path.write_text(json.dumps(data))
+    (folder / "benchmarks.json").write_text(
+        json.dumps({n: {"name": n, "unit": "ms"} for n in data["results"]} | {"version": 2})
+    )
+    return path
+
+
+def test_merge_of_synthetic_shards_is_read_back_by_asv(tmp_path):
+    commit, machine = "0123456789abcdef" * 2 + "01234567", "h100-sxm-80gb-x2"
+    a = write_shard(
+        tmp_path / "a", synthetic_result(machine, commit, {"bench_forward.TTT.track_ms": 1.0})
+    )
+    write_shard(
+        tmp_path / "b",
+        synthetic_result(
+            machine,
+            commit,
+            {"bench_gradgrad.Long.track_ms": 9.0, "bench_gradgrad.Long.track_peak_mib": 7.0},
+        ),
+    )
+    report = merge.merge_shards([tmp_path / "a", tmp_path / "b"], tmp_path / "results")
+    (target,) = report.written
+    assert target == tmp_path / "results" / machine / a.name
+    loaded = load_with_asv(target, machine)
+    assert set(loaded.get_all_result_keys()) == {
+        "bench_forward.TTT.track_ms",
+        "bench_gradgrad.Long.track_ms",
+        "bench_gradgrad.Long.track_peak_mib",
+    }
+    assert loaded.get_result_value("bench_gradgrad.Long.track_ms", [["1", "2"]]) == [9.0, 18.0]
+    assert loaded.commit_hash == commit
+    merged = json.loads(target.read_text())
+    assert merged["version"] == 2 and merged["durations"]["<build>"] == 1.0
+    assert len([k for k in merged["durations"] if k.startswith("<setup_cache")]) == 2
+    assert (tmp_path / "results" / machine / "machine.json").is_file()
+    bench = json.loads((tmp_path / "results" / "benchmarks.json").read_text())
+    assert set(bench) - {"version"} == set(merged["results"])
+
+    # a later shard of the same commit: merged into the file, replacing its own rows only
+    write_shard(
+        tmp_path / "c", synthetic_result(machine, commit, {"bench_forward.TTT.track_ms": 2.0})
+    )
+    report = merge.merge_shards([tmp_path / "c"], tmp_path / "results")
+    assert report.replaced[target] == ["bench_forward.TTT.track_ms"]
+    loaded = load_with_asv(target, machine)
+    assert loaded.get_result_value("bench_forward.TTT.track_ms", [["1", "2"]]) == [2.0, 4.0]
+    assert len(loaded.get_all_result_keys()) == 3
+
+
+def test_merge_refuses_a_benchmark_measured_twice_differently(tmp_path):
+    commit, machine = "f" * 40, "m"
+    write_shard(
+        tmp_path / "a", synthetic_result(machine, commit, {"bench_forward.TTT.track_ms": 1.0})
+    )
+    write_shard(
+        tmp_path / "b", synthetic_result(machine, commit, {"bench_forward.TTT.track_ms": 1.5})
+    )
+    with pytest.raises(merge.MergeConflict, match="bench_forward.TTT.track_ms"):
+        merge.merge_shards([tmp_path / "a", tmp_path / "b"], tmp_path / "results")
+    assert not (tmp_path / "results" / machine).exists()  # nothing half-written
+    other = synthetic_result(machine, commit, {"bench_gradgrad.TTT.track_ms": 1.0})
+    other["result_columns"] = other["result_columns"][:4]
+    write_shard(tmp_path / "c", other)
+    with pytest.raises(merge.MergeConflict, match="result_columns"):
+        merge.merge_shards([tmp_path / "a", tmp_path / "c"], tmp_path / "results")
+
+
+# --- one shard, in-process through Modal's .local() ---------------------------------------
+
+
+def test_app_imports_without_a_token(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(REPO))
+    code = (
+        "import modal_runner as m; "
+        "print(m.app.name, m.GPU, type(m.run_shard).__name__, m.VOLUME_MOUNT)"
+    )
+    proc = subprocess.run(
+        [PY, "-c", code], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["gradgrad-attention-bench", "H100!", "Function", "/shards"]
+
+
+def test_shard_function_runs_locally_and_skips_a_finished_shard(fake, fake_env, tmp_path):
+    modal_runner = pytest.importorskip("modal_runner")
+    units = ["bench_backward.CPU", "bench_forward.CPU"]
+    kwargs = dict(
+        grid="cpu",
+        out_root=str(tmp_path / "vol"),
+        machine="cpu-test",
+        runner="fake_asv_runner:run_commit",
+    )
+    with pytest.warns(UserWarning, match="locally"):  # modal: no Volume under .local()
+        manifest = modal_runner.run_shard.local(fake["commit"], units, **kwargs)
+    assert manifest["skipped"] is False and manifest["units"] == units
+    folder = tmp_path / "vol" / fake["commit"] / manifest["shard"]
+    (result_file,) = shards.result_files(folder / shards.SHARD_RESULTS)
+    want = {n for n in cpu_names(fake) if shards.unit_of(n) in units}
+    assert set(load_with_asv(result_file, "cpu-test").get_all_result_keys()) == want
+    assert len(read_calls(fake_env)) == 1
+
+    with pytest.warns(UserWarning, match="locally"):
+        again = modal_runner.run_shard.local(fake["commit"], list(reversed(units)), **kwargs)
+    assert again["skipped"] is True and again["shard"] == manifest["shard"]
+    assert len(read_calls(fake_env)) == 1  # asv did not run again
+
+
+def test_a_shard_that_died_midway_is_redone(fake, fake_env, tmp_path):
+    units = ["bench_gradgrad.CPU"]
+    folder = shards.shard_dir(tmp_path, fake["commit"], shards.Shard(tuple(units)))
+    (folder / "results").mkdir(parents=True)  # partial output, no manifest
+    (folder / "results" / "junk.json").write_text("{")
+    from fake_asv_runner import run_commit
+
+    result = shards.run_shard(
+        fake["commit"], units, tmp_path, machine="cpu-test", grid="cpu", run_commit=run_commit
+    )
+    assert not result.skipped and not (folder / "results" / "junk.json").exists()
+    assert shards.read_manifest(folder)["units"] == units
+
+
+def test_a_shard_missing_benchmarks_gets_no_manifest(fake, fake_env, tmp_path):
+    from fake_asv_runner import run_commit
+
+    def drops_a_benchmark(commit, **kw):  # asv "succeeded" but one benchmark is not there
+        out = run_commit(commit, **kw)
+        (path,) = [p for p in out.glob("*.json") if p.name != "machine.json"]
+        data = json.loads(path.read_text())
+        data["results"].pop("bench_forward.CPU.track_ms")
+        path.write_text(json.dumps(data))
+        return out
+
+    with pytest.raises(shards.ShardIncomplete, match="bench_forward.CPU.track_ms"):
+        shards.run_shard(
+            fake["commit"],
+            ["bench_forward.CPU"],
+            tmp_path,
+            machine="cpu-test",
+            grid="cpu",
+            run_commit=drops_a_benchmark,
+        )
+    assert shards.completed_shards(tmp_path, fake["commit"]) == {}
+
+
+# --- the Modal fan-out up to the network, with the Volume replaced by a folder ----------------
+
+
+def test_fan_out_merges_and_reruns_only_the_missing_shard(fake, fake_env, tmp_path):
+    import modal_runner
+
+    store = modal_runner.LocalStore(tmp_path / "vol")
+    runs = []
+
+    def run_many(calls):
+        runs.append(calls)
+        out = []
+        for commit, units in calls:
+            result = shards.run_shard(
+                commit,
+                units,
+                store.root,
+                machine="cpu-test",
+                grid="cpu",
+                run_commit=__import__("fake_asv_runner").run_commit,
+            )
+            out.append({**result.manifest, "skipped": result.skipped})
+        return out
+
+    results = tmp_path / "results"
+    kwargs = dict(
+        store=store,
+        run_many=run_many,
+        results_dir=results,
+        grid="cpu",
+        grid_regex=FAKE_GRID_REGEX,
+        bench_dir=fake["suite"],
+        build_report=False,
+        repo=fake["repo"],
+    )
+    assert modal_runner.orchestrate("HEAD", 2, **kwargs) == 0
+    (first,) = runs
+    assert len(first) == 2 and sorted(u for _, us in first for u in us) == [
+        f"{f}.CPU" for f in sorted(FAMILIES)
+    ]
+    (merged,) = [p for p in (results / "cpu-test").glob("*.json") if p.name != "machine.json"]
+    assert set(load_with_asv(merged, "cpu-test").get_all_result_keys()) == cpu_names(fake)
+
+    # a container lost after asv ran but before its manifest: its units alone rerun (split
+    # over up to SHARDS new shards), nothing of the finished shard runs again
+    manifests = store.manifests(fake["commit"])
+    lost_key = max(manifests, key=lambda k: len(manifests[k]["units"]))
+    (store.root / fake["commit"] / lost_key / shards.MANIFEST).unlink()
+    assert modal_runner.orchestrate("HEAD", 2, **kwargs) == 0
+    assert {c for c, _ in runs[1]} == {fake["commit"]}
+    assert sorted(u for _, us in runs[1] for u in us) == manifests[lost_key]["units"]
+    assert set(load_with_asv(merged, "cpu-test").get_all_result_keys()) == cpu_names(fake)
+
+    # everything done: nothing runs, the merge is redone from the stored shards
+    assert modal_runner.orchestrate("HEAD", 2, **kwargs) == 0
+    assert len(runs) == 2
+
+    # asv itself lists the merged commit for the machine (what `asv show` / `compare` use)
+    conf = tmp_path / "asv.conf.json"
+    conf.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "project": "fake",
+                "repo": str(fake["repo"]),
+                "results_dir": str(results),
+                "environment_type": "existing",
+                "branches": ["main"],
+            }
+        )
+    )
+    proc = subprocess.run(
+        [
+            PY,
+            "-m",
+            "asv",
+            "show",
+            "--config",
+            str(conf),
+            "--machine",
+            "cpu-test",
+            fake["commit"][:8],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=fake["repo"],
+        env=dict(os.environ, HOME=str(tmp_path)),
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in cpu_names(fake):
+        assert name in proc.stdout
+
+
+def test_no_token_fails_at_once_with_the_setup_hint(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    env["HOME"] = str(tmp_path)  # no ~/.modal.toml
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["make", "-s", "bench-modal", "COMMITS=HEAD", "SHARDS=8"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    took = time.monotonic() - started
+    assert proc.returncode != 0
+    assert took < 5, f"took {took:.1f} s: the token check must come before any other work"
+    for hint in ("modal setup", "modal token new", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"):
+        assert hint in proc.stderr + proc.stdout
+
+
+def test_token_lookup_follows_the_modal_client(tmp_path):
+    sys.path.insert(0, str(REPO / "runner"))
+    try:
+        from modal_token import token_problem
+    finally:
+        sys.path.remove(str(REPO / "runner"))
+    home = {"HOME": str(tmp_path)}
+    assert "no such file" in token_problem(home)
+    assert token_problem({**home, "MODAL_TOKEN_ID": "ak-1", "MODAL_TOKEN_SECRET": "as-1"}) is None
+    (tmp_path / ".modal.toml").write_text(
+        '[default]\ntoken_id = "ak-1"\ntoken_secret = "as-1"\n'
+        '[work]\nactive = true\ntoken_id = "ak-2"\n'
+    )
+    assert "profile 'work'" in token_problem(home)  # the active profile lacks its secret
+    assert token_problem({**home, "MODAL_PROFILE": "default"}) is None
+    assert token_problem({**home, "MODAL_TOKEN_SECRET": "as-2"}) is None
+
+
+# --- local GPUs: N workers, each pinned to one device -----------------------------------------
+
+
+def local_gpus(fake, tmp_path, *extra, machine="cpu-test-x2"):
+    cmd = [
+        PY,
+        "-m",
+        "runner.local_gpus",
+        "--grid",
+        "cpu",
+        "--grid-regex",
+        FAKE_GRID_REGEX,
+        "--machine",
+        machine,
+        "--runner",
+        "fake_asv_runner:run_commit",
+        "--bench-dir",
+        str(fake["suite"]),
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--staging",
+        str(tmp_path / "staging"),
+        "--no-table",
+        "--repo",
+        str(fake["repo"]),
+        *extra,
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_two_fake_gpus_each_run_a_shard_and_the_merge_covers_the_grid(fake, fake_env, tmp_path):
+    proc = local_gpus(fake, tmp_path, "--gpus", "2", "--keep-staging")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = read_calls(fake_env)
+    assert sorted(c["cuda"] for c in calls) == ["0", "1"]  # one shard per device, both ran
+    assert re.search(r"shard 1/2 shard-\w+ on GPU \d", proc.stdout)
+    (merged,) = [
+        p for p in (tmp_path / "results" / "cpu-test-x2").glob("*.json") if p.name != "machine.json"
+    ]
+    keys = json.loads(merged.read_text())["results"]
+    assert set(keys) == cpu_names(fake)  # every benchmark; dict keys: none twice
+    per_shard = [
+        set(json.loads(p.read_text())["results"])
+        for p in (tmp_path / "staging").rglob("results/cpu-test-x2/*-*.json")
+    ]
+    assert len(per_shard) == 2 and not (per_shard[0] & per_shard[1])
+
+    # interrupted after one shard: a re-run does only the other one
+    commit_dir = tmp_path / "staging" / "cpu-test-x2" / fake["commit"]
+    lost = next(p for p in commit_dir.iterdir() if p.is_dir())
+    (lost / shards.MANIFEST).unlink()
+    proc = local_gpus(fake, tmp_path, "--gpus", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(read_calls(fake_env)) == 3 and "1 shards on GPUs" in proc.stdout
+    assert not commit_dir.exists()  # merged, so the staging folder is gone
+    assert set(json.loads(merged.read_text())["results"]) == cpu_names(fake)
+
+
+def test_no_gpu_and_no_count_is_a_clear_error(tmp_path):
+    env = dict(os.environ, PATH="/nonexistent", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(
+        [PY, "-m", "runner.local_gpus"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0 and "GPUS=N" in proc.stderr
+
+
+# --- the real suite's CPU grid through runner.asv_run, when both exist ---------------------
+
+
+def test_real_cpu_grid_shard_through_asv_run(tmp_path):
+    asv_run = pytest.importorskip("runner.asv_run", reason="runner/asv_run.py not there yet")
+    import modal_runner
+
+    grid_regex = asv_run.bench_regex("cpu")
+    wanted = shards.select_units(shards.list_benchmarks(), grid_regex)
+    if not wanted:
+        pytest.skip("bench_suite has no CPU-grid classes yet")
+    unit = min(wanted, key=lambda u: (not u.startswith("bench_forward"), u))
+    commit = shards.resolve_commits("HEAD")[0]
+    with pytest.warns(UserWarning, match="locally"):
+        manifest = modal_runner.run_shard.local(
+            commit, [unit], grid="cpu", out_root=str(tmp_path), machine="cpu-shard-test"
+        )
+    folder = tmp_path / commit / manifest["shard"] / shards.SHARD_RESULTS
+    (result_file,) = shards.result_files(folder)
+    assert set(load_with_asv(result_file, "cpu-shard-test").get_all_result_keys()) == set(
+        wanted[unit]
+    )
