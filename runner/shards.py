@@ -43,12 +43,16 @@ SHARD_RESULTS = "results"
 # Family: eager math path at B2 H4 T2048 D128 fp16 on the H100 (shared/anchors): forward
 # 0.39 ms, forward+backward 1.01 ms (2.6x), grad-grad 3.75 ms (9.6x).
 COST_BY_FAMILY = {"bench_forward": 1.0, "bench_backward": 2.6, "bench_gradgrad": 9.6}
-# Preset: configs x time per config, relative to Seed (one config at T2048).
-# TTT: 3 head dims at Tq 1024 / Tk 9216, math grad-grad 14.1 ms vs 3.75 ms -> 3 x 3.8 = 11.
-# Long: T up to 32768 causal; math forward+backward at T16384 is 81 ms vs 1.0 ms at Seed, and
-# the O(T^2) paths go out of memory above that -> ~40 (the heaviest class, Long/gradgrad first).
-# Grid: the general GPU grid, assumed ~2x TTT until measured. CPU: the small CPU grid.
-COST_BY_PRESET = {"Seed": 1.0, "TTT": 11.0, "Long": 40.0, "Grid": 22.0, "CPU": 1.0}
+# Preset: per config, one unit of fixed cost (compile, autotune, reference, process) plus its
+# attention work B*H*Tq*Tk*D*(visible fraction) in units of Seed's (B2 H4 T2048 D128 = 4.3e9),
+# for the grids of bench_suite/common.py PRESETS:
+#   Seed  1 config                                           1 + 1          ~ 2
+#   TTT   3 configs (D 64/80/96, 1024 over 9216 keys)         3 + 6.3        ~ 9
+#   Long  3 configs (T 8K/16K/32K causal, B1 H8 D128)         3 + 168        ~ 170
+#   Grid  8 configs (T 2K/4K x D 64/128 x none/causal, B4 H16) 8 + 90        ~ 100
+# so Long/gradgrad is the heaviest unit (~44% of the whole GPU grid): it alone bounds the wall
+# time of any number of shards. CPU: the small CPU grid, run on its own.
+COST_BY_PRESET = {"Seed": 2.0, "TTT": 9.0, "Long": 170.0, "Grid": 100.0, "CPU": 1.0}
 DEFAULT_FAMILY_COST = 3.0
 DEFAULT_PRESET_COST = 5.0
 
