@@ -107,3 +107,71 @@ def query_range(
             hi = tl.minimum(T_Q, start_n + BLOCK_N - 1 + WINDOW - (T_K - T_Q))
             hi = tl.maximum(hi, 0)
     return lo, hi
+
+
+def length_bucket(t: int) -> int:
+    """Autotune key for a sequence length: the next power of two (>= 16).
+
+    T=1000 and T=1024 then share one tuning; a new bucket re-tunes.
+    """
+    return triton.next_power_of_2(max(int(t), 16))
+
+
+@triton.jit
+def tile_fully_visible(
+    start_m,
+    start_n,
+    T_Q,
+    T_K,
+    WINDOW,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+):
+    """True when every (row, key) of the tile is in bounds and visible, so no mask is needed.
+
+    Interior tiles of causal attention (all but ~T/BLOCK diagonal ones) skip the
+    per-element mask arithmetic this way.
+    """
+    full = (start_m + BLOCK_M <= T_Q) & (start_n + BLOCK_N <= T_K)
+    if IS_CAUSAL:
+        # the first row of the tile must see the last key of the tile
+        full = full & (start_n + BLOCK_N - 1 <= start_m + (T_K - T_Q))
+        if HAS_WINDOW:
+            # the last row of the tile must still see the first key of the tile
+            full = full & (start_m + BLOCK_M - 1 + (T_K - T_Q) - start_n < WINDOW)
+    return full
+
+
+@triton.jit
+def load_tile(base, offs_t, offs_d, stride_t, stride_d, T, HEAD_DIM: tl.constexpr):
+    """(len(offs_t), len(offs_d)) tile of a (T, HEAD_DIM) matrix; zeros outside it."""
+    ptrs = base + offs_t[:, None] * stride_t + offs_d[None, :] * stride_d
+    return tl.load(ptrs, mask=(offs_t[:, None] < T) & (offs_d[None, :] < HEAD_DIM), other=0.0)
+
+
+@triton.jit
+def store_tile(base, value, offs_t, offs_d, stride_t, stride_d, T, HEAD_DIM: tl.constexpr):
+    """Store ``value`` (cast to the pointer's dtype) into the in-bounds part of a tile."""
+    ptrs = base + offs_t[:, None] * stride_t + offs_d[None, :] * stride_d
+    mask = (offs_t[:, None] < T) & (offs_d[None, :] < HEAD_DIM)
+    tl.store(ptrs, value.to(base.dtype.element_ty), mask=mask)
+
+
+def autotune_configs(candidates, interpreter_config):
+    """The config list every kernel's ``triton.autotune`` gets.
+
+    - Under the interpreter: ``interpreter_config`` alone (several configs fail
+      there with "0 active drivers", DESIGN.md trap 3).
+    - With ``KERNELS_AUTOTUNE=0``: the first candidate alone, the measured-good
+      default. GPU test runs set it: every new (D, T bucket, mask) key would
+      otherwise compile and time every candidate; on the H100 that made the
+      kernel test suite spend minutes in autotuning.
+    - Otherwise all candidates (benchmarks, users).
+    """
+    if interpreter_active():
+        return [interpreter_config]
+    if os.environ.get("KERNELS_AUTOTUNE", "1") == "0":
+        return list(candidates[:1])
+    return list(candidates)

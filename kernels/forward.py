@@ -15,26 +15,38 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_common import LOG2E, block_d, interpreter_active, key_range, mm, visible
+from ._triton_common import (
+    LOG2E,
+    autotune_configs,
+    block_d,
+    interpreter_active,
+    key_range,
+    length_bucket,
+    mm,
+    visible,
+)
+
+# Candidates measured on the H100 (scripts/gpu_forward_check.py, 2026-11-25): (64, 64, 4 warps,
+# 3 stages) won at D=128 T=4096-8192 and D=64 causal; (128, 64, 4, 4) at D=64 T=4096. The first
+# is the default when autotuning is off.
+_FORWARD_CANDIDATES = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
+    for bm, bn, w, st in [
+        (64, 64, 4, 3),
+        (128, 64, 4, 4),
+        (128, 64, 4, 3),
+        (128, 64, 8, 3),
+        (128, 128, 8, 2),
+        (64, 128, 4, 2),
+        (64, 32, 4, 4),
+    ]
+]
 
 
 def _forward_configs():
-    if interpreter_active():
-        # The interpreter can run one config only (DESIGN.md trap 3); small tiles keep it quick.
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)]
-    configs = []
-    for block_m in (64, 128):
-        for block_n in (32, 64, 128):
-            for warps in (4, 8):
-                for stages in (2, 3, 4):
-                    configs.append(
-                        triton.Config(
-                            {"BLOCK_M": block_m, "BLOCK_N": block_n},
-                            num_warps=warps,
-                            num_stages=stages,
-                        )
-                    )
-    return configs
+    # The interpreter's single config uses small tiles so CPU tests stay quick.
+    interp = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)
+    return autotune_configs(_FORWARD_CANDIDATES, interp)
 
 
 def _prune_forward_configs(configs, named_args, **kwargs):
@@ -160,11 +172,6 @@ def _attention_forward_kernel(
     tl.store(Lse + bh * T_Q + offs_m, lse, mask=row_ok)
 
 
-def _bucket(t: int) -> int:
-    """Autotune key for a length: next power of two, so T=1000 and T=1024 share a tuning."""
-    return triton.next_power_of_2(max(int(t), 16))
-
-
 def attention_forward(q, k, v, *, causal: bool, window: int | None, scale: float):
     """Run the Triton forward. Inputs already validated by kernels.attention.
 
@@ -195,8 +202,8 @@ def attention_forward(q, k, v, *, causal: bool, window: int | None, scale: float
         t_k,
         int(window) if window is not None else 0,
         float(scale) * LOG2E,
-        _bucket(t_q),
-        _bucket(t_k),
+        length_bucket(t_q),
+        length_bucket(t_k),
         HEAD_DIM=head_dim,
         BLOCK_D=block_d(head_dim),
         IS_CAUSAL=is_causal,

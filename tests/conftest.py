@@ -15,6 +15,9 @@ import sys
 GPU_RUN = "--gpu" in sys.argv
 if GPU_RUN:
     os.environ.pop("TRITON_INTERPRET", None)
+    # One config per kernel: correctness does not need the tuning sweep, which would
+    # compile and time every candidate for every new shape key (minutes on the H100).
+    os.environ.setdefault("KERNELS_AUTOTUNE", "0")
 else:
     os.environ["TRITON_INTERPRET"] = "1"
 
