@@ -239,9 +239,9 @@ def orchestrate(
 
     calls = []
     for commit in hashes:
-        missing = sharding.missing_units(wanted, store.manifests(commit).values())
+        missing = sharding.missing_units(wanted, store.manifests(commit), bench)
         costs = sharding.costs_for(missing, results_dir, COST_MACHINE)
-        for shard in sharding.plan_shards(missing, n_shards, costs):
+        for shard in sharding.plan_shards(missing, n_shards, costs, bench):
             calls.append((commit, list(shard.units)))
         log(
             f"{commit[:8]}: {len(wanted) - len(missing)}/{len(wanted)} units already done, "
@@ -266,7 +266,7 @@ def orchestrate(
     incomplete = 0
     for commit in hashes:
         manifests = store.manifests(commit)
-        missing = sharding.missing_units(wanted, manifests.values())
+        missing = sharding.missing_units(wanted, manifests, bench)
         if missing:
             incomplete += 1
             log(
@@ -274,9 +274,13 @@ def orchestrate(
                 f"The same command runs only those."
             )
             continue
-        keys = [k for k, m in manifests.items() if set(m["units"]) & set(wanted)]
+        taken = sharding.units_by_shard(sharding.assign_units(manifests, wanted, bench))
+        keys = sorted(taken)
         folders = store.fetch(commit, keys)
-        report = merge.merge_shards([f / sharding.SHARD_RESULTS for f in folders], results_dir)
+        report = merge.merge_shards(
+            {f / sharding.SHARD_RESULTS: taken[k] for f, k in zip(folders, keys, strict=True)},
+            results_dir,
+        )
         print(report.summary())
         absent = {u for k in keys for u in manifests[k].get("absent_units", [])}
         expected = {n for u, ns in wanted.items() if u not in absent for n in ns}

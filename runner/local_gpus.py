@@ -14,6 +14,7 @@ PCIe, so an N-GPU run gets its own history (suffix -xN), and the table is printe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -69,10 +70,10 @@ def plan(
     wanted = shards.select_units(shards.list_benchmarks(bench_dir), grid_regex, bench)
     if not wanted:
         raise SystemExit(f"no benchmarks of grid {grid!r} match presets={presets} bench={bench!r}")
-    done = shards.completed_shards(staging, commit).values()
-    missing = shards.missing_units(wanted, done)
+    done = shards.completed_shards(staging, commit)
+    missing = shards.missing_units(wanted, done, bench)
     costs = shards.costs_for(missing, results_dir, machine)
-    return wanted, shards.plan_shards(missing, n_shards, costs)
+    return wanted, shards.plan_shards(missing, n_shards, costs, bench)
 
 
 def run_shards(
@@ -85,6 +86,7 @@ def run_shards(
     bench: str | None,
     staging: Path,
     runner: str,
+    worktree: str | None = None,
 ) -> list[str]:
     """Run the shards, one child per GPU at a time; return the keys of the shards that failed."""
     total_cost = sum(s.cost for s in todo) or 1.0
@@ -121,6 +123,8 @@ def run_shards(
                 ]
                 if bench:
                     cmd += ["--bench", bench]
+                if worktree:
+                    cmd += ["--worktree", worktree]
                 env = dict(os.environ, CUDA_VISIBLE_DEVICES=device)
                 with open(log_path, "w") as log_file:
                     proc = subprocess.Popen(
@@ -195,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--machine", help="asv machine name (default: machine_name(n_gpus=N))")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--units", help=argparse.SUPPRESS)
+    p.add_argument("--worktree", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.worker:  # one shard, in a child pinned to one GPU by the parent
@@ -206,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             grid=args.grid,
             bench=args.bench,
             run_commit=shards.load_callable(args.runner),
+            **({"worktree": args.worktree} if args.worktree else {}),
         )
         print(json.dumps(result.manifest))
         return 0
@@ -214,18 +220,45 @@ def main(argv: list[str] | None = None) -> int:
     if args.gpus is not None:
         if args.gpus < 1:
             p.error(f"--gpus must be >= 1, got {args.gpus}")
-        # More GPUs than visible: ids 0..N-1 anyway (lets the N-GPU path run on a CPU box).
-        devices = (
-            devices[: args.gpus]
-            if len(devices) >= args.gpus
-            else [str(i) for i in range(args.gpus)]
-        )
+        if devices and len(devices) < args.gpus:
+            p.error(f"--gpus {args.gpus}, but only GPUs {','.join(devices)} are visible")
+        # No GPU at all: ids 0..N-1 as labels, so the N-GPU path runs on a CPU box (CPU grid).
+        devices = devices[: args.gpus] if devices else [str(i) for i in range(args.gpus)]
     if not devices:
         p.error("no GPU found (nvidia-smi -L lists none): pass --gpus N (make bench-gpu GPUS=N)")
     n_gpus = len(devices)
     commit = shards.resolve_commits(args.commit, args.repo)[0]
     grid = args.grid or _asv_run().default_grid()
     machine = args.machine or _asv_run().machine_name(n_gpus=n_gpus)
+    with _checkout(args.repo, commit) as worktree:
+        bench_dir = args.bench_dir
+        if worktree and args.bench_dir == shards.DEFAULT_BENCH_DIR:
+            bench_dir = Path(worktree) / "bench_suite"
+        return _run(args, commit, devices, grid, machine, bench_dir, worktree)
+
+
+@contextlib.contextmanager
+def _checkout(repo: Path, commit: str):
+    """None for HEAD (asv_run measures the checkout itself); else one worktree for all shards.
+
+    asv_run would make its own worktree per call at a path named by the commit, which
+    parallel shards of one commit would share and remove under each other.
+    """
+    if commit == shards.resolve_commits("HEAD", repo)[0]:
+        yield None
+        return
+    path = Path(repo) / ".asv" / "worktrees" / f"{commit[:8]}-shards"
+    git = ["git", "-C", str(repo), "worktree"]
+    subprocess.run(git + ["remove", "--force", str(path)], capture_output=True)
+    subprocess.run(git + ["add", "--detach", str(path), commit], check=True, capture_output=True)
+    try:
+        yield str(path)
+    finally:
+        subprocess.run(git + ["remove", "--force", str(path)], capture_output=True)
+
+
+def _run(args, commit, devices, grid, machine, bench_dir, worktree) -> int:
+    n_gpus = len(devices)
     staging = args.staging / machine
     wanted, todo = plan(
         commit,
@@ -234,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         n_shards=args.shards or n_gpus,
         staging=staging,
         results_dir=args.results_dir,
-        bench_dir=args.bench_dir,
+        bench_dir=bench_dir,
         presets=args.preset,
         bench=args.bench,
         grid_regex=args.grid_regex,
@@ -256,11 +289,12 @@ def main(argv: list[str] | None = None) -> int:
             bench=args.bench,
             staging=staging,
             runner=args.runner,
+            worktree=worktree,
         )
     except KeyboardInterrupt:
         return 130
     done = shards.completed_shards(staging, commit)
-    missing = shards.missing_units(wanted, done.values())
+    missing = shards.missing_units(wanted, done, args.bench)
     if failed or missing:
         log(
             f"{len(failed)} shards failed; units not done: {', '.join(missing)}. "
@@ -268,12 +302,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     log(f"all shards done in {time.time() - started:.0f} s; merging into {args.results_dir}")
+    taken = shards.units_by_shard(shards.assign_units(done, wanted, args.bench))
     report = merge.merge_shards(
-        [f / shards.SHARD_RESULTS for f in done], results_dir=args.results_dir
+        {f / shards.SHARD_RESULTS: units for f, units in taken.items()},
+        results_dir=args.results_dir,
     )
     print(report.summary())
     expected = {n for names in wanted.values() for n in names}
-    absent = {u for m in done.values() for u in m.get("absent_units", [])}
+    absent = {u for f in taken for u in done[f].get("absent_units", [])}
     expected = {n for n in expected if shards.unit_of(n) not in absent}
     for path in report.written:
         if path.parent.name != machine or not path.name.startswith(commit[:8]):

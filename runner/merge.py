@@ -18,9 +18,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from runner.shards import unit_of
 
 ASV_RESULTS_VERSION = 2
 # Fields that describe the run and must agree between shards of one result file.
@@ -106,10 +108,13 @@ def merge_result_dicts(parts: list[tuple[str, dict]]) -> dict:
 
 
 def merge_shards(
-    shard_results_dirs: Iterable[str | os.PathLike], results_dir: str | os.PathLike = "results"
+    shard_results_dirs: Iterable[str | os.PathLike] | Mapping[str | os.PathLike, Collection[str]],
+    results_dir: str | os.PathLike = "results",
 ) -> MergeReport:
     """Merge the asv results_dirs of finished shards into ``results_dir``.
 
+    Given a mapping shard results_dir -> units, only the rows of those units are taken from
+    that shard (runner.shards.assign_units picks one shard per unit when two measured it).
     Writes results/<machine>/<commit8>-<env>.json (merged with any file already there),
     results/<machine>/machine.json if absent, and results/benchmarks.json (the shards'
     entries over any existing ones: asv rewrites it on every run the same way).
@@ -118,7 +123,12 @@ def merge_shards(
     groups: dict[str, list[Path]] = {}
     machine_files: dict[str, Path] = {}
     bench_files: list[Path] = []
-    for shard in map(Path, shard_results_dirs):
+    take: dict[Path, set[str] | None] = {}
+    if isinstance(shard_results_dirs, Mapping):
+        take = {Path(d): set(units) for d, units in shard_results_dirs.items()}
+    else:
+        take = {Path(d): None for d in shard_results_dirs}
+    for shard in take:
         for path in sorted(shard.glob("*/*.json")):
             rel = str(path.relative_to(shard))
             if path.name == "machine.json":
@@ -132,7 +142,16 @@ def merge_shards(
 
     report = MergeReport()
     for rel, paths in sorted(groups.items()):
-        merged = merge_result_dicts([(str(p), _load(p)) for p in paths])
+        parts = []
+        for path in paths:
+            data = _load(path)
+            units = take[path.parent.parent]
+            if units is not None:
+                data["results"] = {
+                    n: row for n, row in data["results"].items() if unit_of(n) in units
+                }
+            parts.append((str(path), data))
+        merged = merge_result_dicts(parts)
         target = results_dir / rel
         if target.is_file():
             old = _load(target)

@@ -20,6 +20,7 @@ manifests, so a re-run with a different shard count still skips finished work.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -91,22 +92,26 @@ def units_regex(units: Sequence[str], bench: str | None = None) -> str:
 
 
 _LIST_BENCHMARKS = r"""
-import json, sys
-from asv_runner.discovery import disc_benchmarks, update_sys_path
-update_sys_path(sys.argv[1])
-print(json.dumps(sorted({b.name for b in disc_benchmarks(sys.argv[1])})))
+import io, json, sys
+from asv_runner.discovery import list_benchmarks
+out = io.StringIO()
+list_benchmarks(sys.argv[1], out)  # what `asv run` itself discovers, params as asv shows them
+print(json.dumps({b["name"]: b.get("params") or [] for b in json.loads(out.getvalue())}))
 """
+
+# A benchmark name -> its params as asv writes them in benchmarks.json (lists of reprs).
+Benchmarks = dict[str, list]
 
 
 def list_benchmarks(
     bench_dir: str | os.PathLike = DEFAULT_BENCH_DIR,
     python: str = sys.executable,
     env: dict | None = None,
-) -> list[str]:
-    """Every asv benchmark name in ``bench_dir``, found by asv's own discovery.
+) -> Benchmarks:
+    """Every asv benchmark in ``bench_dir`` with its params, found by asv's own discovery.
 
-    Runs in a child process: importing the suite imports torch (~2 s) and the suite's
-    package name must not clash with modules already imported here. Nothing touches a GPU.
+    Runs in a child process: the suite's modules must not clash with modules imported here,
+    and whatever the suite imports stays out of this process. Nothing touches a GPU.
     """
     bench_dir = Path(bench_dir).resolve()
     if not bench_dir.is_dir():
@@ -120,26 +125,40 @@ def list_benchmarks(
     )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark discovery in {bench_dir} failed:\n{proc.stderr[-3000:]}")
-    names = json.loads(proc.stdout.strip().splitlines()[-1])
-    if not names:
+    benchmarks = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not benchmarks:
         raise RuntimeError(f"no asv benchmarks found in {bench_dir}")
-    return names
+    return dict(sorted(benchmarks.items()))
+
+
+def asv_selects(regex: str, name: str, params: Sequence[Sequence[str]] = ()) -> bool:
+    """asv's own rule (asv/benchmarks.py): a parameterized benchmark is selected when the
+    regex matches one of its ``name(p1, p2, ...)`` strings, never its bare name."""
+    if not params:
+        return re.search(regex, name) is not None
+    return any(
+        re.search(regex, f"{name}({', '.join(combo)})") for combo in itertools.product(*params)
+    )
 
 
 def select_units(
-    names: Iterable[str], grid_regex: str | None = None, bench: str | None = None
+    benchmarks: Benchmarks | Iterable[str], grid_regex: str | None = None, bench: str | None = None
 ) -> dict[str, list[str]]:
     """Units -> the benchmark names wanted from each, for a grid and an optional user filter.
 
-    A unit is kept when one of its names matches ``grid_regex`` (the preset classes of the
-    grid, from runner.asv_run.bench_regex); of those, the names matching ``bench`` are the
-    ones expected back.
+    ``benchmarks``: list_benchmarks()' mapping (or bare names: then no params). A name is
+    wanted when asv would select it with ``grid_regex`` (the grid's preset classes, from
+    runner.asv_run.bench_regex) and with ``bench``.
     """
+    if not isinstance(benchmarks, dict):
+        benchmarks = {name: [] for name in benchmarks}
     wanted: dict[str, list[str]] = {}
-    for name in sorted(set(names)):
-        if grid_regex and not re.search(grid_regex, name):
+    for name, params in sorted(benchmarks.items()):
+        if name == "version":  # benchmarks.json's format marker
             continue
-        if bench and not re.search(bench, name):
+        if grid_regex and not asv_selects(grid_regex, name, params):
+            continue
+        if bench and not asv_selects(bench, name, params):
             continue
         wanted.setdefault(unit_of(name), []).append(name)
     return wanted
@@ -152,19 +171,23 @@ def select_units(
 class Shard:
     units: tuple[str, ...]
     cost: float = 0.0
+    bench: str | None = None  # the user's filter, if any: part of what the shard measured
 
     @property
     def key(self) -> str:
-        """Stable name from the units alone, so the same group maps to the same folder."""
-        digest = hashlib.sha1("\n".join(sorted(self.units)).encode()).hexdigest()[:10]
-        return f"shard-{digest}"
+        """Stable name from the units (and filter), so the same group maps to the same folder."""
+        text = "\n".join(sorted(self.units)) + (f"\nbench={self.bench}" if self.bench else "")
+        return f"shard-{hashlib.sha1(text.encode()).hexdigest()[:10]}"
 
     def describe(self) -> str:
         return ", ".join(self.units)
 
 
 def plan_shards(
-    units: Iterable[str], n_shards: int, costs: dict[str, float] | None = None
+    units: Iterable[str],
+    n_shards: int,
+    costs: dict[str, float] | None = None,
+    bench: str | None = None,
 ) -> list[Shard]:
     """Split units into at most ``n_shards`` groups of balanced estimated cost.
 
@@ -184,7 +207,7 @@ def plan_shards(
         lightest = min(range(len(bins)), key=lambda i: (loads[i], i))
         bins[lightest].append(unit)
         loads[lightest] += cost[unit]
-    shards = [Shard(tuple(sorted(b)), load) for b, load in zip(bins, loads, strict=True)]
+    shards = [Shard(tuple(sorted(b)), load, bench) for b, load in zip(bins, loads, strict=True)]
     return sorted(shards, key=lambda s: (-s.cost, s.units))
 
 
@@ -266,13 +289,42 @@ def completed_shards(root: str | os.PathLike, commit: str) -> dict[Path, dict]:
     return done
 
 
-def completed_units(manifests: Iterable[dict]) -> set[str]:
-    return {u for m in manifests for u in m["units"]}
+def serves(manifest: dict, bench: str | None) -> bool:
+    """A shard run without a filter serves any run; a filtered one only a run with its filter."""
+    return manifest.get("bench") in (None, bench)
 
 
-def missing_units(wanted: Iterable[str], manifests: Iterable[dict]) -> list[str]:
-    """The wanted units that no completed shard has run: what a re-run must still do."""
-    return sorted(set(wanted) - completed_units(manifests))
+def assign_units(manifests: dict, wanted: Iterable[str], bench: str | None = None) -> dict:
+    """Wanted unit -> the key of the completed shard its results are taken from.
+
+    Among the shards that serve this run, the newest holding the unit wins, so a unit that
+    two shards measured (an earlier filtered run, then a full one) is merged only once.
+    """
+    usable = sorted(
+        ((k, m) for k, m in manifests.items() if serves(m, bench)),
+        key=lambda km: (km[1].get("finished_unix", 0.0), str(km[0])),
+        reverse=True,
+    )
+    assigned = {}
+    for unit in sorted(set(wanted)):
+        for key, manifest in usable:
+            if unit in manifest["units"]:
+                assigned[unit] = key
+                break
+    return assigned
+
+
+def units_by_shard(assigned: dict) -> dict:
+    """Invert assign_units: shard key -> the set of units to take from it."""
+    grouped: dict = {}
+    for unit, key in assigned.items():
+        grouped.setdefault(key, set()).add(unit)
+    return grouped
+
+
+def missing_units(wanted: Iterable[str], manifests: dict, bench: str | None = None) -> list[str]:
+    """The wanted units that no completed shard serving this run has: what must still run."""
+    return sorted(set(wanted) - set(assign_units(manifests, wanted, bench)))
 
 
 # --- running one shard ----------------------------------------------------------------------
@@ -326,7 +378,7 @@ def run_shard(
     file holds every benchmark the commit's benchmarks.json lists for these units, so a
     folder with a manifest is a finished shard and anything else is redone.
     """
-    shard = Shard(tuple(sorted(set(units))))
+    shard = Shard(tuple(sorted(set(units))), bench=bench)
     folder = shard_dir(root, commit, shard)
     manifest = read_manifest(folder)
     if manifest is not None:
@@ -354,6 +406,7 @@ def run_shard(
         "shard": shard.key,
         "units": list(shard.units),
         "absent_units": absent,
+        "bench": bench,
         "bench_regex": regex,
         "grid": grid,
         "machine": machine,
@@ -362,6 +415,7 @@ def run_shard(
         "host": platform.node(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished_unix": time.time(),
     }
     tmp = folder / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
@@ -385,8 +439,9 @@ def check_shard_output(
     """
     bench_json = results_dir / "benchmarks.json"
     known = json.loads(bench_json.read_text()) if bench_json.is_file() else {}
-    names = [n for n in known if n != "version"]
-    expected = {n for n in names if unit_of(n) in units and (not bench or re.search(bench, n))}
+    names = {n: b.get("params") or [] for n, b in known.items() if isinstance(b, dict)}
+    selected = select_units(names, None, bench)
+    expected = {n for u in units for n in selected.get(u, [])}
     absent = sorted(set(units) - {unit_of(n) for n in names})
     files = [p for p in result_files(results_dir) if p.parent.name == machine]
     got: set[str] = set()

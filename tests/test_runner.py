@@ -80,7 +80,10 @@ def run_commit(commit="HEAD", *, machine, results_dir="results", bench=None, gri
     calls = Path(os.environ["FAKE_ASV_CALLS"])
     with open(calls, "a") as f:  # which shards ran, and pinned to which device
         cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
-        f.write(json.dumps({"bench": bench, "cuda": cuda}) + "\\n")
+        wt = str(worktree) if worktree else None
+        record = {"bench": bench, "cuda": cuda, "commit": commit, "worktree": wt,
+                  "worktree_checked_out": bool(wt) and (Path(wt) / "fakebench").is_dir()}
+        f.write(json.dumps(record) + "\\n")
     return results_dir / machine
 """
 
@@ -514,6 +517,56 @@ def test_fan_out_merges_and_reruns_only_the_missing_shard(fake, fake_env, tmp_pa
         assert name in proc.stdout
 
 
+def test_a_filtered_run_then_a_full_run_merge_each_benchmark_once(fake, fake_env, tmp_path):
+    from fake_asv_runner import run_commit
+
+    import modal_runner
+
+    store = modal_runner.LocalStore(tmp_path / "vol")
+
+    def runner_for(bench):
+        def run_many(calls):
+            return [
+                shards.run_shard(
+                    c, u, store.root, machine="cpu-test", bench=bench, run_commit=run_commit
+                ).manifest
+                for c, u in calls
+            ]
+
+        return run_many
+
+    results = tmp_path / "results"
+    common = dict(
+        store=store,
+        results_dir=results,
+        grid="cpu",
+        grid_regex=FAKE_GRID_REGEX,
+        bench_dir=fake["suite"],
+        build_report=False,
+        repo=fake["repo"],
+    )
+    only_ms = r"\.track_ms"  # asv matches "name(params)": no $ here
+    assert (
+        modal_runner.orchestrate("HEAD", 3, run_many=runner_for(only_ms), bench=only_ms, **common)
+        == 0
+    )
+    (merged,) = [p for p in (results / "cpu-test").glob("*.json") if p.name != "machine.json"]
+    assert set(json.loads(merged.read_text())["results"]) == {
+        n for n in cpu_names(fake) if n.endswith("track_ms")
+    }
+    # the filtered shards do not count for a full run: all units run again, and the merge
+    # takes each unit from the new shards only (no two rows for one benchmark)
+    assert modal_runner.orchestrate("HEAD", 3, run_many=runner_for(None), **common) == 0
+    assert len(read_calls(fake_env)) == 6
+    assert set(load_with_asv(merged, "cpu-test").get_all_result_keys()) == cpu_names(fake)
+    # and a full run's shards serve a filtered run: nothing runs
+    assert (
+        modal_runner.orchestrate("HEAD", 3, run_many=runner_for(only_ms), bench=only_ms, **common)
+        == 0
+    )
+    assert len(read_calls(fake_env)) == 6
+
+
 def test_no_token_fails_at_once_with_the_setup_hint(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
     env["HOME"] = str(tmp_path)  # no ~/.modal.toml
@@ -608,6 +661,26 @@ def test_two_fake_gpus_each_run_a_shard_and_the_merge_covers_the_grid(fake, fake
     assert len(read_calls(fake_env)) == 3 and "1 shards on GPUs" in proc.stdout
     assert not commit_dir.exists()  # merged, so the staging folder is gone
     assert set(json.loads(merged.read_text())["results"]) == cpu_names(fake)
+
+
+def test_an_older_commit_runs_from_one_worktree_shared_by_all_shards(fake, fake_env, tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(fake["repo"])]
+    other = subprocess.run(
+        git + ["commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", "side"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    proc = local_gpus(fake, tmp_path, "--gpus", "2", "--commit", other)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = read_calls(fake_env)
+    assert len(calls) == 2 and {c["commit"] for c in calls} == {other}
+    assert len({c["worktree"] for c in calls}) == 1 and all(
+        c["worktree_checked_out"] for c in calls
+    )
+    assert not Path(calls[0]["worktree"]).exists()  # removed afterwards
+    merged = tmp_path / "results" / "cpu-test-x2"
+    assert [p.name[:8] for p in merged.glob("*-*.json")] == [other[:8]]
 
 
 def test_no_gpu_and_no_count_is_a_clear_error(tmp_path):
