@@ -91,7 +91,9 @@ def _import_project() -> None:
 @app.function(
     gpu=GPU,
     timeout=SHARD_TIMEOUT_S,
-    retries=modal.Retries(max_retries=2, initial_delay=10.0),
+    # One retry covers a container lost mid-run; a shard that fails for a reason in the
+    # code would fail again, and each try costs the shard's GPU time.
+    retries=modal.Retries(max_retries=1, initial_delay=10.0),
     volumes={VOLUME_MOUNT: volume},
 )
 def run_shard(

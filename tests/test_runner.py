@@ -718,3 +718,61 @@ def test_real_cpu_grid_shard_through_asv_run(tmp_path):
     assert set(load_with_asv(result_file, "cpu-shard-test").get_all_result_keys()) == set(
         wanted[unit]
     )
+
+
+# --- on a GPU: a sharded run covers what an unsharded run does ------------------------------
+
+
+@pytest.mark.gpu
+def test_one_gpu_sharded_run_covers_what_an_unsharded_run_covers(tmp_path):
+    """`pytest --gpu -m gpu -k sharded -s`: the Seed preset unsharded, then via local_gpus."""
+    asv_run = pytest.importorskip("runner.asv_run")
+    commit, machine = shards.resolve_commits("HEAD")[0], "gpu-shard-check"
+    started = time.monotonic()
+    unsharded = asv_run.run_commit(
+        commit,
+        machine=machine,
+        results_dir=tmp_path / "unsharded",
+        bench=asv_run.bench_regex("gpu", ["seed"]),
+        grid="gpu",
+    )
+    unsharded_s = time.monotonic() - started
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            PY,
+            "-m",
+            "runner.local_gpus",
+            "--gpus",
+            "1",
+            "--grid",
+            "gpu",
+            "--preset",
+            "seed",
+            "--machine",
+            machine,
+            "--results-dir",
+            str(tmp_path / "sharded"),
+            "--staging",
+            str(tmp_path / "staging"),
+            "--no-table",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    sharded_s = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sharded,) = [p for p in (tmp_path / "sharded" / machine).glob("*-*.json")]
+    a, b = (json.loads(Path(p).read_text()) for p in (unsharded, sharded))
+    assert a["result_columns"] == b["result_columns"]
+    params = a["result_columns"].index("params")
+    assert sorted(a["results"]) == sorted(b["results"])
+    for name, row in a["results"].items():
+        assert row[params] == b["results"][name][params], name
+        skipped = lambda r: [v != v for v in (r[0] or [])]  # noqa: E731  NaN: asv "skipped"
+        assert skipped(row) == skipped(b["results"][name]), name
+    print(
+        f"\nSeed preset on one GPU: unsharded {unsharded_s:.0f} s, sharded (GPUS=1) "
+        f"{sharded_s:.0f} s, {len(a['results'])} benchmarks in both"
+    )
