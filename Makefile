@@ -22,6 +22,8 @@ help:
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make bench-gpu GPUS=N      the suite sharded over N local GPUs, merged into results/"
 	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (docs/modal.md)"
+	@echo "make report    CSV, <machine>_latest.txt, plots and HTML from results/ (no GPU)"
+	@echo "make publish   asv's own HTML in reports/asv_html, working offline"
 
 # torch 2.13.0: the CPU wheel on CPU machines (it lies on disk here), the CUDA wheel elsewhere.
 $(STAMP): pyproject.toml
@@ -33,7 +35,13 @@ $(STAMP): pyproject.toml
 
 venv: $(ENV)
 
-test: $(ENV)
+# Headless Chromium for the HTML report tests (tests/test_reports.py skips them without it).
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) \
+		|| echo "chromium could not be installed: the browser tests of reports/ will skip"
+
+test: $(ENV) chromium
 	$(PY) -m pytest -q
 
 test-gpu: $(ENV)
@@ -68,3 +76,14 @@ bench-modal:
 	@$(MAKE) --no-print-directory venv
 	$(PY) -m modal run modal_runner.py --commits '$(COMMITS)' --shards $(or $(SHARDS),8) \
 		$(if $(PRESET),--preset '$(PRESET)') $(if $(BENCH),--bench '$(BENCH)')
+
+# Reports from the committed asv results (reports/cli.py): reports/data/all_results.csv,
+# reports/<machine>_latest.txt, reports/plots/, reports/html/index.html. No GPU, no torch.
+.PHONY: report publish
+report: $(ENV)
+	$(PY) -m reports
+
+# asv's own HTML into reports/asv_html (gitignored; asv publish empties it first), with
+# its CDN scripts replaced by reports/vendor/ copies. View: python -m http.server -d reports/asv_html
+publish: $(ENV)
+	$(PY) -m reports publish

@@ -1,0 +1,114 @@
+"""Units, their directions and noise thresholds: the one place the report side defines them.
+
+bench_suite sets the unit of each metric on its benchmark methods (asv's ``unit``
+attribute, stored in results/benchmarks.json); this module says, per unit, which
+direction is better and how large a change must be before the detector calls it real.
+
+Thresholds (``rel_threshold``, ``abs_floor``): a change counts only when
+``|new - old| > rel_threshold * |old|`` AND ``|new - old| > abs_floor`` AND the two
+measurements' noise intervals (asv's 99% CI of the median, else the q25-q75 range,
+else the samples' q25-q75) do not overlap. GPU ``track_`` metrics carry no asv
+statistics (asv stores stats only for ``time_`` benchmarks), so for them the
+relative threshold is the whole noise model and must come from an A/A test:
+``python -m reports aa <dirA> <dirB>`` prints the largest same-commit difference
+per unit and the threshold it implies (1.5x that difference, rounded up to 0.5%).
+
+Current values are CONSERVATIVE DEFAULTS, NOT YET DERIVED FROM A/A DATA on the
+lent H100 (none is committed yet). Reasoning behind each is in the table below.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+LOWER_IS_BETTER = "lower"
+HIGHER_IS_BETTER = "higher"
+
+
+@dataclass(frozen=True)
+class UnitRule:
+    """How to read one unit: which way is better and what change is beyond noise."""
+
+    direction: str  # LOWER_IS_BETTER or HIGHER_IS_BETTER
+    rel_threshold: float  # relative change that counts (0.05 = 5%)
+    abs_floor: float  # absolute change (in the unit) below which nothing counts
+    label: str  # axis / column label
+
+    @property
+    def worse_sign(self) -> int:
+        """+1 when an increase is worse (lower is better), -1 when a decrease is worse."""
+        return 1 if self.direction == LOWER_IS_BETTER else -1
+
+
+UNIT_RULES: dict[str, UnitRule] = {
+    # CUDA-event median from do_bench. Large kernels repeat to 0.03% (math grad-grad
+    # B1 H8 T8192 D128: 65.26 vs 65.24 ms on two machines an hour apart, anchors/README.md);
+    # 30-40 us kernels move by several % with clocks and launch jitter. 5% until the A/A
+    # run says otherwise; 2 us floor ~ a few event-timer ticks plus launch jitter.
+    "ms": UnitRule(LOWER_IS_BETTER, 0.05, 0.002, "time (ms)"),
+    # FLOP model / time: exactly as noisy as "ms", in the other direction.
+    "TFLOP/s": UnitRule(HIGHER_IS_BETTER, 0.05, 0.5, "TFLOP/s"),
+    # torch.cuda.max_memory_allocated delta: deterministic for a fixed code path and
+    # shape (the caching allocator rounds to 512 B / 2 MiB blocks), so any change beyond
+    # 1% and 2 MiB (one large-block rounding) is a real change.
+    "MiB": UnitRule(LOWER_IS_BETTER, 0.01, 2.0, "peak memory (MiB)"),
+    # max error vs fp64 / same-dtype math error. Seeded inputs, but atomics in a Triton
+    # backward make the last bits vary run to run; ratios sit around 0.5-2.
+    "ratio": UnitRule(LOWER_IS_BETTER, 0.25, 0.1, "parity (error / math error)"),
+    # asv's own units, for any time_/peakmem_ benchmark in a suite (e.g. CPU smoke runs).
+    "seconds": UnitRule(LOWER_IS_BETTER, 0.10, 0.0, "time (s)"),
+    "bytes": UnitRule(LOWER_IS_BETTER, 0.05, 0.0, "memory (bytes)"),
+}
+
+# A unit we do not know: asv's own convention (higher value = worse), loose threshold.
+UNKNOWN_UNIT_RULE = UnitRule(LOWER_IS_BETTER, 0.10, 0.0, "value")
+
+# Measured bf16 dense matmul ceiling on the lent H100 SXM 80GB (torch.matmul, bf16):
+# ~790 TFLOP/s. Source: ../shared/anchors/README.md, "Measured bf16 matmul ceiling on the
+# lent H100". fp16 runs on the same tensor cores at the same rate, so it is used for both.
+H100_BF16_MEASURED_PEAK_TFLOPS = 790.0
+
+# Machine names say the GPU (DESIGN.md); the prefix picks the peak. No entry, no "% of peak".
+PEAK_TFLOPS_BY_MACHINE_PREFIX: dict[str, float] = {"h100": H100_BF16_MEASURED_PEAK_TFLOPS}
+
+# The method names of the project's four metrics (bench_suite contract) -> short names,
+# in the order reports show them.
+CONTRACT_METRICS = ("ms", "tflops", "peak_mib", "parity")
+
+# Machines holding A/A repeats (same commit measured twice), e.g. "h100-sxm-80gb-aa1":
+# kept in the CSV and used by `python -m reports aa`, left out of the latest/HTML report.
+AA_MACHINE_PATTERN = re.compile(r"-aa\d*$")
+
+
+def unit_rule(unit: str | None) -> UnitRule:
+    """The rule for ``unit``; unknown or missing units get asv's lower-is-better default."""
+    if unit is None or (isinstance(unit, float) and math.isnan(unit)):
+        return UNKNOWN_UNIT_RULE
+    return UNIT_RULES.get(str(unit), UNKNOWN_UNIT_RULE)
+
+
+def direction(unit: str | None) -> str:
+    return unit_rule(unit).direction
+
+
+def peak_tflops(machine: str) -> float | None:
+    """The measured peak for a machine name, or None when its GPU has no measured peak."""
+    for prefix, peak in PEAK_TFLOPS_BY_MACHINE_PREFIX.items():
+        if machine.lower().startswith(prefix):
+            return peak
+    return None
+
+
+def is_aa_machine(machine: str) -> bool:
+    return bool(AA_MACHINE_PATTERN.search(machine))
+
+
+def implied_threshold(max_rel_diff: float) -> float:
+    """Threshold implied by the largest A/A relative difference: 1.5x it, rounded up to 0.5%.
+
+    1.5x leaves headroom for runs on other days than the A/A pair; never below 0.5%.
+    """
+    steps = math.ceil(max(1.5 * max_rel_diff, 1e-12) / 0.005)
+    return max(steps, 1) * 0.005

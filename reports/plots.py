@@ -1,0 +1,305 @@
+"""Plots (matplotlib Agg, PNG + SVG), read only from the tidy table.
+
+Per machine, five figures, whatever the size of the data (the cap keeps `make report` fast:
+~0.5 s a figure; a 200-commit x 500-series history still draws 5 figures, not 500):
+
+- ``trend_<family>``: per-commit time (top row) and peak memory (bottom row), one panel per
+  config (the seed and TTT shapes first, at most MAX_TREND_CONFIGS), one line per bwd_mode,
+  the median with the noise band (asv CI / q25-q75) where the results carry one.
+- ``speed_memory``: newest commit, ms vs peak MiB per mode, one panel per (family, config),
+  at most MAX_SPEED_MEMORY_PANELS.
+- ``scaling_T``: newest commit, ms vs Tk per mode for the shape family with the most T values.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from reports import metrics, text  # noqa: E402
+
+MAX_TREND_CONFIGS = 4
+MAX_SPEED_MEMORY_PANELS = 6
+MAX_TICK_LABELS = 12
+FORMATS = ("png", "svg")
+MODE_COLORS = {
+    "math": "#444444",
+    "sdpa": "#1f77b4",
+    "compiled": "#17becf",
+    "recompute": "#ff7f0e",
+    "save_p": "#9467bd",
+    "dv_only": "#8c564b",
+    "fused": "#d62728",
+}
+# Reproducible SVGs (committed data): fixed ids, no timestamp.
+matplotlib.rcParams["svg.hashsalt"] = "reports"
+matplotlib.rcParams["figure.max_open_warning"] = 0
+
+
+def _color(mode: str) -> str:
+    if mode in MODE_COLORS:
+        return MODE_COLORS[mode]
+    palette = plt.get_cmap("tab10").colors
+    return matplotlib.colors.to_hex(palette[hash(mode) % len(palette)])
+
+
+def _wrap(title: str, width: int = 44) -> str:
+    return "\n".join(textwrap.wrap(title, width)) or title
+
+
+def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in FORMATS:
+        path = out_dir / f"{stem}.{fmt}"
+        meta = {"Date": None} if fmt == "svg" else {"Software": None}
+        fig.savefig(path, dpi=100, metadata=meta)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def pick_configs(df: pd.DataFrame, limit: int) -> list[str]:
+    """Headline configs (seed, then TTT) first, then those with the most measurements."""
+    if df.empty:
+        return []
+    shapes = df.drop_duplicates("config")
+    chosen: list[str] = []
+    for which in text.HEADLINE_PRESETS:
+        preset = text.HEADLINE_PRESETS[which][0]
+        hits = shapes[shapes["preset"].str.lower() == preset]["config"].tolist()
+        chosen += [c for c in hits[:1] if c not in chosen]
+    counts = df.groupby("config")["value"].count().sort_values(ascending=False, kind="stable")
+    chosen += [c for c in counts.index if c not in chosen]
+    return chosen[:limit]
+
+
+def _log_axis(ax, which: str = "y", base: float = 10) -> None:
+    """Log scale with plain number labels: mathtext labels (10^x) cost ~3 s per report."""
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    (ax.set_yscale if which == "y" else ax.set_xscale)("log", base=base)
+    if base == 10:  # labels at 1, 2, 5 x 10^k: a decade or two per panel is typical
+        axis.set_major_locator(matplotlib.ticker.LogLocator(10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_locator(matplotlib.ticker.NullLocator())  # minor ticks: ~1/3 of draw time
+
+
+def _commit_axis(ax, commits: pd.DataFrame) -> None:
+    """x = commit_order; label a thinned set of ticks with short hashes."""
+    n = len(commits)
+    step = max(1, math.ceil(n / MAX_TICK_LABELS))
+    shown = commits.iloc[::step]
+    ax.set_xticks(shown["commit_order"].to_numpy())
+    ax.set_xticklabels(shown["commit_short"].tolist(), rotation=60, fontsize=7, ha="right")
+
+
+def trend_figure(mdf: pd.DataFrame, family: str, out_dir: Path) -> list[Path]:
+    fdf = mdf[(mdf["family"] == family) & mdf["metric"].isin(["ms", "peak_mib"])]
+    if fdf.empty or "bwd_mode" not in fdf:
+        return []
+    configs = pick_configs(fdf, MAX_TREND_CONFIGS)
+    rows = [m for m in ("ms", "peak_mib") if (fdf["metric"] == m).any()]
+    commits = mdf.drop_duplicates("commit").sort_values("commit_order")[
+        ["commit_order", "commit_short"]
+    ]
+    fig, axes = plt.subplots(
+        len(rows),
+        len(configs),
+        figsize=(4.2 * len(configs), 3.2 * len(rows)),
+        squeeze=False,
+        sharex=True,
+    )
+    for i, metric in enumerate(rows):
+        mrows = fdf[fdf["metric"] == metric]
+        unit = mrows["unit"].iloc[0]
+        for j, config in enumerate(configs):
+            ax = axes[i][j]
+            cdf = mrows[mrows["config"] == config]
+            for mode, g in sorted(cdf.groupby("bwd_mode"), key=lambda x: text.mode_sort_key(x[0])):
+                g = g.sort_values("commit_order")
+                x = g["commit_order"].to_numpy()
+                y = g["value"].to_numpy(float)
+                if not np.isfinite(y).any():
+                    continue
+                ax.plot(
+                    x,
+                    y,
+                    marker="." if len(x) < 60 else None,
+                    lw=1.2,
+                    color=_color(mode),
+                    label=mode,
+                )
+                lo, hi = g["noise_lo"].to_numpy(float), g["noise_hi"].to_numpy(float)
+                band = np.isfinite(lo) & np.isfinite(hi)
+                if band.any():
+                    ax.fill_between(
+                        x[band], lo[band], hi[band], color=_color(mode), alpha=0.2, lw=0
+                    )
+            _log_axis(ax)
+            ax.grid(True, which="major", alpha=0.3)
+            if i == 0:
+                ax.set_title(_wrap(config), fontsize=8)
+            if j == 0:
+                ax.set_ylabel(metrics.unit_rule(unit).label)
+            if i == len(rows) - 1:
+                _commit_axis(ax, commits)
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=len(labels))
+    fig.suptitle(
+        f"{mdf['machine'].iloc[0]}: {family} per commit (line = median, band = noise)",
+        x=0.01,
+        ha="left",
+        fontsize=10,
+    )
+    fig.subplots_adjust(
+        left=0.07,
+        right=0.98,
+        top=0.84 if len(rows) > 1 else 0.75,
+        bottom=0.18 if len(rows) > 1 else 0.3,
+        wspace=0.25,
+        hspace=0.15,
+    )
+    return _save(fig, out_dir, f"trend_{family}")
+
+
+def speed_memory_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
+    have = latest[latest["metric"].isin(["ms", "peak_mib"]) & latest["value"].notna()]
+    if have.empty or "bwd_mode" not in have:
+        return []
+    families = sorted(have["family"].unique(), key=text.family_sort_key)
+    present = set(zip(have["family"], have["config"]))
+    panels = [
+        (family, config)
+        for config in pick_configs(have, MAX_SPEED_MEMORY_PANELS)
+        for family in families
+        if (family, config) in present
+    ][:MAX_SPEED_MEMORY_PANELS]
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, (family, config) in zip(axes.flat, panels):
+        sel = have[(have["family"] == family) & (have["config"] == config)]
+        wide = sel.pivot_table(index="bwd_mode", columns="metric", values="value", aggfunc="first")
+        for mode in sorted(wide.index, key=text.mode_sort_key):
+            if {"ms", "peak_mib"} <= set(wide.columns):
+                x, y = wide.loc[mode, "peak_mib"], wide.loc[mode, "ms"]
+                if np.isfinite(x) and np.isfinite(y):
+                    ax.scatter([x], [y], color=_color(mode), s=40, label=mode, zorder=3)
+                    ax.annotate(mode, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        _log_axis(ax, "x")
+        _log_axis(ax)
+        ax.margins(0.12)
+        ax.set_xlabel("peak memory (MiB)")
+        ax.set_ylabel("time (ms)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.set_title(_wrap(f"{family}: {config}"), fontsize=8)
+    first = latest.iloc[0]
+    fig.suptitle(
+        f"{first['machine']} @ {first['commit_short']}: speed vs memory (lower-left is better)",
+        x=0.01,
+        ha="left",
+        fontsize=10,
+    )
+    fig.subplots_adjust(
+        left=0.08,
+        right=0.98,
+        top=0.86 if nrows > 1 else 0.76,
+        bottom=0.1 if nrows > 1 else 0.17,
+        wspace=0.3,
+        hspace=0.55,
+    )
+    return _save(fig, out_dir, "speed_memory")
+
+
+def scaling_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
+    ms = latest[(latest["metric"] == "ms") & latest["value"].notna()]
+    if ms.empty or "Tk" not in ms or "bwd_mode" not in ms or ms["Tk"].isna().all():
+        return []
+    # Shapes equal except for T: the group with the most distinct Tk values.
+    group_cols = [c for c in ("preset", "B", "H", "D", "dtype", "mask") if c in ms]
+    keyed = ms.assign(_group=ms[group_cols].astype(str).agg(" ".join, axis=1))
+    spread = keyed.groupby("_group")["Tk"].nunique()
+    best = spread.idxmax()
+    if spread.max() < 2:
+        return []
+    sel = keyed[keyed["_group"] == best]
+    families = sorted(sel["family"].unique(), key=text.family_sort_key)
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
+    for ax, family in zip(axes[0], families):
+        fsel = sel[sel["family"] == family]
+        for mode, g in sorted(fsel.groupby("bwd_mode"), key=lambda x: text.mode_sort_key(x[0])):
+            g = g.sort_values("Tk")
+            ax.plot(
+                g["Tk"].astype(float), g["value"], marker="o", ms=3, color=_color(mode), label=mode
+            )
+        _log_axis(ax, "x", base=2)
+        _log_axis(ax)
+        ax.set_xlabel("T (keys)")
+        ax.set_ylabel("time (ms)")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.set_title(family, fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    first = latest.iloc[0]
+    fig.suptitle(
+        f"{first['machine']} @ {first['commit_short']}: scaling in T ({best})",
+        x=0.01,
+        ha="left",
+        fontsize=9,
+    )
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.8, bottom=0.17, wspace=0.3)
+    return _save(fig, out_dir, "scaling_T")
+
+
+# Figures are independent: render them in forked workers (2 cores: ~1.8x faster for a
+# 200-commit history). REPORTS_PLOT_WORKERS=1 forces one process.
+_JOB: dict = {}
+
+
+def _render(task: tuple) -> list[Path]:
+    df, machine, out_dir = _JOB["df"], _JOB["machine"], _JOB["out_dir"]
+    kind, arg = task
+    mdf = df[df["machine"] == machine]
+    if kind == "trend":
+        return trend_figure(mdf, arg, out_dir)
+    latest = text.newest_commit_rows(df, machine)
+    if kind == "speed_memory":
+        return speed_memory_figure(latest, out_dir)
+    return scaling_figure(latest, out_dir)
+
+
+def machine_plots(df: pd.DataFrame, machine: str, out_dir: Path) -> list[Path]:
+    """All figures for one machine into out_dir; returns the written paths (PNG and SVG)."""
+    mdf = df[df["machine"] == machine]
+    if mdf.empty or "bwd_mode" not in mdf or mdf["bwd_mode"].isna().all():
+        return []
+    tasks = [("trend", f) for f in sorted(mdf["family"].unique(), key=text.family_sort_key)]
+    tasks += [("speed_memory", None), ("scaling", None)]
+    _JOB.update(df=mdf, machine=machine, out_dir=out_dir)
+    workers = int(os.environ.get("REPORTS_PLOT_WORKERS", min(os.cpu_count() or 1, 4)))
+    try:
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            with multiprocessing.get_context("fork").Pool(min(workers, len(tasks))) as pool:
+                results = pool.map(_render, tasks, chunksize=1)
+        else:
+            results = [_render(t) for t in tasks]
+    finally:
+        _JOB.clear()
+    return [p for paths in results for p in paths]

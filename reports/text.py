@@ -1,0 +1,214 @@
+"""`<machine>_latest.txt`: the newest commit, per config: math vs each bwd_mode and SDPA.
+
+Per config (family x preset x shape): ms, speedup vs math (math ms / mode ms; > 1 = win),
+peak MiB and its ratio to math, TFLOP/s and % of the machine's measured peak, parity.
+A headline block on top shows the seed shape and the TTT shape.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from reports import metrics, regress
+
+# Display order of bwd_mode values (bench_suite contract); others follow alphabetically.
+MODE_ORDER = ["math", "sdpa", "compiled", "recompute", "save_p", "dv_only", "fused"]
+FAMILY_ORDER = ["forward", "backward", "gradgrad"]
+PRESET_ORDER = ["Seed", "TTT", "Long", "Grid", "CPU"]  # bench_suite's classes, headline first
+BASELINE_MODE = "math"
+# Headline shapes: the preset class names of the contract, else the shapes themselves.
+HEADLINE_PRESETS = {
+    "seed": ("seed", lambda row: row.get("T") == "2048" and row.get("D") == 128),
+    "ttt": ("ttt", lambda row: row.get("T") == "1024/9216"),
+}
+METRIC_COLUMNS = {"ms": "ms", "tflops": "tflops", "peak_mib": "peak_mib", "parity": "parity"}
+
+
+def mode_sort_key(mode: str) -> tuple[int, str]:
+    return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), str(mode))
+
+
+def family_sort_key(family: str) -> tuple[int, str]:
+    return (FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER), family)
+
+
+def preset_sort_key(preset: str) -> tuple[int, str]:
+    return (PRESET_ORDER.index(preset) if preset in PRESET_ORDER else len(PRESET_ORDER), preset)
+
+
+def _fmt(x: float, spec: str = ".3f", missing: str = "n/a") -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)) or pd.isna(x):
+        return missing
+    return format(x, spec)
+
+
+def _fmt_ms(x: float) -> str:
+    if x is None or pd.isna(x):
+        return "n/a"
+    return format(x, ".4f" if x < 1 else ".3f" if x < 100 else ".1f")
+
+
+def newest_commit_rows(df: pd.DataFrame, machine: str) -> pd.DataFrame:
+    mdf = df[df["machine"] == machine]
+    newest = mdf["commit_order"].max()
+    return mdf[mdf["commit_order"] == newest]
+
+
+def config_table(latest: pd.DataFrame, peak: float | None) -> pd.DataFrame:
+    """Pivot the newest commit's rows into one row per (family, preset, config, bwd_mode)
+    with ms, speedup, win_loss, peak_mib, mem_ratio, tflops, pct_peak, parity."""
+    have = latest[latest["metric"].isin(list(METRIC_COLUMNS)) & latest["bwd_mode"].notna()]
+    if have.empty:
+        return pd.DataFrame()
+    idx = ["family", "preset", "config", "bwd_mode"]
+    # Only (config, mode) pairs that exist: a pivot_table(dropna=False) would cross them all.
+    wide = have.drop_duplicates(idx + ["metric"]).set_index(idx + ["metric"])["value"]
+    wide = wide.unstack("metric").reindex(columns=list(METRIC_COLUMNS)).reset_index()
+    wide.columns.name = None
+    math_rows = wide[wide["bwd_mode"] == BASELINE_MODE].set_index(["family", "preset", "config"])
+    key = pd.MultiIndex.from_frame(wide[["family", "preset", "config"]])
+    math_ms = math_rows["ms"].reindex(key).to_numpy()
+    math_mib = math_rows["peak_mib"].reindex(key).to_numpy()
+    wide["speedup"] = math_ms / wide["ms"].to_numpy()
+    wide["mem_ratio"] = wide["peak_mib"].to_numpy() / math_mib
+    wide["win_loss"] = [
+        "--" if m == BASELINE_MODE or not math.isfinite(s) else ("win" if s > 1 else "loss")
+        for m, s in zip(wide["bwd_mode"], wide["speedup"].fillna(math.nan))
+    ]
+    wide["pct_peak"] = 100.0 * wide["tflops"] / peak if peak else math.nan
+    # Shape columns for ordering and headline matching.
+    shapes = have.drop_duplicates("config").set_index("config")
+    for col in ("B", "H", "T", "D", "dtype", "mask", "Tq", "Tk"):
+        if col in shapes:
+            wide[col] = wide["config"].map(shapes[col])
+    wide["_fam"] = wide["family"].map(family_sort_key)
+    wide["_mode"] = wide["bwd_mode"].map(mode_sort_key)
+    wide["_preset"] = wide["preset"].map(preset_sort_key)
+    shape_order = [c for c in ("B", "H", "Tq", "Tk", "T", "D", "dtype", "mask") if c in wide]
+    order = ["_fam", "_preset", *shape_order, "config", "_mode"]
+    wide = wide.sort_values(order, na_position="last")
+    return wide.drop(columns=["_fam", "_mode", "_preset"]).reset_index(drop=True)
+
+
+def _config_block(rows: pd.DataFrame, peak: float | None) -> list[str]:
+    header = (
+        f"  {'mode':<10} {'ms':>10} {'speedup':>8} {'win/loss':>8} {'peak MiB':>10} "
+        f"{'vs math':>8} {'TFLOP/s':>8} {'% peak':>7} {'parity':>7}"
+    )
+    lines = [header]
+    for _, r in rows.iterrows():
+        lines.append(
+            f"  {r['bwd_mode']:<10} {_fmt_ms(r['ms']):>10} {_fmt(r['speedup'], '.2f') + 'x':>8} "
+            f"{r['win_loss']:>8} {_fmt(r['peak_mib'], '.0f'):>10} "
+            f"{_fmt(r['mem_ratio'], '.2f') + 'x':>8} {_fmt(r['tflops'], '.1f'):>8} "
+            f"{_fmt(r['pct_peak'], '.1f') + '%' if peak and pd.notna(r['pct_peak']) else 'n/a':>7} "
+            f"{_fmt(r['parity'], '.2f'):>7}"
+        )
+    return [line.replace("n/ax", " n/a") for line in lines]
+
+
+def headline_rows(table: pd.DataFrame, which: str) -> pd.DataFrame:
+    preset_name, shape_test = HEADLINE_PRESETS[which]
+    by_preset = table[table["preset"].str.lower() == preset_name]
+    if not by_preset.empty:
+        return by_preset
+    if table.empty:
+        return table
+    mask = table.apply(lambda r: bool(shape_test(r.to_dict())), axis=1)
+    return table[mask]
+
+
+def headline_block(table: pd.DataFrame) -> list[str]:
+    lines = ["HEADLINE: speedup vs math (math ms / mode ms; >1 = win) and peak memory vs math"]
+    if table.empty:
+        return lines + ["  (no bwd_mode-parameterised results at this commit)", ""]
+    for which in HEADLINE_PRESETS:
+        rows = headline_rows(table, which)
+        if rows.empty:
+            lines.append(f"{which}: no results at this commit")
+            continue
+        modes = sorted(rows["bwd_mode"].unique(), key=mode_sort_key)
+        others = [m for m in modes if m != BASELINE_MODE]
+        for config, crow in rows.groupby("config", sort=False):
+            lines.append(f"{which}: {config}")
+            head = f"  {'family':<9} {'math ms':>9} {'math MiB':>9}  " + "  ".join(
+                f"{m:>20}" for m in others
+            )
+            lines.append(head)
+            for family, frow in sorted(crow.groupby("family"), key=lambda x: family_sort_key(x[0])):
+                fr = frow.set_index("bwd_mode")
+                base = fr.loc[BASELINE_MODE] if BASELINE_MODE in fr.index else None
+                cells = []
+                for m in others:
+                    if m not in fr.index or pd.isna(fr.loc[m, "ms"]):
+                        cells.append(f"{'n/a':>20}")
+                        continue
+                    r = fr.loc[m]
+                    cell = f"{_fmt(r['speedup'], '.2f')}x {r['win_loss']}"
+                    if pd.notna(r["mem_ratio"]):
+                        cell += f" {r['mem_ratio']:.2f}x mem"
+                    cells.append(f"{cell:>20}")
+                math_ms = _fmt_ms(base["ms"]) if base is not None else "n/a"
+                math_mib = _fmt(base["peak_mib"], ".0f") if base is not None else "n/a"
+                lines.append(f"  {family:<9} {math_ms:>9} {math_mib:>9}  " + "  ".join(cells))
+        lines.append("")
+    return lines
+
+
+def latest_text(df: pd.DataFrame, machine: str, changes: pd.DataFrame | None = None) -> str:
+    """The whole `<machine>_latest.txt` for ``machine``'s newest commit."""
+    latest = newest_commit_rows(df, machine)
+    if latest.empty:
+        return f"{machine}: no results\n"
+    first = latest.iloc[0]
+    peak = metrics.peak_tflops(machine)
+    table = config_table(latest, peak) if "bwd_mode" in latest else pd.DataFrame()
+    n_ok = int(latest["value"].notna().sum())
+    date = first["commit_date"]
+    lines = [
+        f"machine {machine}   commit {first['commit_short']}   "
+        f"{date.strftime('%Y-%m-%d %H:%M UTC') if pd.notna(date) else 'date unknown'}   "
+        f"{n_ok} of {len(latest)} measurements present",
+        f"subject: {first['subject']}" if first.get("subject") else "",
+        (
+            f"% peak = TFLOP/s / {peak:.0f} (measured bf16 dense matmul ceiling on the lent "
+            "H100, shared/anchors/README.md)"
+            if peak
+            else "% peak: no measured peak for this machine"
+        ),
+        "n/a = not run here (mode not applicable, out of memory) or failed its parity check",
+        "",
+    ]
+    lines += headline_block(table)
+    if changes is not None and not changes.empty:
+        at_head = changes[
+            (changes["machine"] == machine)
+            & (changes["commit_new"] == first["commit"])
+            & changes["status"].isin([*regress.BAD_STATUSES, regress.IMPROVEMENT])
+        ]
+        if not at_head.empty:
+            lines.append(
+                "CHANGES vs the previous commit with results (noise-aware, see metrics.py)"
+            )
+            for _, r in at_head.sort_values("worse_pct", ascending=False).iterrows():
+                lines.append(
+                    f"  {r['status']:<11} {r['benchmark']} {r['params']}: "
+                    f"{_fmt(r['value_old'], '.4g')} -> {_fmt(r['value_new'], '.4g')} {r['unit']} "
+                    f"({_fmt(r['change_pct'], '+.1f')}%, threshold {r['threshold_pct']:.1f}%)"
+                )
+            lines.append("")
+    lines.append("PER CONFIG (newest commit)")
+    if table.empty:
+        lines.append("  no bwd_mode-parameterised benchmarks: raw values")
+        for _, r in latest.sort_values(["benchmark", "params"]).iterrows():
+            lines.append(f"  {r['benchmark']} {r['params']}: {_fmt(r['value'], '.4g')} {r['unit']}")
+    else:
+        for (family, preset, config), rows in table.groupby(
+            ["family", "preset", "config"], sort=False
+        ):
+            lines.append(f"== {family} | {preset} | {config}")
+            lines += _config_block(rows, peak)
+            lines.append("")
+    return "\n".join(line for line in lines if line is not None).rstrip() + "\n"

@@ -1,0 +1,1041 @@
+"""reports/: loader (real asv output, committed H100 results), regression detection, text,
+plots, HTML in headless Chromium, asv publish offline, bad data, speed.
+
+Synthetic asv JSON is generated here in asv's own format (results format version 2, as
+written by asv.results.Results.save), never committed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from reports import metrics, regress  # noqa: E402
+from reports.load import NoResultsError, load_results  # noqa: E402
+
+RESULT_COLUMNS = [
+    "result",
+    "params",
+    "version",
+    "started_at",
+    "duration",
+    "stats_ci_99_a",
+    "stats_ci_99_b",
+    "stats_q_25",
+    "stats_q_75",
+    "stats_number",
+    "stats_repeat",
+    "samples",
+    "profile",
+]
+PARAM_NAMES = ["B", "H", "T", "D", "dtype", "mask", "bwd_mode"]
+METRIC_UNITS = {"ms": "ms", "tflops": "TFLOP/s", "peak_mib": "MiB", "parity": "ratio"}
+# Effective TFLOP/s of each mode in the synthetic model (only shapes the numbers).
+MODE_TFLOPS = {
+    "math": 40.0,
+    "sdpa": 400.0,
+    "recompute": 60.0,
+    "save_p": 120.0,
+    "dv_only": 90.0,
+    "fused": 250.0,
+}
+FAMILY_FLOP_FACTOR = {"forward": 1.0, "backward": 3.5, "gradgrad": 10.0}
+
+
+def _repr_axis(values):
+    return [repr(v) for v in values]
+
+
+def synthetic_suite(n_grid_T=3):
+    """Presets -> params (lists per param_names), like bench_suite's classes."""
+    modes = list(MODE_TFLOPS)
+    grid_T = [str(1024 * 2**i) for i in range(n_grid_T)]
+    return {
+        "Seed": [[2], [4], ["2048"], [128], ["float16"], ["none"], modes],
+        "TTT": [[1], [12], ["1024/9216"], [64, 80, 96], ["bfloat16"], ["window8192"], modes],
+        "Grid": [[1], [8], grid_T, [128], ["bfloat16"], ["causal"], modes],
+    }
+
+
+def _model_value(metric, family, combo, scale=1.0):
+    B, H, T, D, _dtype, mask, mode = combo
+    tq, tk = (int(x) for x in T.split("/")) if "/" in T else (int(T), int(T))
+    visible = 0.5 if mask != "none" else 1.0
+    flops = 4.0 * B * H * tq * tk * D * visible * FAMILY_FLOP_FACTOR[family]
+    if mode == "sdpa" and family == "gradgrad":
+        return None  # SDPA has no double backward: skipped, as bench_suite does
+    ms = flops / (MODE_TFLOPS[mode] * 1e9) * scale
+    if metric == "ms":
+        return ms
+    if metric == "tflops":
+        return flops / (ms * 1e9)
+    if metric == "peak_mib":
+        quad = B * H * tq * tk * 2 / 2**20
+        return (quad * (3 if mode in ("math", "save_p") else 0.1) + 8) * (
+            FAMILY_FLOP_FACTOR[family] ** 0.5
+        )
+    return 1.0 + 0.1 * (hash((family, T, D, mode)) % 5)  # parity ratio
+
+
+def write_benchmarks_json(results_dir: Path, suite, families=("forward", "backward", "gradgrad")):
+    meta = {}
+    for family, (preset, params), metric in itertools.product(
+        families, suite.items(), METRIC_UNITS
+    ):
+        name = f"bench_{family}.{preset}.track_{metric}"
+        meta[name] = {
+            "name": name,
+            "param_names": PARAM_NAMES,
+            "params": [_repr_axis(a) for a in params],
+            "type": "track",
+            "unit": METRIC_UNITS[metric],
+            "version": "0" * 64,
+        }
+    meta["version"] = 2
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "benchmarks.json").write_text(json.dumps(meta))
+
+
+def write_result_file(
+    results_dir: Path,
+    machine: str,
+    commit: str,
+    date_ms: int,
+    suite,
+    scale_for=lambda family, metric, combo: 1.0,
+    noise=0.0,
+    rng=None,
+    families=("forward", "backward", "gradgrad"),
+    stats_for=None,
+):
+    """One asv results file. ``scale_for`` multiplies ms (and divides TFLOP/s) per series;
+    ``stats_for(name, combo, value)`` may return (ci_a, ci_b, q25, q75, samples)."""
+    rng = rng or np.random.default_rng(0)
+    results = {}
+    for family, (preset, params), metric in itertools.product(
+        families, suite.items(), METRIC_UNITS
+    ):
+        name = f"bench_{family}.{preset}.track_{metric}"
+        values, stats = [], []
+        for combo in itertools.product(*params):
+            s = scale_for(family, metric, combo)
+            v = _model_value(metric, family, combo, s if metric == "ms" else 1.0)
+            if v is not None and metric == "tflops":
+                v = v / s
+            if v is not None and noise and metric in ("ms", "tflops"):
+                v *= 1.0 + noise * rng.standard_normal()
+            values.append(v)
+            stats.append(stats_for(name, combo, v) if stats_for and v is not None else None)
+        row = [values, [_repr_axis(a) for a in params], "0" * 64, date_ms + 1000, 1.0]
+        if any(s is not None for s in stats):
+            cols = list(zip(*[s if s is not None else (None,) * 5 for s in stats]))
+            row += [list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3])]
+            row += [[10 if s else None for s in stats], [len(s[4]) if s else None for s in stats]]
+            row += [list(cols[4])]
+        results[name] = row
+    data = {
+        "commit_hash": commit,
+        "env_name": "existing-py_usr_bin_python3",
+        "date": date_ms,
+        "params": {"machine": machine, "python": "3.12"},
+        "python": "3.12",
+        "requirements": {},
+        "env_vars": {},
+        "result_columns": RESULT_COLUMNS,
+        "results": results,
+        "durations": {},
+        "version": 2,
+    }
+    mdir = results_dir / machine
+    mdir.mkdir(parents=True, exist_ok=True)
+    (mdir / "machine.json").write_text(json.dumps({"machine": machine, "version": 1}))
+    path = mdir / f"{commit[:8]}-existing-py_usr_bin_python3.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def fake_commit(i: int) -> str:
+    return f"{i:08x}" + "ab" * 16
+
+
+def write_history(
+    results_dir: Path,
+    n_commits: int,
+    machine="h100-sxm-80gb",
+    suite=None,
+    scale_at=None,
+    noise=0.0,
+    seed=0,
+):
+    """n_commits synthetic commits (fake hashes unknown to git: dates from the files)."""
+    suite = suite or synthetic_suite()
+    write_benchmarks_json(results_dir, suite)
+    rng = np.random.default_rng(seed)
+    for i in range(n_commits):
+        scale_for = (
+            (lambda f, m, c, i=i: scale_at(i, f, m, c)) if scale_at else (lambda f, m, c: 1.0)
+        )
+        write_result_file(
+            results_dir,
+            machine,
+            fake_commit(i),
+            1_700_000_000_000 + i * 3_600_000,
+            suite,
+            scale_for=scale_for,
+            noise=noise,
+            rng=rng,
+        )
+    return suite
+
+
+# --------------------------------------------------------------------------------------------
+# Headless Chromium through the DevTools protocol (stdlib only): console errors, uncaught
+# exceptions, failed loads, DOM checks, a screenshot. `--enable-logging=stderr` no longer
+# prints console messages in Chromium's new headless mode, so we ask it over a pipe.
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,900",
+    # Offline: every host but localhost fails to resolve, so a CDN load is an error.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--remote-debugging-pipe",
+]
+
+
+def find_chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def browse(url, checks, wait_for="true", timeout=30.0, screenshot=None):
+    """Load url in headless Chromium; returns errors, evaluated checks and requested URLs."""
+    import base64
+    import select
+    import tempfile
+
+    chromium = find_chromium()
+    r_cmd, w_cmd = os.pipe()
+    r_out, w_out = os.pipe()
+
+    def child_fds():  # Chromium reads commands on fd 3 and writes replies on fd 4
+        a, b = os.dup(r_cmd), os.dup(w_out)
+        os.dup2(a, 3)
+        os.dup2(b, 4)
+
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    proc = subprocess.Popen(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        preexec_fn=child_fds,
+        close_fds=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(r_cmd)
+    os.close(w_out)
+    buf, events, counter = b"", [], itertools.count(1)
+
+    def send(method, params=None, session=None):
+        i = next(counter)
+        msg = {"id": i, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(w_cmd, json.dumps(msg).encode() + b"\0")
+        return i
+
+    def read_until(pred, deadline):
+        nonlocal buf
+        while True:
+            while b"\0" in buf:
+                raw, buf = buf.split(b"\0", 1)
+                msg = json.loads(raw)
+                if "method" in msg:
+                    events.append(msg)
+                if pred(msg):
+                    return msg
+            left = deadline - time.time()
+            if left <= 0:
+                raise TimeoutError(f"chromium gave no answer for {url}")
+            if select.select([r_out], [], [], left)[0]:
+                chunk = os.read(r_out, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium exited")
+                buf += chunk
+
+    def call(method, params=None, session=None):
+        i = send(method, params, session)
+        msg = read_until(lambda m: m.get("id") == i, time.time() + timeout)
+        if "error" in msg:
+            raise RuntimeError(f"{method}: {msg['error']}")
+        return msg.get("result", {})
+
+    def evaluate(expr, session):
+        res = call("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session)
+        return res.get("result", {}).get("value")
+
+    try:
+        target = call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        sid = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Runtime", "Log", "Network", "Page"):
+            call(f"{domain}.enable", session=sid)
+        call("Page.navigate", {"url": url}, sid)
+        read_until(lambda m: m.get("method") == "Page.loadEventFired", time.time() + timeout)
+        wait_deadline = time.time() + timeout / 3
+        while not evaluate(f"!!({wait_for})", sid) and time.time() < wait_deadline:
+            time.sleep(0.2)
+        time.sleep(0.3)  # late errors from scripts that run after the condition
+        values = {name: evaluate(expr, sid) for name, expr in checks.items()}
+        if screenshot:
+            data = call("Page.captureScreenshot", {"format": "png"}, sid)["data"]
+            Path(screenshot).write_bytes(base64.b64decode(data))
+    finally:
+        try:
+            send("Browser.close")
+        except OSError:
+            pass
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        os.close(w_cmd)
+        os.close(r_out)
+        shutil.rmtree(profile, ignore_errors=True)
+
+    errors = []
+    for e in events:
+        method, p = e["method"], e.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            d = p["exceptionDetails"]
+            errors.append(f"uncaught: {d.get('exception', {}).get('description', d.get('text'))}")
+        elif method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            errors.append("console.error: " + " ".join(str(a.get("value")) for a in p["args"]))
+        elif method == "Log.entryAdded" and p["entry"]["level"] == "error":
+            errors.append(f"{p['entry']['text']} {p['entry'].get('url', '')}")
+        elif method == "Network.loadingFailed" and not p.get("canceled"):
+            errors.append(f"load failed: {p.get('errorText')}")
+    requests = [
+        e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"
+    ]
+    return {"errors": errors, "values": values, "requests": requests}
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    path = find_chromium()
+    if path is None:
+        pytest.skip(
+            "chromium is not installed and could not be: `make test` runs "
+            "`apt-get install -y chromium` when it is missing (needs root + network)"
+        )
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# A real asv run: a tiny throwaway suite in a git repo, two commits, `asv run -E existing`.
+
+TINY_SUITE = """
+from ._scale import SCALE
+
+MODE_MS = {"math": 4.0, "fused": 1.0}
+
+
+class Seed:
+    params = ([2], [4], ["2048"], [128], ["float16"], ["none"], ["math", "fused", "sdpa"])
+    param_names = ["B", "H", "T", "D", "dtype", "mask", "bwd_mode"]
+
+    def setup(self, B, H, T, D, dtype, mask, bwd_mode):
+        if bwd_mode == "sdpa":
+            raise NotImplementedError("not applicable here")
+
+    def track_ms(self, B, H, T, D, dtype, mask, bwd_mode):
+        return MODE_MS[bwd_mode] * (SCALE if bwd_mode == "fused" else 1.0)
+
+    track_ms.unit = "ms"
+
+    def track_tflops(self, B, H, T, D, dtype, mask, bwd_mode):
+        flops = 4 * B * H * int(T) ** 2 * D
+        return flops / (self.track_ms(B, H, T, D, dtype, mask, bwd_mode) * 1e9)
+
+    track_tflops.unit = "TFLOP/s"
+
+    def track_peak_mib(self, B, H, T, D, dtype, mask, bwd_mode):
+        return {"math": 1500.0, "fused": 40.0}[bwd_mode]
+
+    track_peak_mib.unit = "MiB"
+
+    def time_tiny(self, B, H, T, D, dtype, mask, bwd_mode):
+        sum(range(300))
+
+    time_tiny.repeat = (5, 7, 1.0)
+    time_tiny.number = 20
+    time_tiny.warmup_time = 0.0
+"""
+
+
+def _run(cmd, cwd, env):
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def asv_project(tmp_path_factory):
+    """Two commits measured by asv: the second makes `fused` 1.25x slower (a regression)."""
+    root = tmp_path_factory.mktemp("asvproj")
+    bench = root / "benchmarks"
+    bench.mkdir()
+    (bench / "__init__.py").write_text("")
+    (bench / "bench_forward.py").write_text(TINY_SUITE)
+    (root / "asv.conf.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "project": "tiny",
+                "repo": ".",
+                "branches": ["HEAD"],
+                "benchmark_dir": "benchmarks",
+                "results_dir": "results",
+                "html_dir": "html",
+                "environment_type": "existing",
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "HOME": str(root / "home"),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    (root / "home").mkdir()
+    asv = [sys.executable, "-m", "asv"]
+    _run(["git", "init", "-q", "."], root, env)
+    _run(asv + ["machine", "--yes", "--machine", "testbox"], root, env)
+    commits = []
+    for i, scale in enumerate([1.0, 1.25]):
+        (bench / "_scale.py").write_text(f"SCALE = {scale}\n")
+        _run(["git", "add", "-A"], root, env)
+        # Distinct, increasing commit dates (git's resolution is 1 s).
+        stamp = f"2026-01-0{i + 1}T12:00:00+00:00"
+        _run(
+            ["git", "commit", "-qm", f"scale {scale}"],
+            root,
+            {**env, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp},
+        )
+        sha = _run(["git", "rev-parse", "HEAD"], root, env).strip()
+        _run(
+            asv
+            + [
+                "run",
+                "-E",
+                f"existing:{sys.executable}",
+                "--set-commit-hash",
+                sha,
+                "--machine",
+                "testbox",
+                "--record-samples",
+                "--launch-method",
+                "forkserver",
+            ],
+            root,
+            env,
+        )
+        commits.append(sha)
+    return {"root": root, "results": root / "results", "commits": commits, "env": env}
+
+
+def test_loader_reads_real_asv_output(asv_project):
+    df = load_results(asv_project["results"], repo=asv_project["root"]).df
+    c1, c2 = asv_project["commits"]
+    assert set(df["commit"]) == {c1, c2}
+    # 4 benchmarks x 3 bwd_modes x 2 commits, sdpa skipped (NaN) in every one of them.
+    assert len(df) == 24
+    assert df[df["bwd_mode"] == "sdpa"]["value"].isna().all()
+    assert df[df["bwd_mode"] != "sdpa"]["value"].notna().all()
+    order = df.drop_duplicates("commit").set_index("commit")["commit_order"]
+    assert order[c1] < order[c2]
+    assert str(df[df["commit"] == c1]["commit_date"].iloc[0]) == "2026-01-01 12:00:00+00:00"
+    row = df[(df["commit"] == c1) & (df["metric"] == "ms") & (df["bwd_mode"] == "math")].iloc[0]
+    assert (row["family"], row["preset"], row["unit"], row["direction"]) == (
+        "forward",
+        "Seed",
+        "ms",
+        "lower",
+    )
+    assert (row["B"], row["T"], row["D"], row["dtype"], row["mask"]) == (
+        2,
+        "2048",
+        128,
+        "float16",
+        "none",
+    )
+    assert (row["Tq"], row["Tk"], row["value"]) == (2048, 2048, 4.0)
+    tflops = df[(df["metric"] == "tflops") & (df["bwd_mode"] == "math")]
+    assert (tflops["direction"] == "higher").all()
+    # asv's own timing stats and samples come through for time_ benchmarks.
+    timed = df[(df["metric"] == "time_tiny") & df["value"].notna()]
+    assert (timed["unit"] == "seconds").all()
+    assert np.isfinite(timed[["ci_99_a", "ci_99_b", "q_25", "q_75"]].to_numpy()).all()
+    assert (timed["noise_source"] == "ci_99").all() and (timed["n_samples"] >= 5).all()
+    assert all(len(json.loads(s)) == n for s, n in zip(timed["samples"], timed["n_samples"]))
+
+
+def test_real_asv_history_flags_the_slower_commit(asv_project):
+    df = load_results(asv_project["results"], repo=asv_project["root"]).df
+    changes = regress.history(df)
+    flagged = changes[changes["status"].isin(regress.BAD_STATUSES)]
+    flagged = {(r.metric, r.bwd_mode, r.commit_new) for r in flagged.itertuples()}
+    c2 = asv_project["commits"][1]
+    # ms up 25% and TFLOP/s down 20% for fused: both regressions; nothing else is.
+    assert {("ms", "fused", c2), ("tflops", "fused", c2)} <= flagged
+    assert all(m in ("ms", "tflops", "time_tiny") for m, _, _ in flagged)
+    assert not {f for f in flagged if f[0] in ("ms", "tflops") and f[1] != "fused"}
+
+
+def test_compare_cli_exit_codes(asv_project, capsys):
+    from reports.cli import EXIT_OK, EXIT_REGRESSION, main
+
+    c1, c2 = asv_project["commits"]
+    res, repo = str(asv_project["results"]), str(asv_project["root"])
+    # time_tiny is a real CPU timing: noisy on a shared box, so hold it to a loose threshold.
+    loose = ["--threshold", "seconds=1000"]
+    rc = main(["compare", c1[:8], c2[:8], "--results", res, "--repo", repo, *loose])
+    out = capsys.readouterr().out
+    assert rc == EXIT_REGRESSION
+    assert "REGRESSIONS" in out and "bench_forward.Seed.track_ms" in out and "+25.0%" in out
+    assert "bwd_mode=fused" in out and "bwd_mode=math" not in out.split("IMPROVEMENTS")[0]
+    rc = main(["compare", c2, c1, "--results", res, "--repo", repo, *loose])
+    out = capsys.readouterr().out
+    assert rc == EXIT_OK and "IMPROVEMENTS" in out and "REGRESSIONS" not in out
+    # git refs resolve too
+    rc = main(["compare", "HEAD~1", "HEAD", "--results", res, "--repo", repo, *loose])
+    assert rc == EXIT_REGRESSION
+    capsys.readouterr()
+
+
+def test_cli_runs_as_module_without_torch(asv_project, tmp_path):
+    """`python -m reports` builds everything, and neither reports nor its imports pull torch."""
+    out = tmp_path / "out"
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        sys.argv = ["reports", "--results", {str(asv_project["results"])!r},
+                    "--repo", {str(asv_project["root"])!r}, "--out", {str(out)!r}]
+        try:
+            runpy.run_module("reports", run_name="__main__")
+        except SystemExit as exc:
+            assert exc.code == 0, exc.code
+        import reports.publish  # noqa
+        bad = [m for m in ("torch", "triton") if m in sys.modules]
+        assert not bad, bad
+        print("NO_TORCH_OK")
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "NO_TORCH_OK" in proc.stdout
+    assert (out / "testbox_latest.txt").is_file()
+    assert (out / "data" / "all_results.csv").is_file()
+    assert (out / "html" / "index.html").is_file()
+    assert sorted(p.name for p in (out / "plots" / "testbox").iterdir()) == sorted(
+        f"{stem}.{ext}" for stem in ("trend_forward", "speed_memory") for ext in ("png", "svg")
+    )
+    latest = (out / "testbox_latest.txt").read_text()
+    assert "HEADLINE" in latest and "seed: B=2 H=4 T=2048 D=128" in latest
+    # fused at the newest commit: 4.0 / 1.25 ms = 3.2x faster than math, 40 / 1500 MiB.
+    assert "3.20x win 0.03x mem" in latest
+
+
+def test_committed_h100_results_load_and_report():
+    files = sorted(p for p in (ROOT / "results").glob("h100*/*.json") if p.name != "machine.json")
+    if not files:
+        pytest.skip(
+            "no committed H100 results yet (results/h100*/*.json): the lead commits "
+            "them after the H100 run"
+        )
+    loaded = load_results(ROOT / "results", repo=ROOT)
+    assert not [s for s in loaded.skipped if "/h100" in s[0]], loaded.skipped
+    df = loaded.df
+    h100 = df[df["machine"].str.startswith("h100")]
+    assert h100["value"].notna().any()
+    assert set(h100["family"]) <= {"forward", "backward", "gradgrad"}
+    assert {"B", "H", "T", "D", "dtype", "mask", "bwd_mode"} <= set(df.columns)
+    from reports import text
+
+    for machine in sorted(
+        set(h100["machine"]) - {m for m in h100["machine"] if metrics.is_aa_machine(m)}
+    ):
+        report = text.latest_text(df, machine, regress.history(df))
+        assert "HEADLINE" in report and "PER CONFIG" in report
+        assert "% peak = TFLOP/s / 790" in report
+
+
+# --------------------------------------------------------------------------------------------
+# Regression detection on synthetic series.
+
+
+def _series(values, unit="ms", lo=None, hi=None, metric=None):
+    n = len(values)
+    return pd.DataFrame(
+        {
+            "machine": "m",
+            "benchmark": f"bench_gradgrad.Seed.track_{metric or unit}",
+            "params": "B=2 bwd_mode=fused",
+            "family": "gradgrad",
+            "preset": "Seed",
+            "metric": metric or unit,
+            "unit": unit,
+            "direction": metrics.direction(unit),
+            "config": "B=2",
+            "bwd_mode": "fused",
+            "commit": [fake_commit(i) for i in range(n)],
+            "commit_order": np.arange(n),
+            "value": np.asarray(values, float),
+            "noise_lo": np.full(n, np.nan) if lo is None else lo,
+            "noise_hi": np.full(n, np.nan) if hi is None else hi,
+        }
+    )
+
+
+def test_ten_percent_step_in_ms_is_caught():
+    rng = np.random.default_rng(1)
+    values = 2.0 * (1 + 0.01 * rng.standard_normal(30))  # 1% noise, like do_bench medians
+    values[15:] *= 1.10
+    changes = regress.history(_series(values))
+    bad = changes[changes["status"] == regress.REGRESSION]
+    assert bad["commit_order_new"].tolist() == [15]
+    assert 5 < bad["change_pct"].iloc[0] < 15
+
+
+def test_ten_percent_step_with_asv_stats_is_caught_and_noise_is_not():
+    """asv-style samples (median, 99% CI from asv_runner.statistics) with an 8% spread: the
+    medians often differ by more than the 5% threshold, yet the CIs overlap: never flagged.
+    The same spread with a 10% step and 25 samples is caught."""
+    from asv_runner.statistics import compute_stats
+
+    rng = np.random.default_rng(7)
+
+    def run(n_commits, n_samples, sigma, step_at=None):
+        vals, lo, hi = [], [], []
+        for i in range(n_commits):
+            mu = 2.0 * (1.10 if step_at is not None and i >= step_at else 1.0)
+            samples = list(mu * (1 + sigma * rng.standard_normal(n_samples)))
+            med, stats = compute_stats(samples, 1)
+            vals.append(med)
+            lo.append(stats["ci_99_a"])
+            hi.append(stats["ci_99_b"])
+        return _series(vals, lo=np.array(lo), hi=np.array(hi))
+
+    noise = regress.history(run(40, 7, 0.08))
+    raw_jumps = noise["change_pct"].abs() > 5
+    assert raw_jumps.sum() >= 3, "the spread must exceed the threshold for this test to mean much"
+    assert not noise["status"].isin([regress.REGRESSION, regress.IMPROVEMENT]).any()
+    assert (noise.loc[raw_jumps, "status"] == regress.NOISE).all()
+
+    stepped = regress.history(run(20, 400, 0.03, step_at=10))
+    bad = stepped[stepped["status"] == regress.REGRESSION]
+    assert bad["commit_order_new"].tolist() == [10]
+
+
+def test_pure_noise_within_threshold_is_not_flagged():
+    rng = np.random.default_rng(3)
+    values = 2.0 * (1 + 0.01 * rng.standard_normal(200))  # 1% spread vs the 5% threshold
+    changes = regress.history(_series(values))
+    assert not changes["status"].isin([regress.REGRESSION, regress.IMPROVEMENT]).any()
+
+
+def test_tflops_increase_is_an_improvement_and_decrease_a_regression():
+    up = regress.history(_series([300.0, 300.0, 360.0], unit="TFLOP/s", metric="tflops"))
+    assert up["status"].tolist() == [regress.NEW, regress.UNCHANGED, regress.IMPROVEMENT]
+    down = regress.history(_series([300.0, 240.0], unit="TFLOP/s", metric="tflops"))
+    assert down["status"].tolist()[-1] == regress.REGRESSION
+    assert down["worse_pct"].iloc[-1] == pytest.approx(20.0)
+
+
+def test_memory_direction():
+    more = regress.history(_series([1000.0, 1100.0], unit="MiB", metric="peak_mib"))
+    less = regress.history(_series([1000.0, 900.0], unit="MiB", metric="peak_mib"))
+    same = regress.history(_series([1000.0, 1001.0], unit="MiB", metric="peak_mib"))
+    assert more["status"].iloc[-1] == regress.REGRESSION
+    assert less["status"].iloc[-1] == regress.IMPROVEMENT
+    assert same["status"].iloc[-1] == regress.UNCHANGED  # 0.1%, 1 MiB: allocator noise
+
+
+def test_failure_after_a_value_is_reported_once_and_recovery_compares_to_last_value():
+    changes = regress.history(_series([2.0, np.nan, np.nan, 2.5]))
+    assert changes["status"].tolist() == [
+        regress.NEW,
+        regress.FAILED,
+        regress.UNCHANGED,
+        regress.REGRESSION,
+    ]
+    assert changes["value_old"].iloc[-1] == 2.0
+
+
+def test_threshold_override():
+    series = _series([2.0, 2.08])  # +4%
+    assert regress.history(series)["status"].iloc[-1] == regress.UNCHANGED
+    assert regress.history(series, {"ms": 0.03})["status"].iloc[-1] == regress.REGRESSION
+
+
+def test_aa_summary_and_cli(tmp_path, capsys):
+    from reports.cli import EXIT_OK, main
+
+    suite = synthetic_suite()
+    for name, seed in (("h100-sxm-80gb-aa1", 1), ("h100-sxm-80gb-aa2", 2)):
+        write_benchmarks_json(tmp_path / name, suite)
+        write_result_file(
+            tmp_path / name,
+            name,
+            fake_commit(0),
+            1_700_000_000_000,
+            suite,
+            noise=0.01,
+            rng=np.random.default_rng(seed),
+        )
+    a, b = tmp_path / "h100-sxm-80gb-aa1", tmp_path / "h100-sxm-80gb-aa2"
+    summary = regress.aa_summary(load_results(a, repo=None).df, load_results(b, repo=None).df)
+    ms = summary[summary["metric"] == "ms"].iloc[0]
+    assert 1.0 < ms["max_abs_diff_pct"] < 6.0  # 1% noise per run
+    assert ms["implied_threshold_pct"] >= 1.5 * ms["max_abs_diff_pct"]
+    assert summary[summary["metric"] == "peak_mib"]["max_abs_diff_pct"].iloc[0] == 0
+    assert main(["aa", str(a), str(b), "--repo", str(tmp_path)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "implied thresholds" in out and "'ms': rel_threshold=" in out
+    assert "flag 0 of the A/A pairs" in out
+
+
+def test_units_and_directions_live_in_metrics():
+    assert metrics.direction("ms") == metrics.direction("MiB") == metrics.LOWER_IS_BETTER
+    assert metrics.direction("ratio") == metrics.LOWER_IS_BETTER
+    assert metrics.direction("TFLOP/s") == metrics.HIGHER_IS_BETTER
+    assert metrics.direction("furlongs") == metrics.LOWER_IS_BETTER  # asv's default
+    assert metrics.peak_tflops("h100-sxm-80gb") == 790.0
+    assert metrics.peak_tflops("cpu-x86_64") is None
+    assert metrics.implied_threshold(0.02) == pytest.approx(0.03)
+    assert metrics.is_aa_machine("h100-sxm-80gb-aa2")
+    assert not metrics.is_aa_machine("h100-sxm-80gb")
+
+
+# --------------------------------------------------------------------------------------------
+# Bad data: skipped with a warning naming the file; nothing crashes.
+
+
+@pytest.fixture
+def small_history(tmp_path):
+    results = tmp_path / "results"
+    write_history(results, 3)
+    return results
+
+
+def test_malformed_truncated_and_foreign_files_are_skipped(small_history, caplog):
+    mdir = small_history / "h100-sxm-80gb"
+    good = sorted(mdir.glob("0*.json"))
+    truncated = mdir / "deadbeef-truncated.json"
+    truncated.write_text(good[0].read_text()[:500])
+    (mdir / "garbage.json").write_text("{not json at all")
+    (mdir / "foreign.json").write_text(json.dumps({"name": "some-npm-package", "version": "1"}))
+    (mdir / "a-list.json").write_text("[1, 2, 3]")
+    old = json.loads(good[0].read_text())
+    old["version"] = 1
+    (mdir / "oldformat.json").write_text(json.dumps(old))
+    bad_row = json.loads(good[1].read_text())
+    bad_row["results"]["bench_forward.Seed.track_ms"][0] = [1.0, 2.0]  # 2 values, 6 combos
+    (good[1]).write_text(json.dumps(bad_row))
+    with caplog.at_level("WARNING", logger="reports"):
+        loaded = load_results(small_history, repo=None)
+    skipped = {Path(p.split(":")[0]).name for p, _ in loaded.skipped}
+    assert {
+        "deadbeef-truncated.json",
+        "garbage.json",
+        "foreign.json",
+        "a-list.json",
+        "oldformat.json",
+        good[1].name,
+    } <= skipped
+    for name in ("deadbeef-truncated.json", "garbage.json", "foreign.json", "oldformat.json"):
+        assert name in caplog.text
+    assert (
+        "bench_forward.Seed.track_ms" in caplog.text and "6 parameter combinations" in caplog.text
+    )
+    df = loaded.df
+    assert df["commit"].nunique() == 3  # the good files all loaded, and the good rows of good[1]
+    assert df[
+        (df["commit"] == fake_commit(1)) & (df["benchmark"] == "bench_forward.Seed.track_ms")
+    ].empty
+
+
+def test_empty_results_give_a_clear_message_and_exit_code(tmp_path, capsys):
+    from reports.cli import EXIT_NO_RESULTS, main
+
+    empty = tmp_path / "results"
+    empty.mkdir()
+    with pytest.raises(NoResultsError, match="no asv results found"):
+        load_results(empty, repo=None)
+    assert main(["--results", str(empty), "--out", str(tmp_path / "o")]) == EXIT_NO_RESULTS
+    err = capsys.readouterr().err
+    assert "error: no asv results found" in err and "Traceback" not in err
+    assert main(["--results", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 3
+    assert "does not exist" in capsys.readouterr().err
+    # only broken files: still a clear message, after the warnings
+    (empty / "m").mkdir()
+    (empty / "m" / "x.json").write_text("{")
+    assert main(["--results", str(empty), "--out", str(tmp_path / "o")]) == EXIT_NO_RESULTS
+    assert main(["compare", "abc", "def", "--results", str(empty)]) == EXIT_NO_RESULTS
+
+
+def test_unknown_commit_and_missing_benchmarks_json(small_history, capsys, caplog):
+    from reports.cli import EXIT_USAGE, main
+
+    assert (
+        main(
+            [
+                "compare",
+                "ffffffff",
+                "latest",
+                "--results",
+                str(small_history),
+                "--repo",
+                str(small_history),
+            ]
+        )
+        == EXIT_USAGE
+    )
+    assert "no results for commit 'ffffffff'" in capsys.readouterr().err
+    (small_history / "benchmarks.json").unlink()
+    with caplog.at_level("WARNING", logger="reports"):
+        df = load_results(small_history, repo=None).df
+    assert "no benchmarks.json" in caplog.text
+    assert set(df["direction"]) == {"lower"}  # units unknown: asv's default, said loudly
+
+
+def test_foreign_benchmark_names_load(tmp_path):
+    """Any valid asv benchmark loads: family/preset from the dotted parts, params as given."""
+    data = {
+        "commit_hash": "c" * 40,
+        "env_name": "e",
+        "date": 1_700_000_000_000,
+        "params": {"machine": "laptop"},
+        "python": "3.11",
+        "requirements": {},
+        "env_vars": {},
+        "result_columns": RESULT_COLUMNS,
+        "version": 2,
+        "durations": {},
+        "results": {
+            "suite.sub.bench_io.Reader.time_read": [[0.5, 0.7], [["'a'", "'b'"]]],
+            "plain.track_thing": [[3.0], []],
+        },
+    }
+    (tmp_path / "laptop").mkdir()
+    (tmp_path / "laptop" / "cccccccc-e.json").write_text(json.dumps(data))
+    df = load_results(tmp_path, repo=None).df
+    r = df.set_index("benchmark")
+    assert r.loc["plain.track_thing", "family"] == "plain"
+    assert r.loc["plain.track_thing", "preset"] == ""
+    assert r.loc["plain.track_thing", "metric"] == "thing"
+    reader = df[df["benchmark"] == "suite.sub.bench_io.Reader.time_read"]
+    assert set(reader["family"]) == {"io"} and set(reader["preset"]) == {"Reader"}
+    assert sorted(reader["p0"]) == ["a", "b"]
+
+
+# --------------------------------------------------------------------------------------------
+# The built report: text, plots, HTML in a real browser, and speed.
+
+
+def _regressing_history(results, n=6):
+    # gradgrad fused 20% slower from commit 4 on: a regression in ms and in TFLOP/s.
+    return write_history(
+        results,
+        n,
+        noise=0.0,
+        scale_at=lambda i, f, m, c: 1.2 if i >= 4 and f == "gradgrad" and c[-1] == "fused" else 1.0,
+    )
+
+
+def test_report_outputs(tmp_path):
+    from reports.cli import build
+
+    results = tmp_path / "results"
+    _regressing_history(results)
+    res = build(results, tmp_path / "out", repo=None, commit_url=None)
+    out = tmp_path / "out"
+    text_report = (out / "h100-sxm-80gb_latest.txt").read_text()
+    head = text_report.split("PER CONFIG")[0]
+    assert "seed: B=2 H=4 T=2048 D=128 dtype=float16 mask=none" in head
+    assert "ttt: B=1 H=12 T=1024/9216 D=64 dtype=bfloat16 mask=window8192" in head
+    assert "regression  bench_gradgrad.Seed.track_ms" not in head  # commit 4 is not the newest
+    # per config: math vs each mode; sdpa skipped in gradgrad shows n/a
+    block = text_report.split("== gradgrad | Seed |")[1].split("==")[0]
+    assert re.search(r"math\s+\S+\s+1\.00x\s+--", block)
+    assert re.search(r"sdpa\s+n/a", block)
+    assert "% peak" in text_report
+    csv = pd.read_csv(out / "data" / "all_results.csv")
+    assert len(csv) == len(res["df"]) and {"value", "bwd_mode", "unit", "direction"} <= set(csv)
+    changes = pd.read_csv(out / "data" / "changes.csv")
+    bad = changes[changes["status"] == "regression"]
+    assert set(bad["metric"]) == {"ms", "tflops"}
+    assert set(bad["commit_new"].str[:8]) == {fake_commit(4)[:8]}
+    pngs = sorted(p.name for p in (out / "plots" / "h100-sxm-80gb").glob("*.png"))
+    assert pngs == [
+        "scaling_T.png",
+        "speed_memory.png",
+        "trend_backward.png",
+        "trend_forward.png",
+        "trend_gradgrad.png",
+    ]
+    for p in (out / "plots" / "h100-sxm-80gb").iterdir():
+        assert p.stat().st_size > 5000, p
+
+
+def test_html_report_in_headless_chromium(tmp_path, chromium):
+    from reports.cli import build
+
+    results = tmp_path / "results"
+    _regressing_history(results)
+    build(results, tmp_path / "out", repo=None, commit_url="https://example.invalid/c/{commit}")
+    index = tmp_path / "out" / "html" / "index.html"
+    page = index.read_text()
+    assert "<script" not in page and "http://" not in page.replace("https://example.invalid", "")
+    checks = {
+        "summary_rows": "document.querySelectorAll('table.summary tr').length",
+        "images": "document.images.length",
+        "images_loaded": "[...document.images].filter(i => i.complete && i.naturalWidth > 0)"
+        ".length",
+        "regression_rows": "document.querySelectorAll('table.regressions tr.bad').length",
+        "regression_text": "document.querySelector('table.regressions').innerText",
+        "commit_link": "document.querySelector('table.regressions a').href",
+    }
+    shot = tmp_path / "shot.png"
+    r = browse(index.as_uri(), checks, "document.readyState === 'complete'", screenshot=shot)
+    v = r["values"]
+    assert r["errors"] == []
+    assert v["summary_rows"] > 20
+    assert v["images"] == 5 and v["images_loaded"] == 5
+    assert v["regression_rows"] >= 2 and "bench_gradgrad.Seed.track_ms" in v["regression_text"]
+    assert v["commit_link"].startswith("https://example.invalid/c/")
+    assert all(u.startswith(("file://", "data:")) for u in r["requests"]), r["requests"]
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+    # The check can fail: a missing image and a script error are both reported.
+    broken = index.with_name("broken.html")
+    broken.write_text(
+        page.replace("</body>", "<img src='nope.png'><script>undefined_fn()</script></body>")
+    )
+    r = browse(broken.as_uri(), {}, "document.readyState === 'complete'")
+    assert any("nope.png" in e or "ERR_FILE_NOT_FOUND" in e for e in r["errors"]), r["errors"]
+    assert any("undefined_fn" in e for e in r["errors"]), r["errors"]
+
+
+def test_vendored_assets_match_asv_cdn_integrity():
+    """The vendored copies are the files asv's page asks for: the SRI hashes in asv's own
+    index.html match byte for byte where we vendored the same build."""
+    import base64
+    import hashlib
+
+    import asv
+
+    from reports import publish
+
+    page = (Path(asv.__file__).parent / "www" / "index.html").read_text()
+    tags = re.findall(
+        r"(?:src|href)=\"(https?://[^\"]+)\"[^>]*?integrity=\"(sha\d+)-([^\"]+)\"", page
+    )
+    assert len(tags) >= 9
+    identical = 0
+    for url, algo, digest in tags:
+        name = url.rsplit("/", 1)[-1]
+        assert name in publish.VENDORED, f"asv loads {url}: not vendored"
+        data = (publish.VENDOR_DIR / publish.VENDORED[name]).read_bytes()
+        if base64.b64encode(hashlib.new(algo, data).digest()).decode() == digest:
+            identical += 1
+    # jQuery, bootstrap js + css, orderBars, md5 are the CDN's exact bytes.
+    assert identical >= 5
+
+
+def test_asv_publish_renders_offline(asv_project, chromium, tmp_path):
+    import http.server
+    import threading
+
+    from reports import publish
+
+    html_dir = tmp_path / "asv_html"
+    _run(
+        [sys.executable, "-m", "asv", "publish", "--html-dir", str(html_dir)],
+        asv_project["root"],
+        asv_project["env"],
+    )
+    replaced = publish.make_offline(html_dir)
+    assert len(replaced) == 10
+    assert not re.search(r"<script[^>]+src=\"https?://", (html_dir / "index.html").read_text())
+
+    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(html_dir))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *a: None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        grid = browse(
+            f"{base}/index.html",
+            {"text": "document.body.innerText"},
+            "document.body.innerText.includes('track_ms')",
+        )
+        graph = browse(
+            f"{base}/index.html#bench_forward.Seed.track_ms",
+            {
+                "canvases": "document.querySelectorAll('canvas').length",
+                "flot": "typeof jQuery !== 'undefined' && typeof jQuery.plot",
+            },
+            "document.querySelectorAll('canvas').length > 0",
+        )
+    finally:
+        server.shutdown()
+    for r in (grid, graph):
+        assert r["errors"] == [], r["errors"]
+        assert all(u.startswith(base) for u in r["requests"]), r["requests"]
+    assert "Seed.track_ms" in grid["values"]["text"]
+    assert graph["values"]["canvases"] > 0 and graph["values"]["flot"] == "function"
+
+
+def test_report_speed_200_commits_x_500_series(tmp_path):
+    """200 commits x 504 series (3 families x 4 metrics x 42 configs/modes): < 10 s."""
+    from reports.cli import build
+
+    results = tmp_path / "results"
+    write_history(results, 200, noise=0.01)
+    t0 = time.perf_counter()
+    res = build(results, tmp_path / "out", repo=None)
+    elapsed = time.perf_counter() - t0
+    n_series = res["df"].groupby(["benchmark", "params"]).ngroups
+    print(
+        f"\nreport for 200 commits x {n_series} series built in {elapsed:.2f} s: "
+        + ", ".join(f"{k} {v:.2f}s" for k, v in res["timings"].items())
+    )
+    assert n_series == 504 and res["df"]["commit"].nunique() == 200
+    assert elapsed < 10.0
