@@ -18,8 +18,10 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,6 +78,21 @@ def plan(
     return wanted, shards.plan_shards(missing, n_shards, costs, bench)
 
 
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def _copy_output(proc: subprocess.Popen, log_path: Path, prefix: str) -> None:
+    """A shard's output into its log file, and onto this terminal with the GPU as prefix."""
+    with open(log_path, "w") as log_file:
+        for line in proc.stdout:
+            log_file.write(line)
+            log_file.flush()
+            sys.stdout.write(prefix + line)
+            sys.stdout.flush()
+
+
 def run_shards(
     commit: str,
     todo: list[shards.Shard],
@@ -91,7 +108,7 @@ def run_shards(
     """Run the shards, one child per GPU at a time; return the keys of the shards that failed."""
     total_cost = sum(s.cost for s in todo) or 1.0
     pending = list(todo)  # heaviest first: plan_shards sorts them so
-    running: dict[str, tuple[subprocess.Popen, shards.Shard, float, Path]] = {}
+    running: dict[str, tuple] = {}  # device -> (process, shard, start, log, output copier)
     failed: list[str] = []
     index = {s.key: i + 1 for i, s in enumerate(todo)}
     try:
@@ -125,25 +142,32 @@ def run_shards(
                     cmd += ["--bench", bench]
                 if worktree:
                     cmd += ["--worktree", worktree]
-                env = dict(os.environ, CUDA_VISIBLE_DEVICES=device)
-                with open(log_path, "w") as log_file:
-                    proc = subprocess.Popen(
-                        cmd,
-                        stdout=log_file,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                        cwd=shards.REPO_ROOT,
-                    )
-                running[device] = (proc, shard, time.time(), log_path)
+                env = dict(os.environ, CUDA_VISIBLE_DEVICES=device, PYTHONUNBUFFERED="1")
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=shards.REPO_ROOT,
+                    text=True,
+                    errors="replace",
+                    start_new_session=True,  # its own process group: asv and its children
+                )
+                copier = threading.Thread(
+                    target=_copy_output, args=(proc, log_path, f"  gpu{device}| "), daemon=True
+                )
+                copier.start()
+                running[device] = (proc, shard, time.time(), log_path, copier)
                 log(
                     f"shard {index[shard.key]}/{len(todo)} {shard.key} on GPU {device}: "
                     f"{shard.describe()} (~{100 * shard.cost / total_cost:.0f}% of the work)"
                 )
             time.sleep(0.2)
-            for device, (proc, shard, started, log_path) in list(running.items()):
+            for device, (proc, shard, started, log_path, copier) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 del running[device]
+                copier.join(timeout=5)  # the log file is complete before it is read
                 took = time.time() - started
                 n = f"{index[shard.key]}/{len(todo)}"
                 if proc.returncode == 0:
@@ -156,16 +180,21 @@ def run_shards(
                         f" after {took:.0f} s; log {log_path}:\n{tail}"
                     )
     except KeyboardInterrupt:
+        # Stop each shard's whole process group (worker, asv, benchmark processes), so no
+        # orphan keeps a GPU busy; an unfinished shard has no manifest and reruns next time.
         for proc, *_ in running.values():
-            proc.terminate()
+            _signal_group(proc, signal.SIGTERM)
         for proc, *_ in running.values():
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
+        unfinished = [
+            s for s in todo if shards.read_manifest(shards.shard_dir(staging, commit, s)) is None
+        ]
         log(
             f"interrupted: finished shards stay in {staging / commit}; the same command "
-            f"runs only the {len(pending) + len(running)} unfinished ones"
+            f"runs only the {len(unfinished)} unfinished ones"
         )
         raise
     return failed
@@ -201,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--units", help=argparse.SUPPRESS)
     p.add_argument("--worktree", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.staging = args.staging.resolve()  # workers run from the repo root
 
     if args.worker:  # one shard, in a child pinned to one GPU by the parent
         result = shards.run_shard(

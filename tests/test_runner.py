@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -76,6 +77,10 @@ def run_commit(commit="HEAD", *, machine, results_dir="results", bench=None, gri
                  "forkserver", "--show-stderr"]
     if bench:
         cmd += ["--bench", bench]
+    slow = os.environ.get("FAKE_ASV_SLOW_UNIT")
+    if slow and slow.replace(".", "\\\\.") in bench:  # a shard that takes long: to interrupt
+        import time
+        time.sleep(60)
     subprocess.run(cmd + list(extra_args), env=run_env, check=True, cwd=repo)
     calls = Path(os.environ["FAKE_ASV_CALLS"])
     with open(calls, "a") as f:  # which shards ran, and pinned to which device
@@ -607,8 +612,8 @@ def test_token_lookup_follows_the_modal_client(tmp_path):
 # --- local GPUs: N workers, each pinned to one device -----------------------------------------
 
 
-def local_gpus(fake, tmp_path, *extra, machine="cpu-test-x2"):
-    cmd = [
+def local_gpus_cmd(fake, tmp_path, *extra, machine="cpu-test-x2"):
+    return [
         PY,
         "-m",
         "runner.local_gpus",
@@ -631,6 +636,10 @@ def local_gpus(fake, tmp_path, *extra, machine="cpu-test-x2"):
         str(fake["repo"]),
         *extra,
     ]
+
+
+def local_gpus(fake, tmp_path, *extra, machine="cpu-test-x2"):
+    cmd = local_gpus_cmd(fake, tmp_path, *extra, machine=machine)
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -660,6 +669,35 @@ def test_two_fake_gpus_each_run_a_shard_and_the_merge_covers_the_grid(fake, fake
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert len(read_calls(fake_env)) == 3 and "1 shards on GPUs" in proc.stdout
     assert not commit_dir.exists()  # merged, so the staging folder is gone
+    assert set(json.loads(merged.read_text())["results"]) == cpu_names(fake)
+
+
+def test_an_interrupted_run_keeps_finished_shards_and_reruns_only_the_rest(
+    fake, fake_env, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FAKE_ASV_SLOW_UNIT", "bench_forward.CPU")  # the lightest: last
+    cmd = local_gpus_cmd(fake, tmp_path, "--gpus", "1", "--shards", "3")
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    commit_dir = tmp_path / "staging" / "cpu-test-x2" / fake["commit"]
+    deadline = time.monotonic() + 120
+    while len(shards.completed_shards(commit_dir.parent, fake["commit"])) < 2:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C while the slow shard runs
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "the same command runs only the 1 unfinished ones" in out
+    assert len(shards.completed_shards(commit_dir.parent, fake["commit"])) == 2
+    assert not (tmp_path / "results").exists()  # nothing merged from an incomplete commit
+
+    monkeypatch.delenv("FAKE_ASV_SLOW_UNIT")
+    proc = local_gpus(fake, tmp_path, "--gpus", "1", "--shards", "3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 already done, 1 shards" in proc.stdout
+    ran = [c["bench"] for c in read_calls(fake_env)]
+    assert len(ran) == 3 and "bench_forward" in ran[-1]
+    (merged,) = (tmp_path / "results" / "cpu-test-x2").glob("*-*.json")
     assert set(json.loads(merged.read_text())["results"]) == cpu_names(fake)
 
 
