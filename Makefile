@@ -14,10 +14,12 @@ else
 ENV :=
 endif
 
-.PHONY: help venv test test-gpu lint format bench
+.PHONY: help venv test test-gpu lint format bench bench-history
 
 help:
 	@echo "make bench      run the asv suite for this commit on this machine's grid"
+	@echo "                (GRID=gpu|cpu PRESETS=seed,ttt MACHINE=name PY=python3 to skip the venv)"
+	@echo "make bench-history RANGE=A..B   one asv result per commit, from git worktrees"
 	@echo "make test       CPU tests (Triton interpreter); make test-gpu on a CUDA machine"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make bench-gpu GPUS=N      the suite sharded over N local GPUs, merged into results/"
@@ -55,19 +57,38 @@ format: $(ENV)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# The asv suite for this commit (runner/asv_run.py): GRID=gpu|cpu (default: by hardware),
+# PRESETS=seed,ttt (presets of the grid), MACHINE=<asv machine name>, BENCH=<asv regex>.
+# Results go to results/<machine>/; a short table is printed, then the report if it exists.
+BENCH_ARGS = $(if $(GRID),--grid $(GRID)) $(if $(PRESETS),--presets '$(PRESETS)') \
+	$(if $(MACHINE),--machine '$(MACHINE)') $(if $(BENCH),--bench '$(BENCH)')
+REPORT = if [ -f reports/__main__.py ]; then $(PY) -m reports; \
+	else echo "(no reports/__main__.py yet: report skipped)"; fi
+
 bench: $(ENV)
-	@echo "The asv suite lands with the bench_suite issue."
+	$(PY) -m runner.asv_run $(BENCH_ARGS)
+	@$(REPORT)
+
+# One result file per commit of RANGE=A..B (git's meaning: commits in B not in A), each
+# measured from its own git worktree with this environment: nothing is reinstalled.
+bench-history: $(ENV)
+	@test -n "$(RANGE)" || { echo "usage: make bench-history RANGE=A..B [GRID=..] [PRESETS=..]" >&2; exit 2; }
+	$(PY) -m runner.asv_run --range '$(RANGE)' $(BENCH_ARGS)
+	@$(REPORT)
 
 # Sharded runs (runner/, docs/modal.md). GPUS: default every GPU nvidia-smi lists; SHARDS:
-# default one per GPU (bench-gpu) or 8 containers per commit (bench-modal); PRESET: e.g.
-# TTT,Long; BENCH: a regex; COMMITS: HEAD, A..B or a list (bench-modal).
+# default one per GPU (bench-gpu) or 8 containers per commit (bench-modal); PRESETS and
+# GRID as for make bench; BENCH: a regex ANDed with the grid; COMMITS: HEAD, A..B or a list
+# (bench-modal). bench-gpu's machine: machine_name(n_gpus=GPUS), e.g. h100-sxm-80gb-x2.
 .PHONY: bench-gpu bench-modal
 COMMITS ?= HEAD
 comma := ,
 
 bench-gpu: $(ENV)
 	$(PY) -m runner.local_gpus $(if $(GPUS),--gpus $(GPUS)) $(if $(SHARDS),--shards $(SHARDS)) \
-		$(foreach p,$(subst $(comma), ,$(PRESET)),--preset $(p)) $(if $(BENCH),--bench '$(BENCH)')
+		$(if $(GRID),--grid $(GRID)) $(foreach p,$(subst $(comma), ,$(PRESETS)),--preset $(p)) \
+		$(if $(MACHINE),--machine '$(MACHINE)') $(if $(BENCH),--bench '$(BENCH)')
+	@$(REPORT)
 
 # The token check comes first and is stdlib only: without a token this fails in well under a
 # second, before the venv, torch or modal are touched.
@@ -75,7 +96,7 @@ bench-modal:
 	@$(PYTHON) runner/modal_token.py
 	@$(MAKE) --no-print-directory venv
 	$(PY) -m modal run modal_runner.py --commits '$(COMMITS)' --shards $(or $(SHARDS),8) \
-		$(if $(PRESET),--preset '$(PRESET)') $(if $(BENCH),--bench '$(BENCH)')
+		$(if $(PRESETS),--preset '$(PRESETS)') $(if $(BENCH),--bench '$(BENCH)')
 
 # Reports from the committed asv results (reports/cli.py): reports/data/all_results.csv,
 # reports/<machine>_latest.txt, reports/plots/, reports/html/index.html. No GPU, no torch.
