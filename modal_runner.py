@@ -17,6 +17,7 @@ docs/modal.md has the setup, the cost and how results come back.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -164,11 +165,19 @@ class VolumeStore:
         self.staging = Path(staging)
 
     def _files(self, path: str) -> list[str]:
+        """Files under ``path`` on the Volume, as paths from the Volume's root."""
         try:
             entries = self.volume.listdir(path, recursive=True)
-        except Exception:  # not on the Volume yet (modal raises NotFoundError or grpc errors)
+        except (modal.exception.NotFoundError, FileNotFoundError):  # nothing there yet
             return []
-        return [e.path.lstrip("/") for e in entries if e.type == modal.volume.FileEntryType.FILE]
+        prefix = path.strip("/") + "/"
+        files = []
+        for entry in entries:
+            if entry.type != modal.volume.FileEntryType.FILE:
+                continue
+            rel = entry.path.lstrip("/")
+            files.append(rel if rel.startswith(prefix) else prefix + rel)
+        return files
 
     def manifests(self, commit: str) -> dict[str, dict]:
         import json
@@ -188,6 +197,7 @@ class VolumeStore:
         folders = []
         for key in keys:
             folder = self.staging / commit / key
+            shutil.rmtree(folder, ignore_errors=True)  # no file of an older download stays
             for path in self._files(f"{commit}/{key}"):
                 dest = self.staging / path
                 dest.parent.mkdir(parents=True, exist_ok=True)

@@ -431,6 +431,37 @@ def test_a_shard_missing_benchmarks_gets_no_manifest(fake, fake_env, tmp_path):
 # --- the Modal fan-out up to the network, with the Volume replaced by a folder ----------------
 
 
+class FakeVolume:
+    """modal.Volume's read API (listdir, read_file, read_file_into_fileobj) over a folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def listdir(self, path, recursive=False):
+        from modal.volume import FileEntry, FileEntryType
+
+        base = self.root / path
+        if not base.exists():
+            import modal
+
+            raise modal.exception.NotFoundError(f"{path} not found")
+        return [
+            FileEntry(
+                path=str(p.relative_to(self.root)),
+                type=FileEntryType.FILE if p.is_file() else FileEntryType.DIRECTORY,
+                mtime=0,
+                size=p.stat().st_size,
+            )
+            for p in sorted(base.rglob("*") if recursive else base.iterdir())
+        ]
+
+    def read_file(self, path):
+        yield (self.root / path).read_bytes()
+
+    def read_file_into_fileobj(self, path, fileobj):
+        return fileobj.write((self.root / path).read_bytes())
+
+
 def test_fan_out_merges_and_reruns_only_the_missing_shard(fake, fake_env, tmp_path):
     import modal_runner
 
@@ -484,6 +515,18 @@ def test_fan_out_merges_and_reruns_only_the_missing_shard(fake, fake_env, tmp_pa
     # everything done: nothing runs, the merge is redone from the stored shards
     assert modal_runner.orchestrate("HEAD", 2, **kwargs) == 0
     assert len(runs) == 2
+
+    # the same shards read through VolumeStore (the Modal path) from a stand-in Volume with
+    # modal's listdir/read_file API: downloaded, merged, the same benchmarks
+    volume_results = tmp_path / "results_via_volume"
+    volume_store = modal_runner.VolumeStore(FakeVolume(store.root), staging=tmp_path / "dl")
+    kwargs.update(store=volume_store, results_dir=volume_results)
+    assert modal_runner.orchestrate("HEAD", 2, **kwargs) == 0
+    assert len(runs) == 2
+    (via_volume,) = (volume_results / "cpu-test").glob("*-*.json")
+    assert (
+        json.loads(via_volume.read_text())["results"] == json.loads(merged.read_text())["results"]
+    )
 
     # asv itself lists the merged commit for the machine (what `asv show` / `compare` use)
     conf = tmp_path / "asv.conf.json"
