@@ -111,7 +111,7 @@ def _summary_table(table: pd.DataFrame, peak: float | None) -> str:
             f"<td>{_num(r.ms)}</td><td>{_num(r.speedup, '.2f')}x</td>"
             f"<td class='{wl if wl in ('win', 'loss') else ''}'>{_e(wl)}</td>"
             f"<td>{_num(r.peak_mib, '.0f')}</td><td>{_num(r.mem_ratio, '.2f')}x</td>"
-            f"<td>{_num(r.tflops, '.1f')}</td><td>{_num(r.pct_peak, '.1f')}</td>"
+            f"<td>{text._fmt_tflops(r.tflops)}</td><td>{_num(r.pct_peak, '.1f')}</td>"
             f"<td>{_num(r.parity, '.2f')}</td></tr>"
         )
     return f"<table class='summary'>{head}{''.join(rows)}</table>"

@@ -50,6 +50,13 @@ def _fmt_ms(x: float) -> str:
     return format(x, ".4f" if x < 1 else ".3f" if x < 100 else ".1f")
 
 
+def _fmt_tflops(x: float) -> str:
+    """One decimal on a GPU (312.4), three significant digits on a CPU (0.0517)."""
+    if x is None or pd.isna(x):
+        return "n/a"
+    return format(x, ".1f" if abs(x) >= 10 else ".3g")
+
+
 def newest_commit_rows(df: pd.DataFrame, machine: str) -> pd.DataFrame:
     mdf = df[df["machine"] == machine]
     newest = mdf["commit_order"].max()
@@ -102,7 +109,7 @@ def _config_block(rows: pd.DataFrame, peak: float | None) -> list[str]:
         lines.append(
             f"  {r['bwd_mode']:<10} {_fmt_ms(r['ms']):>10} {_fmt(r['speedup'], '.2f') + 'x':>8} "
             f"{r['win_loss']:>8} {_fmt(r['peak_mib'], '.0f'):>10} "
-            f"{_fmt(r['mem_ratio'], '.2f') + 'x':>8} {_fmt(r['tflops'], '.1f'):>8} "
+            f"{_fmt(r['mem_ratio'], '.2f') + 'x':>8} {_fmt_tflops(r['tflops']):>8} "
             f"{_fmt(r['pct_peak'], '.1f') + '%' if peak and pd.notna(r['pct_peak']) else 'n/a':>7} "
             f"{_fmt(r['parity'], '.2f'):>7}"
         )
