@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -20,8 +21,6 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from runner import merge, shards
 
@@ -172,16 +171,16 @@ def test_fake_suite_names_follow_the_contract(fake):
     assert len(fake["names"]) == len(FAMILIES) * len(PRESETS) * 2
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    units=st.sets(
-        st.sampled_from(
-            [f"{f}.{p}" for f in FAMILIES for p in ("Seed", "TTT", "Long", "Grid", "CPU")]
-        ),
-        min_size=1,
-    ),
-    n_shards=st.integers(1, 20),
-)
+ALL_UNITS = [f"{f}.{p}" for f in FAMILIES for p in ("Seed", "TTT", "Long", "Grid", "CPU")]
+# Random subsets (seeded) plus the edges: one unit, all units, more shards than units.
+UNIT_CASES = [(ALL_UNITS[:1], 1), (ALL_UNITS, 1), (ALL_UNITS, 8), (ALL_UNITS[:3], 20)] + [
+    (rng.sample(ALL_UNITS, rng.randint(1, len(ALL_UNITS))), rng.randint(1, 20))
+    for rng in [random.Random(0)]
+    for _ in range(40)
+]
+
+
+@pytest.mark.parametrize("units,n_shards", UNIT_CASES)
 def test_shards_cover_every_unit_exactly_once(units, n_shards):
     plan = shards.plan_shards(units, n_shards)
     assigned = [u for s in plan for u in s.units]
