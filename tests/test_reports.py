@@ -1041,18 +1041,31 @@ def test_asv_publish_renders_offline(asv_project, chromium, tmp_path):
 
 
 def test_report_speed_200_commits_x_500_series(tmp_path):
-    """200 commits x 504 series (3 families x 4 metrics x 42 configs/modes): < 10 s."""
+    """200 commits x 504 series (3 families x 4 metrics x 42 configs/modes) in under 10 s.
+
+    Asserted on CPU seconds (this process + the plot workers), which is what the wall time
+    is on an idle 2-core CI machine; on a shared, oversubscribed box the wall time only says
+    how busy the neighbours are, so it gets a loose bound and is printed."""
+    import resource
+
     from reports.cli import build
+
+    def cpu_seconds():
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
     results = tmp_path / "results"
     write_history(results, 200, noise=0.01)
-    t0 = time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     res = build(results, tmp_path / "out", repo=None)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     n_series = res["df"].groupby(["benchmark", "params"]).ngroups
     print(
-        f"\nreport for 200 commits x {n_series} series built in {elapsed:.2f} s: "
+        f"\nreport for 200 commits x {n_series} series: {elapsed:.2f} s wall, {cpu:.2f} s CPU "
+        f"(load average {os.getloadavg()[0]:.1f}): "
         + ", ".join(f"{k} {v:.2f}s" for k, v in res["timings"].items())
     )
     assert n_series == 504 and res["df"]["commit"].nunique() == 200
-    assert elapsed < 10.0
+    assert cpu < 10.0
+    assert elapsed < 30.0
