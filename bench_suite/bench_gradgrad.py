@@ -1,0 +1,52 @@
+"""Grad-grad path: forward, g = grad(o, (q, k, v), dO, create_graph=True),
+L = sum_i <g_i, r_i> with fixed random r_i, grad(L, (q, k, v)).
+SDPA and torch.compile'd math have no double backward (common.NO_DOUBLE_BACKWARD).
+
+One class per preset (common.PRESETS); each measures all its combinations in its
+setup_cache process (common.measure_preset) and its track_* methods look the numbers up.
+Each class needs its own setup_cache line: asv keys the cache by source line.
+"""
+
+from bench_suite import common
+
+PATH = "gradgrad"
+
+
+class Seed(common.PresetBenchmark):
+    path, preset = PATH, "seed"
+    params = common.asv_params(preset, PATH)
+
+    def setup_cache(self):
+        return common.measure_preset(self.preset, self.path)
+
+
+class TTT(common.PresetBenchmark):
+    path, preset = PATH, "ttt"
+    params = common.asv_params(preset, PATH)
+
+    def setup_cache(self):
+        return common.measure_preset(self.preset, self.path)
+
+
+class Long(common.PresetBenchmark):
+    path, preset = PATH, "long"
+    params = common.asv_params(preset, PATH)
+
+    def setup_cache(self):
+        return common.measure_preset(self.preset, self.path)
+
+
+class Grid(common.PresetBenchmark):
+    path, preset = PATH, "grid"
+    params = common.asv_params(preset, PATH)
+
+    def setup_cache(self):
+        return common.measure_preset(self.preset, self.path)
+
+
+class CPU(common.PresetBenchmark):
+    path, preset = PATH, "cpu"
+    params = common.asv_params(preset, PATH)
+
+    def setup_cache(self):
+        return common.measure_preset(self.preset, self.path)

@@ -1,0 +1,153 @@
+"""A quick look at one shape without asv (the seed's CLI), on the suite's own helpers.
+
+    python -m bench_suite.quick --b 2 --h 4 --t 2048 --d 128 --dtype fp16 --iters 50 \\
+        [--device cpu] [--mode fwd|bwd|gradgrad|all] [--bwd-mode recompute] [--compile] \\
+        [--sdpa] [--causal] [--window N] [--tk N] [--interpret] [--no-parity]
+
+Prints one line per path and implementation, e.g. ``math forward:   0.392 ms``, with the
+speedup over math, peak memory (GPU) and the parity ratio (common.parity) after it.
+GPU times are CUDA-event medians; CPU times are CPU wall-clock (perf_counter) medians.
+Triton runs on CPU only with --interpret (the Triton interpreter: a check, not a speed).
+Nothing here is imported at module level beyond the standard library: asv imports this
+module during discovery.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DTYPE_ALIASES = {
+    "fp16": "float16",
+    "half": "float16",
+    "float16": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp32": "float32",
+    "float": "float32",
+    "float32": "float32",
+}
+PATH_ALIASES = {"fwd": "forward", "bwd": "backward", "gradgrad": "gradgrad"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench_suite.quick", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--b", type=int, default=2, help="batch")
+    p.add_argument("--h", type=int, default=4, help="heads")
+    p.add_argument("--t", type=int, default=2048, help="queries (and keys unless --tk)")
+    p.add_argument("--tk", type=int, help="keys, when more than queries (bottom-right aligned)")
+    p.add_argument("--d", type=int, default=128, help="head dim")
+    p.add_argument("--dtype", default="fp16", choices=sorted(DTYPE_ALIASES))
+    p.add_argument("--iters", type=int, default=50, help="timed iterations (median)")
+    p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    p.add_argument("--mode", default="all", choices=["fwd", "bwd", "gradgrad", "all"])
+    p.add_argument("--bwd-mode", default="recompute", help="kernels.attention bwd_mode")
+    p.add_argument("--causal", action="store_true")
+    p.add_argument("--window", type=int, help="sliding window (implies causal)")
+    p.add_argument("--compile", action="store_true", help="also torch.compile'd math")
+    p.add_argument("--sdpa", action="store_true", help="also PyTorch SDPA (fwd, bwd)")
+    p.add_argument("--interpret", action="store_true", help="Triton interpreter on CPU")
+    p.add_argument("--no-parity", action="store_true", help="skip the fp64 parity check")
+    args = p.parse_args(argv)
+    for name in ("b", "h", "t", "d", "iters"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.tk is not None and args.tk < args.t:
+        p.error(f"--tk must be >= --t ({args.t}), got {args.tk}")
+    if args.window is not None and args.window < 1:
+        p.error(f"--window must be >= 1, got {args.window}")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.interpret:  # before anything imports triton.jit functions (DESIGN.md trap 2)
+        os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+
+    from bench_suite import common
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: use --device cpu", file=sys.stderr)
+        return 2
+    if args.bwd_mode not in common.KERNEL_MODES:
+        print(f"--bwd-mode must be one of {common.KERNEL_MODES}", file=sys.stderr)
+        return 2
+    tk = args.tk or args.t
+    masked = args.causal or args.window is not None
+    mask = common.mask_name(masked, args.window)
+    dtype = DTYPE_ALIASES[args.dtype]
+    cfg = common.Config(args.b, args.h, common.t_name(args.t, tk), args.d, dtype, mask)
+    paths = common.PATHS if args.mode == "all" else (PATH_ALIASES[args.mode],)
+    on_cpu = device.type != "cuda"
+    where = torch.cuda.get_device_name(device) if not on_cpu else "CPU (wall-clock, perf_counter)"
+    print(f"{cfg.label()} on {where}, median of {args.iters} iterations")
+
+    impls = [("math", "math")]
+    if args.compile:
+        impls.append(("compiled", "compiled"))
+    if args.sdpa:
+        impls.append(("sdpa", "sdpa"))
+    triton_note = ""
+    if not on_cpu:
+        impls.append(("triton", args.bwd_mode))
+    elif args.interpret:
+        impls.append(("triton", args.bwd_mode))
+        triton_note = " (interpreter, not a speed)"
+    else:
+        print("triton: skipped on CPU (pass --interpret to run the Triton interpreter)")
+
+    inp = common.make_inputs(cfg, device)
+    width = max(len(f"{n} {p}:") for n, _ in impls for p in paths) + 1
+    for path in paths:
+        ref64 = math_same = None
+        if not args.no_parity:
+            ref64 = common.reference_outputs(path, cfg, inp, torch.float64)
+            math_same, _ = common.same_dtype_math_outputs(path, cfg, inp)
+        math_ms = None
+        for name, mode in impls:
+            if path == "gradgrad" and mode in common.NO_DOUBLE_BACKWARD:
+                print(f"{f'{name} {path}:':<{width}} n/a ({common.NO_DOUBLE_BACKWARD[mode]})")
+                continue
+            rec = _measure(common, path, cfg, mode, inp, ref64, math_same, device, args.iters)
+            label = f"{name} {path}:"
+            if rec.status != "ok":
+                print(f"{label:<{width}} {rec.line()}")
+                continue
+            if mode == "math":
+                math_ms = rec.ms
+            note = triton_note if name == "triton" else ""
+            extra = []
+            if math_ms and mode != "math" and not note:
+                extra.append(f"{math_ms / rec.ms:.2f}x vs math")
+            if rec.peak_mib is not None:
+                extra.append(f"{rec.peak_mib:.1f} MiB")
+            if rec.parity is not None:
+                extra.append(f"parity {rec.parity:.2f}")
+            if rec.impl:
+                extra.append(rec.impl)
+            print(f"{label:<{width}} {rec.ms:.3f} ms{note}  ({', '.join(extra)})")
+    return 0
+
+
+def _measure(common, path, cfg, mode, inp, ref64, math_same, device, iters):
+    """common.measure_mode, or without the parity gate when --no-parity."""
+    if ref64 is not None:
+        return common.measure_mode(path, cfg, mode, inp, ref64, math_same, device, iters=iters)
+    try:
+        (label, attn), *_ = common.implementations(mode, cfg, device)
+        ms = common.median_ms(lambda: common.run_path(path, attn, inp), device, iters=iters)
+        mib = common.peak_mib(lambda: common.run_path(path, attn, inp), device)
+    except NotImplementedError as exc:
+        return common.Record("skip", str(exc))
+    return common.Record(
+        "ok", ms=ms, peak_mib=mib, tflops=common.config_flops(path, cfg) / ms / 1e9
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Entry points that run the asv suite: one commit or a history (``asv_run``), shards over
+local GPUs or Modal containers (``shards``, ``local_gpus``, ``merge``, ../modal_runner.py)."""
