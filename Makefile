@@ -65,16 +65,15 @@ BENCH_ARGS = $(if $(GRID),--grid $(GRID)) $(if $(PRESETS),--presets '$(PRESETS)'
 REPORT = if [ -f reports/__main__.py ]; then $(PY) -m reports; \
 	else echo "(no reports/__main__.py yet: report skipped)"; fi
 
+# Exit status 2 when a benchmark failed (parity or error); the report is built either way.
 bench: $(ENV)
-	$(PY) -m runner.asv_run $(BENCH_ARGS)
-	@$(REPORT)
+	@$(PY) -m runner.asv_run $(BENCH_ARGS); status=$$?; $(REPORT); exit $$status
 
 # One result file per commit of RANGE=A..B (git's meaning: commits in B not in A), each
 # measured from its own git worktree with this environment: nothing is reinstalled.
 bench-history: $(ENV)
 	@test -n "$(RANGE)" || { echo "usage: make bench-history RANGE=A..B [GRID=..] [PRESETS=..]" >&2; exit 2; }
-	$(PY) -m runner.asv_run --range '$(RANGE)' $(BENCH_ARGS)
-	@$(REPORT)
+	@$(PY) -m runner.asv_run --range '$(RANGE)' $(BENCH_ARGS); status=$$?; $(REPORT); exit $$status
 
 # Sharded runs (runner/, docs/modal.md). GPUS: default every GPU nvidia-smi lists; SHARDS:
 # default one per GPU (bench-gpu) or 8 containers per commit (bench-modal); PRESETS and
