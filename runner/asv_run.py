@@ -491,10 +491,10 @@ def load_rows(result_json: str | os.PathLike) -> list[dict]:
         family, klass, metric = m.groups()
         fields = dict(zip(columns, entry))
         params = [[_unquote(v) for v in axis] for axis in fields.get("params") or []]
-        values = fields["result"]
-        if not isinstance(values, list):
-            values = [values]
         combos = list(_product(params)) if params else [()]
+        values = fields["result"]
+        if not isinstance(values, list):  # asv writes one null when every combination failed
+            values = [values] * len(combos)
         for combo, value in zip(combos, values):
             if value is None:
                 value = "failed"
