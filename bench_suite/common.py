@@ -41,6 +41,7 @@ import itertools
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -100,24 +101,34 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # The seed's headline shape (anchors: math fwd 0.392 ms, cuDNN 0.036 ms on the H100).
-    "seed": Preset("seed", "Seed", "cuda", (2,), (4,), ("2048",), (128,), ("float16",),
-                   ("none",), GPU_MODES),
+    "seed": Preset(
+        "seed", "Seed", "cuda", B=(2,), H=(4,), T=("2048",), D=(128,),
+        dtype=("float16",), mask=("none",), modes=GPU_MODES,
+    ),
     # TTT-E2E inner step: a 1024-query chunk over 9216 keys, window 8192, head dims of
     # the 125M..3B models (arXiv 2512.23675).
-    "ttt": Preset("ttt", "TTT", "cuda", (1,), (12,), ("1024/9216",), (64, 80, 96),
-                  ("bfloat16",), ("window8192",), GPU_MODES),
+    "ttt": Preset(
+        "ttt", "TTT", "cuda", B=(1,), H=(12,), T=("1024/9216",), D=(64, 80, 96),
+        dtype=("bfloat16",), mask=("window8192",), modes=GPU_MODES,
+    ),
     # Long context: math grad-grad needs > 80 GB from T = 16384 and fwd+bwd from 32768
     # (anchors); those combinations skip on out-of-memory, the kernels are what is left.
-    "long": Preset("long", "Long", "cuda", (1,), (8,), ("8192", "16384", "32768"), (128,),
-                   ("bfloat16",), ("causal",), GPU_MODES),
+    "long": Preset(
+        "long", "Long", "cuda", B=(1,), H=(8,), T=("8192", "16384", "32768"), D=(128,),
+        dtype=("bfloat16",), mask=("causal",), modes=GPU_MODES,
+    ),
     # A modest general grid; B4 H16 T4096 D64 causal is an anchor shape (math grad-grad
     # 128 ms, 47 GB), the largest here.
-    "grid": Preset("grid", "Grid", "cuda", (4,), (16,), ("2048", "4096"), (64, 128),
-                   ("bfloat16",), ("none", "causal"), GPU_MODES),
+    "grid": Preset(
+        "grid", "Grid", "cuda", B=(4,), H=(16,), T=("2048", "4096"), D=(64, 128),
+        dtype=("bfloat16",), mask=("none", "causal"), modes=GPU_MODES,
+    ),
     # Runs anywhere in well under a minute; Triton is excluded from timing on CPU (the
     # interpreter is no speed), so the baselines are eager and torch.compile'd math.
-    "cpu": Preset("cpu", "CPU", "cpu", (1,), (2,), ("128", "256"), (64,), ("float32",),
-                  ("none", "causal"), ("math", "compiled")),
+    "cpu": Preset(
+        "cpu", "CPU", "cpu", B=(1,), H=(2,), T=("128", "256"), D=(64,),
+        dtype=("float32",), mask=("none", "causal"), modes=("math", "compiled"),
+    ),
 }  # fmt: skip
 
 # Which presets `make bench` runs on which hardware (runner/asv_run.py selects classes).
@@ -139,8 +150,8 @@ def get_preset(preset: str) -> Preset:
 def asv_params(preset: str, path: str) -> list[list]:
     """asv ``params`` for one preset and path, in the order of :data:`PARAM_NAMES`."""
     p = get_preset(preset)
-    return [list(p.B), list(p.H), list(p.T), list(p.D), list(p.dtype), list(p.mask),
-            list(p.modes_for(path))]  # fmt: skip
+    axes = (p.B, p.H, p.T, p.D, p.dtype, p.mask, p.modes_for(path))
+    return [list(axis) for axis in axes]
 
 
 def _check_path(path: str) -> None:
@@ -522,7 +533,7 @@ def same_dtype_math_outputs(path: str, cfg: Config, inp: Inputs) -> tuple[tuple,
         with torch.enable_grad():
             outs = tuple(t.detach() for t in run_path(path, math_attention(cfg), inp))
         return outs, "math"
-    except _out_of_memory_types():
+    except torch.cuda.OutOfMemoryError:
         pass
     _free_memory()
     return reference_outputs(path, cfg, inp, cfg.torch_dtype), "chunked math (math is OOM)"
@@ -576,9 +587,13 @@ L2_FLUSH_BYTES = 256 * 2**20  # > H100's 50 MB L2, as do_bench
 
 
 def median_ms(
-    fn: Callable, device, *, iters: int | None = None, rep_ms: float | None = None,
+    fn: Callable,
+    device,
+    *,
+    iters: int | None = None,
+    rep_ms: float | None = None,
     warmup_ms: float = DEFAULT_WARMUP_MS,
-) -> float:  # fmt: skip
+) -> float:
     """Median milliseconds per call: CUDA events on a GPU, perf_counter (CPU wall-clock) else.
 
     (Not named time_*: asv takes any module-level time_* function here for a benchmark.)
@@ -691,15 +706,10 @@ class Record:
             par = "" if self.parity is None else f" (parity {self.parity:.3g})"
             return f"FAILED{par}: {self.reason}"
         mem = "" if self.peak_mib is None else f", {self.peak_mib:.1f} MiB"
-        return f"{self.ms:.4g} ms, {self.tflops:.4g} TFLOP/s{mem}, parity {self.parity:.3g}" + (
-            f" [{self.impl}]" if self.impl else ""
-        )
-
-
-def _out_of_memory_types():
-    import torch
-
-    return (torch.cuda.OutOfMemoryError,)
+        impl = f" [{self.impl}]" if self.impl else ""
+        notes = f" (also tried: {self.reason})" if self.reason else ""
+        tflops = f"{self.tflops:.4g} TFLOP/s"
+        return f"{self.ms:.4g} ms, {tflops}{mem}, parity {self.parity:.3g}{impl}{notes}"
 
 
 def measure_mode(path, cfg, mode, inp, ref64, math_same, device, *, iters=None, rep_ms=None):
@@ -712,8 +722,10 @@ def measure_mode(path, cfg, mode, inp, ref64, math_same, device, *, iters=None, 
     setup_s = time.perf_counter() - t0  # imports (torch._dynamo for compiled), wrappers
     recs = []
     for label, attn in candidates:
-        recs.append((label, _measure_candidate(path, cfg, label, attn, inp, ref64, math_same,
-                                               device, iters, rep_ms)))  # fmt: skip
+        rec = _measure_candidate(
+            path, cfg, label, attn, inp, ref64, math_same, device, iters, rep_ms
+        )
+        recs.append((label, rec))
         _free_memory()
     ok = [r for _, r in recs if r.status == "ok"]
     if len(recs) == 1:
@@ -750,28 +762,47 @@ def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, it
         par = parity(path, outs, ref64, math_same, cfg.torch_dtype)
         del outs
         if not par.passed:
-            return Record("fail", f"parity {par.ratio:.3g} > {PARITY_LIMIT} on {par.worst} "
-                          f"({par.detail})", parity=par.ratio, impl=label,
-                          first_call_s=first_call_s)  # fmt: skip
+            return Record(
+                "fail",
+                f"parity {par.ratio:.3g} > {PARITY_LIMIT} on {par.worst} ({par.detail})",
+                parity=par.ratio,
+                impl=label,
+                first_call_s=first_call_s,
+            )
         mib = peak_mib(call, device)
         ms = median_ms(call, device, iters=iters, rep_ms=rep_ms)
         measure_s = time.perf_counter() - t0
     except NotImplementedError as exc:
         return Record("skip", f"{label}: {exc}" if str(exc) else f"{label}: not implemented")
-    except _out_of_memory_types():
+    except torch.cuda.OutOfMemoryError:
         oom = True  # free outside the except block: the traceback pins the tensors
     except Exception as exc:  # noqa: BLE001 -- any other error is this kernel's failure
-        if _is_sdpa_refusal(label, exc):
+        if isinstance(exc, RuntimeError) and _OOM_MESSAGES.search(str(exc)):
+            oom = True  # cuBLAS / cuDNN workspaces fail as RuntimeError, not OutOfMemoryError
+        elif _is_sdpa_refusal(label, exc):
             return Record("skip", f"{label} refused this problem: {_short(exc)}")
-        return Record("fail", f"{type(exc).__name__}: {_short(exc)}", impl=label)
+        else:
+            return Record("fail", f"{type(exc).__name__}: {_short(exc)}", impl=label)
     if oom:
         _free_memory()
-        total = torch.cuda.get_device_properties(0).total_memory / 2**30
-        return Record("skip", f"out of memory ({total:.0f} GiB card)", impl=label)
+        where = "host"
+        if torch.device(device).type == "cuda":
+            where = f"{torch.cuda.get_device_properties(device).total_memory / 2**30:.0f} GiB card"
+        return Record("skip", f"out of memory ({where})", impl=label)
     tflops = config_flops(path, cfg) / (ms * 1e-3) / 1e12
-    return Record("ok", ms=ms, tflops=tflops, peak_mib=mib, parity=par.ratio,
-                  impl=label if label.startswith("sdpa(") else "",
-                  first_call_s=first_call_s, measure_s=measure_s)  # fmt: skip
+    return Record(
+        "ok",
+        ms=ms,
+        tflops=tflops,
+        peak_mib=mib,
+        parity=par.ratio,
+        impl=label if label.startswith("sdpa(") else "",
+        first_call_s=first_call_s,
+        measure_s=measure_s,
+    )
+
+
+_OOM_MESSAGES = re.compile(r"out of memory|ALLOC_FAILED", re.IGNORECASE)
 
 
 def _is_sdpa_refusal(label: str, exc: Exception) -> bool:
@@ -796,8 +827,11 @@ def measure_preset(preset: str, path: str, *, iters=None, rep_ms=None, modes=Non
     try:
         return _measure_preset(tag, get_preset(preset), path, iters, rep_ms, modes)
     except BaseException as exc:
-        _progress(tag, f"setup_cache FAILED: {type(exc).__name__}: {_short(exc, 2000)}",
-                  event="class_failed")  # fmt: skip
+        _progress(
+            tag,
+            f"setup_cache FAILED: {type(exc).__name__}: {_short(exc, 2000)}",
+            event="class_failed",
+        )
         raise
 
 
@@ -817,9 +851,13 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
     modes = p.modes_for(path) if modes is None else modes
     kernels_dir = _kernels_dir()
     startup_s = _seconds_since_process_start()
-    _progress(tag, f"{len(p.configs())} configs x {len(modes)} modes, kernels from "
-              f"{kernels_dir}", event="class_start", kernels_dir=kernels_dir,
-              startup_s=startup_s)  # fmt: skip
+    _progress(
+        tag,
+        f"{len(p.configs())} configs x {len(modes)} modes, kernels from {kernels_dir}",
+        event="class_start",
+        kernels_dir=kernels_dir,
+        startup_s=startup_s,
+    )
     results: dict = {}
     totals = {"reference_s": 0.0, "first_call_s": 0.0, "measure_s": 0.0}
     warnings.filterwarnings("ignore", message=".*[Ff]lash|.*[Mm]emory [Ee]fficient|.*cuDNN")
@@ -832,22 +870,34 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
         if which != "math":
             _progress(tag, f"{cfg.label()}: parity denominator from {which}", event="note")
         for mode in modes:
-            rec = measure_mode(path, cfg, mode, inp, ref64, math_same, device, iters=iters,
-                               rep_ms=rep_ms)  # fmt: skip
+            rec = measure_mode(
+                path, cfg, mode, inp, ref64, math_same, device, iters=iters, rep_ms=rep_ms
+            )
             totals["first_call_s"] += rec.first_call_s
             totals["measure_s"] += rec.measure_s
             results[dataclasses.astuple(cfg) + (mode,)] = rec
-            _progress(tag, f"{cfg.label()} {mode}: {rec.line()}", event="record",
-                      config=dataclasses.asdict(cfg), mode=mode,
-                      record=dataclasses.asdict(rec))  # fmt: skip
+            _progress(
+                tag,
+                f"{cfg.label()} {mode}: {rec.line()}",
+                event="record",
+                config=dataclasses.asdict(cfg),
+                mode=mode,
+                record=dataclasses.asdict(rec),
+            )
         del inp, ref64, math_same
         _free_memory()
     total_s = time.perf_counter() - started
     other_s = total_s - sum(totals.values())
-    _progress(tag, f"done in {total_s:.1f} s: references {totals['reference_s']:.1f} s, "
-              f"first calls {totals['first_call_s']:.1f} s, measuring "
-              f"{totals['measure_s']:.1f} s, other {other_s:.1f} s", event="class_done",
-              total_s=total_s, startup_s=startup_s, **totals)  # fmt: skip
+    _progress(
+        tag,
+        f"done in {total_s:.1f} s: references {totals['reference_s']:.1f} s, "
+        f"first calls {totals['first_call_s']:.1f} s, measuring "
+        f"{totals['measure_s']:.1f} s, other {other_s:.1f} s",
+        event="class_done",
+        total_s=total_s,
+        startup_s=startup_s,
+        **totals,
+    )
     return results
 
 

@@ -102,10 +102,15 @@ def gpu_slug(name: str, memory_mib: int) -> str:
     """
     words = [w for w in re.split(r"[\s_-]+", name) if w and w not in ("NVIDIA", "Tesla")]
     model = next(
-        (w for w in words if re.fullmatch(r"[A-Za-z]{1,4}\d+[A-Za-z]*", w)
-         and not w.upper().startswith(("SXM", "HBM", "PCIE")) and not w.upper().endswith("GB")),
+        (
+            w
+            for w in words
+            if re.fullmatch(r"[A-Za-z]{1,4}\d+[A-Za-z]*", w)
+            and not w.upper().startswith(("SXM", "HBM", "PCIE"))
+            and not w.upper().endswith("GB")
+        ),
         None,
-    )  # fmt: skip
+    )
     model = (model or "-".join(words) or "gpu").lower()
     upper = name.upper()
     if "PCIE" in upper:
@@ -220,7 +225,9 @@ def resolve_commit(commit: str, cwd: Path = REPO_ROOT) -> str:
     try:
         return _git("rev-parse", "--verify", f"{commit}^{{commit}}", cwd=cwd)
     except subprocess.CalledProcessError as exc:
-        raise ValueError(f"not a commit in {cwd}: {commit!r} ({exc.stderr.strip()})") from None
+        raise ValueError(
+            f"not a commit in {cwd} (a git checkout is needed): {commit!r} ({exc.stderr.strip()})"
+        ) from None
 
 
 def load_asv_conf(path: Path) -> dict:
@@ -319,19 +326,31 @@ def run_commit(
     ``bench``: an asv --bench regex (default: :func:`bench_regex` of ``grid``, itself
     :func:`default_grid` by default). ``worktree``: a checkout of ``commit`` to measure;
     without one, HEAD is measured in this checkout and any other commit in a temporary
-    worktree. ``env``: the environment for asv (default os.environ); PYTHONPATH is put in
-    front of it. asv's own output streams through; so do the suite's progress lines.
+    worktree. ``env``: the environment for asv (default os.environ); the source tree goes
+    first on the benchmarks' import path (ASV_PYTHONPATH: asv makes it their PYTHONPATH).
+    asv's own output streams through; so do the suite's progress lines.
     """
     sha = resolve_commit(commit)
     if worktree is None and sha != resolve_commit("HEAD"):
         with _temporary_worktree(sha) as wt:
-            return run_commit(sha, machine=machine, results_dir=results_dir, bench=bench,
-                              grid=grid, python=python, env=env, worktree=wt,
-                              extra_args=extra_args)  # fmt: skip
+            return run_commit(
+                sha,
+                machine=machine,
+                results_dir=results_dir,
+                bench=bench,
+                grid=grid,
+                python=python,
+                env=env,
+                worktree=wt,
+                extra_args=extra_args,
+            )
     src = Path(worktree).resolve() if worktree is not None else REPO_ROOT
     if worktree is None and _dirty(src):
-        print(f"note: kernels/ or bench_suite/ has uncommitted changes; they are measured "
-              f"and recorded as {sha[:8]}", flush=True)  # fmt: skip
+        print(
+            f"note: kernels/ or bench_suite/ has uncommitted changes; they are measured "
+            f"and recorded as {sha[:8]}",
+            flush=True,
+        )
     results_dir = Path(results_dir).resolve()
     regex = bench or bench_regex(grid or default_grid())
     python = shutil.which(python) or python
@@ -343,9 +362,26 @@ def run_commit(
             json.dumps({"version": 1, machine: machine_info(machine, python)}, indent=2)
         )
         progress = tmp / "progress.jsonl"
-        cmd = [python, "-c", _ASV_MAIN, str(machine_file), "run", "--config", str(conf),
-               "-E", f"existing:{python}", "--set-commit-hash", sha, "--machine", machine,
-               "--launch-method", "forkserver", "--bench", regex, *extra_args]  # fmt: skip
+        cmd = [
+            python,
+            "-c",
+            _ASV_MAIN,
+            str(machine_file),
+            "run",
+            "--config",
+            str(conf),
+            "-E",
+            f"existing:{python}",
+            "--set-commit-hash",
+            sha,
+            "--machine",
+            machine,
+            "--launch-method",
+            "forkserver",
+            "--bench",
+            regex,
+            *extra_args,
+        ]
         print(f"asv run {sha[:8]} on {machine}: --bench '{regex}', kernels from {src}", flush=True)
         started = time.time()
         with _ProgressTail(progress) as tail:
@@ -355,8 +391,11 @@ def run_commit(
         raise RuntimeError(f"asv run failed (exit {proc.returncode}) for {sha[:8]}")
     result = _result_file(results_dir / machine, sha, started)
     if proc.returncode == 2:
-        print(f"note: some benchmarks of {sha[:8]} FAILED (a parity failure or an error); "
-              f"they are recorded as failed in {result}", flush=True)  # fmt: skip
+        print(
+            f"note: some benchmarks of {sha[:8]} FAILED (a parity failure or an error); "
+            f"they are recorded as failed in {result}",
+            flush=True,
+        )
     print_overhead(tail.events, wall_s)
     return result
 
@@ -369,24 +408,27 @@ def _result_file(folder: Path, sha: str, since: float) -> Path:
 
 
 class _temporary_worktree:
-    """``git worktree add --detach`` of a commit under .asv/worktrees/, removed on exit."""
+    """``git worktree add --detach`` of a commit at .asv/worktrees/<sha8>-<random>, removed
+    on exit (a folder of its own: parallel runs of one commit never share one)."""
 
     def __init__(self, sha: str):
-        self.sha, self.path = sha, WORKTREES / sha[:8]
+        self.sha = sha
 
     def __enter__(self) -> Path:
-        if self.path.exists():
-            self._remove()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _git("worktree", "add", "--detach", str(self.path), self.sha)
+        WORKTREES.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix=f"{self.sha[:8]}-", dir=WORKTREES))
+        _git("worktree", "add", "--detach", "--force", str(self.path), self.sha)
         return self.path
 
     def __exit__(self, *exc):
         self._remove()
 
     def _remove(self):
-        subprocess.run(["git", "worktree", "remove", "--force", str(self.path)], cwd=REPO_ROOT,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(self.path)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+        )
         shutil.rmtree(self.path, ignore_errors=True)
         subprocess.run(["git", "worktree", "prune"], cwd=REPO_ROOT, capture_output=True)
 
@@ -421,8 +463,9 @@ def run_history(
     paths = []
     commits = commits_in(range_spec)
     for i, sha in enumerate(commits, 1):
-        print(f"=== {i}/{len(commits)}: {sha[:8]} {_git('log', '-1', '--format=%s', sha)}",
-              flush=True)  # fmt: skip
+        print(
+            f"=== {i}/{len(commits)}: {sha[:8]} {_git('log', '-1', '--format=%s', sha)}", flush=True
+        )
         with _temporary_worktree(sha) as wt:
             if not (wt / "asv.conf.json").is_file() or not (wt / "bench_suite").is_dir():
                 print(f"skipping {sha[:8]}: it has no asv.conf.json / bench_suite", flush=True)
@@ -438,7 +481,7 @@ def run_history(
                     env=env,
                     worktree=wt,
                     extra_args=extra_args,
-                )  # fmt: skip
+                )
             )
     return paths
 
@@ -577,8 +620,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     presets = [s for s in (args.presets or "").split(",") if s.strip()] or None
     bench = args.bench or bench_regex(grid, presets)
     machine = args.machine or machine_name()
-    kw = dict(machine=machine, results_dir=args.results_dir, bench=bench, grid=grid,
-              python=args.python, extra_args=args.asv_args)  # fmt: skip
+    kw = dict(
+        machine=machine,
+        results_dir=args.results_dir,
+        bench=bench,
+        grid=grid,
+        python=args.python,
+        extra_args=args.asv_args,
+    )
     if args.range_spec:
         paths = run_history(args.range_spec, **kw)
     else:
