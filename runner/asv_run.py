@@ -507,7 +507,7 @@ def print_overhead(events: list[dict], wall_s: float) -> None:
         f"{measure:.1f} s, fp64/math references {reference:.1f} s; outside measuring "
         f"{outside:.1f} s ({100 * outside / max(wall_s, 1e-9):.0f}%): first calls "
         f"(compile/autotune) {first:.1f} s, process start + imports {startup:.1f} s, "
-        f"asv and its per-benchmark processes {outside - first - startup:.1f} s",
+        f"asv, its per-benchmark processes and the rest {outside - first - startup:.1f} s",
         flush=True,
     )
 
