@@ -100,6 +100,8 @@ def main(argv=None) -> int:
         triton_note = " (interpreter, not a speed)"
     else:
         print("triton: skipped on CPU (pass --interpret to run the Triton interpreter)")
+    if dtype == "float32" and any(name == "triton" for name, _ in impls):
+        print("note: kernels.attention computes float32 with the math path, not Triton")
 
     inp = common.make_inputs(cfg, device)
     width = max(len(f"{n} {p}:") for n, _ in impls for p in paths) + 1
