@@ -1,0 +1,559 @@
+"""Triton double backward of attention: the backward of ``fused_attention_backward``.
+
+Layers: private ``@triton.jit`` kernels -> launcher ``fused_attention_double_backward``
+(validate, allocate, pick the grid, launch). attention.py's ``_FusedBackward.backward``
+calls it.
+
+Given cotangents u, w, z of (dQ, dK, dV) (any may be None = zero), returns the
+gradients of <u, dQ> + <w, dK> + <z, dV> w.r.t. (Q, K, V, dO). Terms (c = scale;
+kernels/GRADGRAD.md, kernels/reference.py ``attention_double_backward``):
+
+    P = exp(c Q K^T - lse), dP = dO V^T, delta = rowsum(P * dP), dS = P * (dP - delta)
+    G = c (u K^T + Q w^T)                         H = dO z^T
+    gamma = rowsum(P * G)                         rho = rowsum(P * (G * dP + H)) - 2 delta gamma
+    A = P * (G - gamma)                           C = P * (G * (dP - delta) - gamma dP + H - rho)
+    grad Q = c (dS w + C K)    grad K = c (dS^T u + C^T Q)    grad V = A^T dO    grad dO = P z + A V
+
+(rowsum(P * H) = rowsum(dO * (P z)), which is how the rows pass gets it for free.)
+
+Two launches, all streaming T x D tiles with P, dP, G, H recomputed from lse; no T x T
+tensor, no atomics (deterministic):
+
+1+2. ``_gradgrad_rows_kernel``, one program per BLOCK_M query rows, two loops over the
+   visible key blocks in the same program (Q, dO, u stay loaded between them):
+   loop 1: S, G (2), dP, P z              -> delta, gamma, rho (stored for pass 3), P z kept
+   loop 2: S, G (2), dP, H, C K, dS w, A V -> grad Q, grad dO = P z + A V
+3. ``_gradgrad_cols_kernel``, one program per BLOCK_N keys, loop over visible query blocks:
+   S^T, G^T (2), dP^T, H^T, C^T Q, dS^T u, A^T dO -> grad K, grad V
+
+delta is rowsum(P * dP) from loop 1, not rowsum(dO * O) as in the backward: O is stored
+in 16 bits, and C multiplies delta's error by G. With inputs sharing an offset of 5 (bf16)
+the O-based delta gave grad K 3x the same-dtype math error; the exact one 0.4x.
+
+Matmuls of BLOCK_M x BLOCK_N x D per visible tile, all cotangents given: 5 + 8 + 8 = 21,
+i.e. 21 matmuls of 2 * Tq * Tk * D FLOPs times the visible fraction. Missing cotangents
+drop theirs (constexpr flags): u only 14, w only 14, z only 8, u and w 18.
+Tried and rejected (numerics): A V = (P * G) V - gamma O in loop 1 (one accumulator fewer,
+one matmul fewer) cancels badly when G has a large row mean: 8x the math error on grad K.
+Follow-up: loop 2 and pass 3 recompute the same S, G, dP, H tiles; accumulating grad K
+and grad V with atomics from loop 2 would drop pass 3's 5 recomputing matmuls (21 -> 16)
+at the price of fp32 atomics (non-deterministic) and a zeroed fp32 buffer.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._triton_common import (
+    LOG2E,
+    block_d,
+    interpreter_active,
+    key_range,
+    length_bucket,
+    load_tile,
+    mm,
+    query_range,
+    store_tile,
+    tile_fully_visible,
+    visible,
+)
+from .fused_backward import _configs, _tuned, check_attention_inputs
+
+__all__ = ["fused_attention_double_backward", "gradgrad_matmul_count"]
+
+_LOG2E = tl.constexpr(LOG2E)
+
+
+def gradgrad_matmul_count(has_gdq: bool = True, has_gdk: bool = True, has_gdv: bool = True) -> int:
+    """Matmuls of 2 * Tq * Tk * D FLOPs (times the visible fraction) the double backward does.
+
+    The FLOP model of bench_suite reads this; it follows the constexpr branches of
+    the two kernels below (loop 1 + loop 2 + pass 3).
+    """
+    has_g = has_gdq or has_gdk
+    if not (has_g or has_gdv):
+        return 0
+    g = int(has_gdq) + int(has_gdk)  # u K^T and Q w^T
+    loop1 = 1 + (g + 1 if has_g else 0) + int(has_gdv)  # S; G, dP; P z
+    loop2 = 1 + (g + 1 if has_g else 0) + int(has_gdv) + 1 + int(has_gdk) + int(has_g)
+    cols = 1 + (g + 1 if has_g else 0) + int(has_gdv) + 1 + int(has_gdq) + int(has_g)
+    return loop1 + loop2 + cols
+
+
+_TUNING_KEY = [
+    "HEAD_DIM",
+    "T_Q_BUCKET",
+    "T_K_BUCKET",
+    "IS_CAUSAL",
+    "HAS_WINDOW",
+    "HAS_GDQ",
+    "HAS_GDK",
+    "HAS_GDV",
+]
+
+# Rows: holds Q, dO, u and the fp32 grad Q, grad dO for BLOCK_M rows, streams K, V, w, z;
+# up to seven (BLOCK_M, BLOCK_N) fp32 tiles live in loop 2. At D=128 no wgmma tile
+# compiles spill-free (ptxas, sm_90): 128 x 32 / 8 warps spills 24 B/thread, 64 x 32 /
+# 8 warps 48 B; 32 x 64 / 8 warps has no spill but uses mma.sync. Autotuning picks.
+_ROWS_CONFIGS = _configs(
+    [(128, 32, 8, 2, 128), (64, 32, 8, 2, 128), (32, 64, 8, 2, 128), (64, 32, 4, 2, 64)]
+)
+# Columns: holds K, V, w, z and the fp32 grad K, grad V for BLOCK_N keys, streams Q, dO, u.
+# D=128: 32 x 128 / 8 warps spills 24 B/thread (wgmma), 64 x 32 / 8 warps none (mma.sync).
+_COLS_CONFIGS = _configs(
+    [(32, 128, 8, 2, 128), (64, 32, 8, 2, 128), (32, 64, 4, 2, 64), (32, 64, 8, 2, 64)]
+)
+
+
+@triton.jit
+def _g_scores(
+    q, u, k, w, scale, HAS_GDQ: tl.constexpr, HAS_GDK: tl.constexpr, DOT_FP32: tl.constexpr
+):
+    """G = c (u K^T + Q w^T) for one tile (rows of q/u x rows of k/w); call with the transposed
+    roles (k, w, q, u) to get G^T."""
+    if HAS_GDQ:
+        g = mm(u, tl.trans(k), DOT_FP32)
+        if HAS_GDK:
+            g += mm(q, tl.trans(w), DOT_FP32)
+    else:
+        g = mm(q, tl.trans(w), DOT_FP32)
+    return g * scale
+
+
+@_tuned(_ROWS_CONFIGS, _TUNING_KEY)
+@triton.jit
+def _gradgrad_rows_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    U,
+    W,
+    Z,
+    Lse,
+    Delta,
+    Gamma,
+    Rho,
+    GQ,
+    GDO,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_dob,
+    stride_doh,
+    stride_dom,
+    stride_dod,
+    stride_ub,
+    stride_uh,
+    stride_um,
+    stride_ud,
+    stride_wb,
+    stride_wh,
+    stride_wn,
+    stride_wd,
+    stride_zb,
+    stride_zh,
+    stride_zn,
+    stride_zd,
+    stride_gqb,
+    stride_gqh,
+    stride_gqm,
+    stride_gqd,
+    stride_gdob,
+    stride_gdoh,
+    stride_gdom,
+    stride_gdod,
+    H,
+    T_Q,
+    T_K,
+    WINDOW,
+    scale,
+    T_Q_BUCKET,
+    T_K_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    HAS_GDQ: tl.constexpr,
+    HAS_GDK: tl.constexpr,
+    HAS_GDV: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Passes 1 and 2 for BLOCK_M query rows: gamma, rho, grad Q, grad dO."""
+    HAS_G: tl.constexpr = HAS_GDQ or HAS_GDK
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    dtype = Q.dtype.element_ty
+    qk_scale_log2 = scale * _LOG2E
+
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < T_Q
+    K_bh = K + b * stride_kb + h * stride_kh
+    V_bh = V + b * stride_vb + h * stride_vh
+    W_bh = W + b * stride_wb + h * stride_wh
+    Z_bh = Z + b * stride_zb + h * stride_zh
+
+    q = load_tile(
+        Q + b * stride_qb + h * stride_qh, offs_m, offs_d, stride_qm, stride_qd, T_Q, HEAD_DIM
+    )
+    do = load_tile(
+        DO + b * stride_dob + h * stride_doh, offs_m, offs_d, stride_dom, stride_dod, T_Q, HEAD_DIM
+    )
+    u = q  # placeholder, never read without HAS_GDQ
+    if HAS_GDQ:
+        u = load_tile(
+            U + b * stride_ub + h * stride_uh, offs_m, offs_d, stride_um, stride_ud, T_Q, HEAD_DIM
+        )
+    row_base = bh.to(tl.int64) * T_Q
+    lse_log2 = tl.load(Lse + row_base + offs_m, mask=row_ok, other=0.0) * _LOG2E
+
+    lo, hi = key_range(start_m, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW)
+
+    # ---- loop 1: row statistics delta, gamma, rho, and P z (the first term of grad dO)
+    # delta = rowsum(P * dP) here, not rowsum(dO * O): O is rounded to 16 bits, and with
+    # inputs sharing a large offset that rounding alone gave 3x the math error on grad K.
+    delta = tl.zeros([BLOCK_M], dtype=tl.float32)
+    gamma = tl.zeros([BLOCK_M], dtype=tl.float32)
+    rho = tl.zeros([BLOCK_M], dtype=tl.float32)
+    grad_do = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = load_tile(K_bh, offs_n, offs_d, stride_kn, stride_kd, T_K, HEAD_DIM)
+        p = tl.exp2(mm(q, tl.trans(k), DOT_FP32) * qk_scale_log2 - lse_log2[:, None])
+        if not tile_fully_visible(
+            start_m, start_n, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW
+        ):
+            p = tl.where(visible(offs_m, offs_n, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW), p, 0.0)
+        if HAS_G:
+            w = k  # placeholder, never read without HAS_GDK
+            if HAS_GDK:
+                w = load_tile(W_bh, offs_n, offs_d, stride_wn, stride_wd, T_K, HEAD_DIM)
+            v = load_tile(V_bh, offs_n, offs_d, stride_vn, stride_vd, T_K, HEAD_DIM)
+            pg = p * _g_scores(q, u, k, w, scale, HAS_GDQ, HAS_GDK, DOT_FP32)
+            dp = mm(do, tl.trans(v), DOT_FP32)
+            delta += tl.sum(p * dp, 1)
+            gamma += tl.sum(pg, 1)
+            rho += tl.sum(pg * dp, 1)
+        if HAS_GDV:
+            z = load_tile(Z_bh, offs_n, offs_d, stride_zn, stride_zd, T_K, HEAD_DIM)
+            grad_do += mm(p.to(dtype), z, DOT_FP32)
+    if HAS_GDV:
+        # rowsum(P * (dO z^T)) = rowsum(dO * (P z)): no T x T matmul for the H part of rho.
+        rho += tl.sum(do.to(tl.float32) * grad_do, 1)
+    rho -= 2.0 * delta * gamma
+    tl.store(Delta + row_base + offs_m, delta, mask=row_ok)
+    tl.store(Gamma + row_base + offs_m, gamma, mask=row_ok)
+    tl.store(Rho + row_base + offs_m, rho, mask=row_ok)
+
+    # ---- loop 2: grad Q = c (dS w + C K), grad dO = P z + A V
+    grad_q = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = load_tile(K_bh, offs_n, offs_d, stride_kn, stride_kd, T_K, HEAD_DIM)
+        p = tl.exp2(mm(q, tl.trans(k), DOT_FP32) * qk_scale_log2 - lse_log2[:, None])
+        if not tile_fully_visible(
+            start_m, start_n, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW
+        ):
+            p = tl.where(visible(offs_m, offs_n, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW), p, 0.0)
+        # inner = G (dP - delta) - gamma dP + H - rho, so that C = P * inner
+        inner = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32) - rho[:, None]
+        if HAS_G:
+            w = k
+            if HAS_GDK:
+                w = load_tile(W_bh, offs_n, offs_d, stride_wn, stride_wd, T_K, HEAD_DIM)
+            v = load_tile(V_bh, offs_n, offs_d, stride_vn, stride_vd, T_K, HEAD_DIM)
+            g = _g_scores(q, u, k, w, scale, HAS_GDQ, HAS_GDK, DOT_FP32)
+            dp = mm(do, tl.trans(v), DOT_FP32)
+            inner += g * (dp - delta[:, None]) - gamma[:, None] * dp
+            a = p * (g - gamma[:, None])
+            grad_do += mm(a.to(dtype), v, DOT_FP32)
+            if HAS_GDK:
+                ds = p * (dp - delta[:, None])
+                grad_q += mm(ds.to(dtype), w, DOT_FP32)
+        if HAS_GDV:
+            z = load_tile(Z_bh, offs_n, offs_d, stride_zn, stride_zd, T_K, HEAD_DIM)
+            inner += mm(do, tl.trans(z), DOT_FP32)
+        grad_q += mm((p * inner).to(dtype), k, DOT_FP32)
+
+    store_tile(
+        GQ + b * stride_gqb + h * stride_gqh,
+        grad_q * scale,
+        offs_m,
+        offs_d,
+        stride_gqm,
+        stride_gqd,
+        T_Q,
+        HEAD_DIM,
+    )
+    store_tile(
+        GDO + b * stride_gdob + h * stride_gdoh,
+        grad_do,
+        offs_m,
+        offs_d,
+        stride_gdom,
+        stride_gdod,
+        T_Q,
+        HEAD_DIM,
+    )
+
+
+@_tuned(_COLS_CONFIGS, _TUNING_KEY)
+@triton.jit
+def _gradgrad_cols_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    U,
+    W,
+    Z,
+    Lse,
+    Delta,
+    Gamma,
+    Rho,
+    GK,
+    GV,
+    stride_qb,
+    stride_qh,
+    stride_qm,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_dob,
+    stride_doh,
+    stride_dom,
+    stride_dod,
+    stride_ub,
+    stride_uh,
+    stride_um,
+    stride_ud,
+    stride_wb,
+    stride_wh,
+    stride_wn,
+    stride_wd,
+    stride_zb,
+    stride_zh,
+    stride_zn,
+    stride_zd,
+    stride_gkb,
+    stride_gkh,
+    stride_gkn,
+    stride_gkd,
+    stride_gvb,
+    stride_gvh,
+    stride_gvn,
+    stride_gvd,
+    H,
+    T_Q,
+    T_K,
+    WINDOW,
+    scale,
+    T_Q_BUCKET,
+    T_K_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    HAS_GDQ: tl.constexpr,
+    HAS_GDK: tl.constexpr,
+    HAS_GDV: tl.constexpr,
+    DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Pass 3 for BLOCK_N keys: grad K = c (dS^T u + C^T Q), grad V = A^T dO.
+
+    Transposed orientation (keys x queries): every score-sized tile here is the
+    transpose of the rows kernel's, and the row statistics broadcast along axis 0.
+    """
+    HAS_G: tl.constexpr = HAS_GDQ or HAS_GDK
+    start_n = tl.program_id(0) * BLOCK_N
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    dtype = Q.dtype.element_ty
+    qk_scale_log2 = scale * _LOG2E
+
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    Q_bh = Q + b * stride_qb + h * stride_qh
+    DO_bh = DO + b * stride_dob + h * stride_doh
+    U_bh = U + b * stride_ub + h * stride_uh
+    row_base = bh.to(tl.int64) * T_Q
+
+    k = load_tile(
+        K + b * stride_kb + h * stride_kh, offs_n, offs_d, stride_kn, stride_kd, T_K, HEAD_DIM
+    )
+    w = k  # placeholders, never read without their flag
+    v = k
+    z = k
+    if HAS_G:
+        v = load_tile(
+            V + b * stride_vb + h * stride_vh, offs_n, offs_d, stride_vn, stride_vd, T_K, HEAD_DIM
+        )
+    if HAS_GDK:
+        w = load_tile(
+            W + b * stride_wb + h * stride_wh, offs_n, offs_d, stride_wn, stride_wd, T_K, HEAD_DIM
+        )
+    if HAS_GDV:
+        z = load_tile(
+            Z + b * stride_zb + h * stride_zh, offs_n, offs_d, stride_zn, stride_zd, T_K, HEAD_DIM
+        )
+
+    grad_k = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    grad_v = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    lo, hi = query_range(start_n, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW)
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < T_Q
+        q = load_tile(Q_bh, offs_m, offs_d, stride_qm, stride_qd, T_Q, HEAD_DIM)
+        do = load_tile(DO_bh, offs_m, offs_d, stride_dom, stride_dod, T_Q, HEAD_DIM)
+        lse_log2 = tl.load(Lse + row_base + offs_m, mask=row_ok, other=0.0) * _LOG2E
+        rho = tl.load(Rho + row_base + offs_m, mask=row_ok, other=0.0)
+        p_t = tl.exp2(mm(k, tl.trans(q), DOT_FP32) * qk_scale_log2 - lse_log2[None, :])
+        if not tile_fully_visible(
+            start_m, start_n, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW
+        ):
+            vis = visible(offs_m, offs_n, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW)
+            p_t = tl.where(tl.trans(vis), p_t, 0.0)
+        inner_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32) - rho[None, :]
+        if HAS_G:
+            u = q
+            if HAS_GDQ:
+                u = load_tile(U_bh, offs_m, offs_d, stride_um, stride_ud, T_Q, HEAD_DIM)
+            delta = tl.load(Delta + row_base + offs_m, mask=row_ok, other=0.0)
+            gamma = tl.load(Gamma + row_base + offs_m, mask=row_ok, other=0.0)
+            # G^T = c (w Q^T + K u^T): _g_scores with (q, u) and (k, w) swapped, flags too.
+            g_t = _g_scores(k, w, q, u, scale, HAS_GDK, HAS_GDQ, DOT_FP32)
+            dp_t = mm(v, tl.trans(do), DOT_FP32)
+            inner_t += g_t * (dp_t - delta[None, :]) - gamma[None, :] * dp_t
+            a_t = p_t * (g_t - gamma[None, :])
+            grad_v += mm(a_t.to(dtype), do, DOT_FP32)
+            if HAS_GDQ:
+                ds_t = p_t * (dp_t - delta[None, :])
+                grad_k += mm(ds_t.to(dtype), u, DOT_FP32)
+        if HAS_GDV:
+            inner_t += mm(z, tl.trans(do), DOT_FP32)
+        grad_k += mm((p_t * inner_t).to(dtype), q, DOT_FP32)
+
+    store_tile(
+        GK + b * stride_gkb + h * stride_gkh,
+        grad_k * scale,
+        offs_n,
+        offs_d,
+        stride_gkn,
+        stride_gkd,
+        T_K,
+        HEAD_DIM,
+    )
+    store_tile(
+        GV + b * stride_gvb + h * stride_gvh,
+        grad_v,
+        offs_n,
+        offs_d,
+        stride_gvn,
+        stride_gvd,
+        T_K,
+        HEAD_DIM,
+    )
+
+
+def fused_attention_double_backward(q, k, v, o, lse, do, gdq, gdk, gdv, *, causal, window, scale):
+    """Gradients of <gdq, dq> + <gdk, dk> + <gdv, dv> w.r.t. (q, k, v, do).
+
+    (dq, dk, dv) = fused_attention_backward(q, k, v, o, lse, do). Same conventions:
+    q, o, do, gdq: (B, H, Tq, D); k, v, gdk, gdv: (B, H, Tk, D); fp16 or bf16, any
+    strides; lse contiguous fp32 (B, H, Tq). gdq / gdk / gdv may be None (zero),
+    which skips their matmuls (``gradgrad_matmul_count``). Returns contiguous
+    (grad_q, grad_k, grad_v, grad_do) in the input dtype.
+    """
+    extra = [("o", o, q), ("do", do, q)]
+    extra += [(n, t, like) for n, t, like in (("gdq", gdq, q), ("gdk", gdk, k), ("gdv", gdv, v))]
+    extra = [e for e in extra if e[1] is not None]
+    is_causal, window, scale = check_attention_inputs(
+        q, k, v, lse, causal=causal, window=window, scale=scale, extra=extra
+    )
+    batch, heads, t_q, head_dim = q.shape
+    t_k = k.shape[2]
+    grad_q = torch.empty(q.shape, device=q.device, dtype=q.dtype)
+    grad_k = torch.empty(k.shape, device=q.device, dtype=q.dtype)
+    grad_v = torch.empty(v.shape, device=q.device, dtype=q.dtype)
+    grad_do = torch.empty(q.shape, device=q.device, dtype=q.dtype)
+    if (gdq is None and gdk is None and gdv is None) or q.numel() == 0 or k.numel() == 0:
+        return grad_q.zero_(), grad_k.zero_(), grad_v.zero_(), grad_do.zero_()
+
+    # Row statistics, written by the rows kernel, read by the columns kernel. o is not read:
+    # delta is recomputed exactly as rowsum(P * dP) (see loop 1).
+    delta = torch.empty((batch, heads, t_q), device=q.device, dtype=torch.float32)
+    gamma = torch.empty_like(delta)
+    rho = torch.empty_like(delta)
+    # A missing cotangent is never read (constexpr flag); a real tensor keeps the signature.
+    u = q if gdq is None else gdq
+    w = k if gdk is None else gdk
+    z = v if gdv is None else gdv
+    common = dict(
+        HEAD_DIM=head_dim,
+        BLOCK_D=block_d(head_dim),
+        IS_CAUSAL=is_causal,
+        HAS_WINDOW=window > 0,
+        HAS_GDQ=gdq is not None,
+        HAS_GDK=gdk is not None,
+        HAS_GDV=gdv is not None,
+        DOT_FP32=interpreter_active(),
+    )
+    scalars = (heads, t_q, t_k, window, scale, length_bucket(t_q), length_bucket(t_k))
+    inputs = (q, k, v, do, u, w, z, lse, delta, gamma, rho)
+    input_strides = (*q.stride(), *k.stride(), *v.stride(), *do.stride())
+    input_strides += (*u.stride(), *w.stride(), *z.stride())
+
+    def rows_grid(meta):
+        return (triton.cdiv(t_q, meta["BLOCK_M"]), batch * heads)
+
+    _gradgrad_rows_kernel[rows_grid](
+        *inputs,
+        grad_q,
+        grad_do,
+        *input_strides,
+        *grad_q.stride(),
+        *grad_do.stride(),
+        *scalars,
+        **common,
+    )
+
+    def cols_grid(meta):
+        return (triton.cdiv(t_k, meta["BLOCK_N"]), batch * heads)
+
+    # Reads gamma and rho, so it runs after the rows kernel (same stream).
+    _gradgrad_cols_kernel[cols_grid](
+        *inputs,
+        grad_k,
+        grad_v,
+        *input_strides,
+        *grad_k.stride(),
+        *grad_v.stride(),
+        *scalars,
+        **common,
+    )
+    return grad_q, grad_k, grad_v, grad_do

@@ -1,0 +1,143 @@
+"""Compile the fused backward / double backward kernels for sm_90 on a machine WITHOUT a GPU.
+
+Triton's front end plus the ptxas that ships in the triton wheel build the real H100
+binary; cuobjdump then reads its registers, spills (stack bytes, LDL/STL count),
+shared memory and whether the dots became wgmma (HGMMA) or mma.sync (HMMA). This is
+how the config tables in kernels/fused_backward.py and kernels/fused_gradgrad.py
+were chosen. Costs no GPU time; the local triton may differ from the H100's (3.9 vs 3.6).
+
+    PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py rows --head-dim 128
+    PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py dkdv --head-dim 64 --window
+    PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py cols --flags 100 --all-tiles
+
+Pointers are taken 16-byte aligned, strides divisible by 16 and the D stride 1, as
+Triton specialises them for contiguous tensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+import subprocess
+import tempfile
+
+os.environ.pop("TRITON_INTERPRET", None)
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+from kernels import fused_backward, fused_gradgrad  # noqa: E402
+from kernels._triton_common import block_d  # noqa: E402
+
+KERNELS = {
+    "dkdv": fused_backward._dkdv_kernel,
+    "dq": fused_backward._dq_kernel,
+    "rows": fused_gradgrad._gradgrad_rows_kernel,
+    "cols": fused_gradgrad._gradgrad_cols_kernel,
+}
+SCALAR_INTS = ("H", "T_Q", "T_K", "WINDOW", "T_Q_BUCKET", "T_K_BUCKET")
+FP32_POINTERS = ("Lse", "Delta", "Gamma", "Rho")
+BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+
+
+def compile_sm90(jit_fn, dtype, constexprs, num_warps, num_stages):
+    signature, attrs, consts = {}, {}, dict(constexprs)
+    for i, name in enumerate(jit_fn.arg_names):
+        if name in consts:
+            signature[name] = "constexpr"
+        elif name[0].isupper() and name not in SCALAR_INTS:
+            signature[name] = "*fp32" if name in FP32_POINTERS else f"*{dtype}"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif name == "scale":
+            signature[name] = "fp32"
+        elif name.startswith("stride") and name.endswith("d"):
+            signature[name] = "constexpr"
+            consts[name] = 1
+        else:
+            signature[name] = "i32"
+            if name.startswith("stride"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    kernel = triton.compile(
+        ASTSource(jit_fn, signature, consts, attrs),
+        target=GPUTarget("cuda", 90, 32),
+        options=dict(num_warps=num_warps, num_stages=num_stages),
+    )
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(kernel.asm["cubin"])
+        f.flush()
+        usage = subprocess.run(
+            [os.path.join(BIN, "cuobjdump"), "-res-usage", f.name], capture_output=True, text=True
+        ).stdout
+        sass = subprocess.run(
+            [os.path.join(BIN, "cuobjdump"), "-sass", f.name], capture_output=True, text=True
+        ).stdout
+    regs, stack = re.search(r"REG:(\d+) STACK:(\d+)", usage).groups()
+    return dict(
+        regs=int(regs),
+        stack_bytes=int(stack),
+        ldl_stl=sass.count("LDL") + sass.count("STL"),
+        smem=kernel.metadata.shared,
+        hgmma=sass.count("HGMMA"),
+        hmma=sass.count("HMMA"),
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("kernel", choices=sorted(KERNELS))
+    parser.add_argument("--head-dim", type=int, default=128)
+    parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"))
+    parser.add_argument("--no-causal", action="store_true")
+    parser.add_argument("--window", action="store_true")
+    parser.add_argument("--dv-only", action="store_true", help="dkdv: the dv_only variant")
+    parser.add_argument("--flags", default="111", help="rows/cols: has gdq, gdk, gdv (e.g. 101)")
+    parser.add_argument(
+        "--all-tiles",
+        action="store_true",
+        help="every BLOCK_M, BLOCK_N in {32,64,128} x warps {4,8} (stages 2), not the config table",
+    )
+    args = parser.parse_args()
+
+    tuner = KERNELS[args.kernel]
+    consts = dict(
+        HEAD_DIM=args.head_dim,
+        BLOCK_D=block_d(args.head_dim),
+        IS_CAUSAL=not args.no_causal or args.window,
+        HAS_WINDOW=args.window,
+        DOT_FP32=False,
+    )
+    if args.kernel == "dkdv":
+        consts["DV_ONLY"] = args.dv_only
+    if args.kernel in ("rows", "cols"):
+        consts.update(zip(("HAS_GDQ", "HAS_GDK", "HAS_GDV"), (c == "1" for c in args.flags)))
+    if args.all_tiles:
+        tiles = [
+            ({"BLOCK_M": m, "BLOCK_N": n}, w, 2, "")
+            for m, n, w in itertools.product((32, 64, 128), (32, 64, 128), (4, 8))
+        ]
+    else:
+        kept = fused_backward.prune_by_head_dim(tuner.configs, {}, **consts)
+        tiles = [
+            (c.kwargs, c.num_warps, c.num_stages, "kept" if c in kept else "pruned")
+            for c in tuner.configs
+        ]
+    print(f"{args.kernel} {consts}")
+    for kwargs, warps, stages, tag in tiles:
+        label = f"M{kwargs['BLOCK_M']:<3} N{kwargs['BLOCK_N']:<3} w{warps} s{stages} {tag:6s}"
+        try:
+            r = compile_sm90(tuner.fn, args.dtype, {**consts, **kwargs}, warps, stages)
+            print(
+                f"{label} regs {r['regs']:3d} stack {r['stack_bytes']:4d} B"
+                f"  LDL/STL {r['ldl_stl']:4d}  smem {r['smem'] // 1024:3d} KiB"
+                f"  HGMMA {r['hgmma']:3d}  HMMA {r['hmma']:3d}",
+                flush=True,
+            )
+        except Exception as exc:  # report and go on: one bad tile must not hide the others
+            print(f"{label} FAILED {type(exc).__name__}: {str(exc)[-300:]}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
