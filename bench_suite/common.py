@@ -242,19 +242,20 @@ class Config:
 # FLOP model
 # --------------------------------------------------------------------------------------
 
-# Matmuls of 2*Tq*Tk*D FLOPs each (per batch and head, on visible pairs), per stage.
-# Forward: S = QK^T, O = PV. Backward (FA2-style, P recomputed): S, dP = dO V^T, dV, dQ,
-# dK -> 2.5x the forward (FA3 paper 4.1). Double backward: the three streaming passes of
-# kernels/GRADGRAD.md (../shared/notes/gradgrad_math.md): rows pass 5 (S, dP, uK^T, Qw^T,
-# Pz), rows pass 7 (S, dP, G x2, grad Q x2, grad dO), columns pass 7 (S, dP, G x2,
-# grad K x2, grad V) = 19.
+# Matmuls of 2*Tq*Tk*D FLOPs each (per batch and head, on visible pairs), per stage: the
+# convention of kernels/GRADGRAD.md ("FLOP model"). Forward: S = QK^T, O = PV. Backward:
+# 5, the FA2 count (S, dP = dO V^T, dV, dQ, dK), i.e. 2.5x the forward (FA3 paper 4.1;
+# the fused kernel executes 7, paying 2 for determinism). Double backward: 21,
+# what the fused kernel executes with all three cotangents (gradgrad_matmul_count(): rows
+# pass 5, rows pass 8, columns pass 8; ../shared/notes/gradgrad_math.md estimated ~19).
+# Every mode is credited the same FLOPs, so TFLOP/s ranks like 1/ms within a config.
 MATMULS_FORWARD = 2
 MATMULS_BACKWARD = 5
-MATMULS_DOUBLE_BACKWARD = 19
+MATMULS_DOUBLE_BACKWARD = 21
 MATMULS_PER_PATH = {
     "forward": MATMULS_FORWARD,
     "backward": MATMULS_FORWARD + MATMULS_BACKWARD,  # 7 = 3.5x forward
-    "gradgrad": MATMULS_FORWARD + MATMULS_BACKWARD + MATMULS_DOUBLE_BACKWARD,  # 26 = 13x
+    "gradgrad": MATMULS_FORWARD + MATMULS_BACKWARD + MATMULS_DOUBLE_BACKWARD,  # 28 = 14x
 }
 
 
@@ -284,7 +285,7 @@ def flops(path: str, B: int, H: int, Tq: int, Tk: int, D: int, mask: str) -> flo
     """FLOPs of one call of ``path``, counting only visible (query, key) pairs.
 
     forward = 4*B*H*Tq*Tk*D * visible fraction (square causal: (T+1)/(2T));
-    backward path = forward + backward = 3.5x forward; grad-grad path = 13x forward.
+    backward path = forward + backward = 3.5x forward; grad-grad path = 14x forward.
     """
     _check_path(path)
     return 2.0 * MATMULS_PER_PATH[path] * B * H * visible_pairs(Tq, Tk, mask) * D
