@@ -188,12 +188,12 @@ def _gradgrad_rows_kernel(
     HAS_GDQ: tl.constexpr,
     HAS_GDK: tl.constexpr,
     HAS_GDV: tl.constexpr,
+    HAS_G: tl.constexpr,
     DOT_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
     """Passes 1 and 2 for BLOCK_M query rows: gamma, rho, grad Q, grad dO."""
-    HAS_G: tl.constexpr = HAS_GDQ or HAS_GDK
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -379,6 +379,7 @@ def _gradgrad_cols_kernel(
     HAS_GDQ: tl.constexpr,
     HAS_GDK: tl.constexpr,
     HAS_GDV: tl.constexpr,
+    HAS_G: tl.constexpr,
     DOT_FP32: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -388,7 +389,6 @@ def _gradgrad_cols_kernel(
     Transposed orientation (keys x queries): every score-sized tile here is the
     transpose of the rows kernel's, and the row statistics broadcast along axis 0.
     """
-    HAS_G: tl.constexpr = HAS_GDQ or HAS_GDK
     start_n = tl.program_id(0) * BLOCK_N
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -521,6 +521,8 @@ def fused_attention_double_backward(q, k, v, o, lse, do, gdq, gdk, gdv, *, causa
         HAS_GDQ=gdq is not None,
         HAS_GDK=gdk is not None,
         HAS_GDV=gdv is not None,
+        # G = c (u K^T + Q w^T) exists; a launcher flag, not `or` in the kernel, for triton 3.6
+        HAS_G=gdq is not None or gdk is not None,
         DOT_FP32=interpreter_active(),
     )
     scalars = (heads, t_q, t_k, window, scale, length_bucket(t_q), length_bucket(t_k))

@@ -113,6 +113,7 @@ def main():
         consts["DV_ONLY"] = args.dv_only
     if args.kernel in ("rows", "cols"):
         consts.update(zip(("HAS_GDQ", "HAS_GDK", "HAS_GDV"), (c == "1" for c in args.flags)))
+        consts["HAS_G"] = consts["HAS_GDQ"] or consts["HAS_GDK"]
     if args.all_tiles:
         tiles = [
             ({"BLOCK_M": m, "BLOCK_N": n}, w, 2, "")
