@@ -17,6 +17,7 @@ Conventions for all kernels in this package:
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import triton
@@ -175,3 +176,13 @@ def autotune_configs(candidates, interpreter_config):
     if os.environ.get("KERNELS_AUTOTUNE", "1") == "0":
         return list(candidates[:1])
     return list(candidates)
+
+
+# Autotune results kept on disk (triton >= 3.2; keyed by kernel source, tuning key and
+# configs): asv measures each preset in its own process, and without this every process
+# re-timed every candidate of every kernel for every shape key it met.
+AUTOTUNE_DISK_CACHE = (
+    {"cache_results": True}
+    if "cache_results" in inspect.signature(triton.autotune).parameters
+    else {}
+)

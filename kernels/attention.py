@@ -35,6 +35,12 @@ MATH_DTYPES = (torch.float32, torch.float64)
 # (D=80 -> 128), rows must be 16-byte aligned for fp16/bf16 loads (D % 8 == 0).
 MAX_TRITON_HEAD_DIM = 128
 MIN_TRITON_HEAD_DIM = 16
+# The PyTorch-backed modes (recompute, save_p, dv_only) compute their first-order
+# backward in the input dtype, as the math path does: in fp32 their grad-grad was
+# 2.2-2.5x slower than math on the H100 (fp32 matmuls skip the bf16 tensor cores; asv
+# run 2026-11-25), for an accuracy the 2x-of-math rule does not ask for. The explicit
+# double-backward formulas (save_p, dv_only) stay fp32: their terms cancel.
+SAME_DTYPE_RECOMPUTE_UPCAST = False
 
 
 def _check_inputs(q, k, v, causal, window, scale, bwd_mode):
@@ -125,11 +131,7 @@ class _SavedPBackward(torch.autograd.Function):
     def forward(ctx, q, k, v, p, do, scale, mask_args):
         ctx.save_for_backward(q, k, v, p, do)
         ctx.scale, ctx.mask_args = scale, mask_args
-        pf = p.float()
-        dq, dk, dv = reference.backward_from_probs(
-            pf, q.float(), k.float(), v.float(), do.float(), scale=scale
-        )
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
+        return reference.backward_from_probs(p, q, k, v, do.to(q.dtype), scale=scale)
 
     @staticmethod
     def backward(ctx, gdq, gdk, gdv):
@@ -141,9 +143,10 @@ class _SavedPBackward(torch.autograd.Function):
                 q, k, v, do, gdq, gdk, gdv, causal=causal, window=window, scale=ctx.scale
             )
         else:
-            pf = p.float()
+            # fp32: the explicit terms cancel (rho - 2 delta gamma); in fp16 grad_q came out
+            # 3.5x the math path's autograd error on a T=17 causal test.
             grads = reference.double_backward_from_probs(
-                pf,
+                p.float(),
                 q.float(),
                 k.float(),
                 v.float(),
@@ -170,7 +173,14 @@ class _DvOnlyBackward(torch.autograd.Function):
         ctx.scale, ctx.mask_args = scale, mask_args
         dv = attention_backward_dv(q, k, v, lse, do, causal=causal, window=window, scale=scale)
         dq, dk, _ = reference.attention_backward(
-            q, k, v, do, causal=causal, window=window, scale=scale
+            q,
+            k,
+            v,
+            do,
+            causal=causal,
+            window=window,
+            scale=scale,
+            upcast=SAME_DTYPE_RECOMPUTE_UPCAST,
         )
         return dq, dk, dv
 
@@ -179,7 +189,16 @@ class _DvOnlyBackward(torch.autograd.Function):
         q, k, v, do = ctx.saved_tensors
         causal, window = ctx.mask_args
         gq, gk, gv, gdo = reference.attention_double_backward(
-            q, k, v, do, gdq, gdk, gdv, causal=causal, window=window, scale=ctx.scale
+            q,
+            k,
+            v,
+            do,
+            gdq,
+            gdk,
+            gdv,
+            causal=causal,
+            window=window,
+            scale=ctx.scale,
         )
         return gq, gk, gv, None, gdo, None, None
 
@@ -246,7 +265,14 @@ class _TritonAttention(torch.autograd.Function):
         q, k, v, o, lse = ctx.saved_tensors
         if mode == "recompute":
             grads = reference.attention_backward(
-                q, k, v, do, causal=causal, window=window, scale=scale
+                q,
+                k,
+                v,
+                do,
+                causal=causal,
+                window=window,
+                scale=scale,
+                upcast=SAME_DTYPE_RECOMPUTE_UPCAST,
             )
             return (*grads, *none4)
         if mode == "dv_only":

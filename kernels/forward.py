@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from ._triton_common import (
+    AUTOTUNE_DISK_CACHE,
     LOG2E,
     autotune_configs,
     block_d,
@@ -75,6 +76,7 @@ def _prune_forward_configs(configs, named_args, **kwargs):
     configs=_forward_configs(),
     key=["HEAD_DIM", "T_Q_BUCKET", "T_K_BUCKET", "IS_CAUSAL", "HAS_WINDOW"],
     prune_configs_by={"early_config_prune": _prune_forward_configs},
+    **AUTOTUNE_DISK_CACHE,
 )
 @triton.jit
 def _attention_forward_kernel(

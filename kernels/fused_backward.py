@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from ._triton_common import (
+    AUTOTUNE_DISK_CACHE,
     LOG2E,
     autotune_configs,
     block_d,
@@ -96,7 +97,10 @@ def prune_by_head_dim(configs, named_args, **kwargs):
 def _tuned(configs, key):
     """triton.autotune with our pruning; key on the bucketed lengths and the compile-time flags."""
     return triton.autotune(
-        configs=configs, key=key, prune_configs_by={"early_config_prune": prune_by_head_dim}
+        configs=configs,
+        key=key,
+        prune_configs_by={"early_config_prune": prune_by_head_dim},
+        **AUTOTUNE_DISK_CACHE,
     )
 
 
