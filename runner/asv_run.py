@@ -300,6 +300,10 @@ def _source_env(src: Path, env: dict | None, progress: Path | None) -> dict:
     run_env = dict(os.environ if env is None else env)
     old = [p for p in run_env.get("PYTHONPATH", "").split(os.pathsep) if p]
     run_env["ASV_PYTHONPATH"] = os.pathsep.join([str(src)] + [p for p in old if p != str(src)])
+    # Long presets allocate tens of GiB in varying sizes; on the H100 the default allocator
+    # left 14 GiB reserved-but-free and the T=32768 forward ran out of memory. max_memory_
+    # allocated (what the suite records) does not depend on this setting.
+    run_env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if progress is not None:
         run_env[common.PROGRESS_ENV] = str(progress)
     return run_env
