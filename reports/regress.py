@@ -52,11 +52,41 @@ def thresholds_for(units: pd.Series, overrides: dict[str, float] | None = None):
     return rel, floor, sign
 
 
+def host_bound_rows(frame: pd.DataFrame) -> np.ndarray:
+    """True where the row's benchmark takes under metrics.HOST_BOUND_BELOW_MS (its own ms
+    series, either side): those timings are host-bound and noisy (reports/metrics.py)."""
+    needed = {"benchmark", "params", "value_old", "value_new"}
+    if not needed <= set(frame.columns) or frame.empty:
+        return np.zeros(len(frame), dtype=bool)
+    machine = frame["machine"] if "machine" in frame.columns else pd.Series("", index=frame.index)
+    stem = frame["benchmark"].astype(str).str.rsplit(".", n=1).str[0]
+    key = machine.astype(str) + "|" + stem + "|" + frame["params"].astype(str)
+    is_ms = frame["benchmark"].astype(str).str.endswith(".track_ms")
+    ms_value = pd.concat([frame["value_old"], frame["value_new"]], axis=1).min(axis=1)
+    lookup = pd.Series(ms_value[is_ms].to_numpy(), index=key[is_ms].to_numpy())
+    lookup = lookup[~lookup.index.duplicated()]
+    ms_of_row = key.map(lookup).to_numpy(float)
+    return np.nan_to_num(ms_of_row, nan=np.inf) < metrics.HOST_BOUND_BELOW_MS
+
+
 def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> pd.DataFrame:
     """Add change_pct, worse_pct, threshold_pct, noise_overlap and status to a frame holding
     value_old/value_new, noise_lo_old/noise_hi_old, noise_lo_new/noise_hi_new and unit."""
     out = frame.copy()
     rel, floor, sign = thresholds_for(out["unit"].astype(object), overrides)
+    units = out["unit"].astype(object)
+    host_rel = units.map(
+        lambda u: metrics.unit_rule(u).host_bound_rel_threshold or np.nan
+    ).to_numpy(float)
+    short = host_bound_rows(out) & np.isfinite(host_rel)
+    rel = np.where(short, np.fmax(rel, host_rel), rel)
+    if "bwd_mode" in out.columns:
+        choice_rel = units.map(
+            lambda u: metrics.unit_rule(u).backend_choice_rel_threshold or np.nan
+        ).to_numpy(float)
+        chosen = out["bwd_mode"].isin(metrics.BACKEND_CHOICE_MODES).to_numpy(bool)
+        chosen = chosen & np.isfinite(choice_rel)
+        rel = np.where(chosen, np.fmax(rel, choice_rel), rel)
     old = out["value_old"].to_numpy(float)
     new = out["value_new"].to_numpy(float)
     lo_o, hi_o = out["noise_lo_old"].to_numpy(float), out["noise_hi_old"].to_numpy(float)
