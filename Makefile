@@ -23,7 +23,7 @@ help:
 	@echo "make test       CPU tests (Triton interpreter); make test-gpu on a CUDA machine"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make bench-gpu GPUS=N      the suite sharded over N local GPUs, merged into results/"
-	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (docs/modal.md)"
+	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (README: Running on Modal)"
 	@echo "make report    CSV, <machine>_latest.txt, plots and HTML from results/ (no GPU)"
 	@echo "make publish   asv's own HTML in reports/asv_html, working offline"
 
@@ -75,7 +75,7 @@ bench-history: $(ENV)
 	@test -n "$(RANGE)" || { echo "usage: make bench-history RANGE=A..B [GRID=..] [PRESETS=..]" >&2; exit 2; }
 	@$(PY) -m runner.asv_run --range '$(RANGE)' $(BENCH_ARGS); status=$$?; $(REPORT); exit $$status
 
-# Sharded runs (runner/, docs/modal.md). GPUS: default every GPU nvidia-smi lists; SHARDS:
+# Sharded runs (runner/; README: Running on Modal). GPUS: default every GPU nvidia-smi lists; SHARDS:
 # default one per GPU (bench-gpu) or 8 containers per commit (bench-modal); PRESETS and
 # GRID as for make bench; BENCH: a regex ANDed with the grid; COMMITS: HEAD, A..B or a list
 # (bench-modal). bench-gpu's machine: machine_name(n_gpus=GPUS), e.g. h100-sxm-80gb-x2.

@@ -11,7 +11,7 @@ holds. The entrypoint then downloads the finished shards, merges them into asv's
 result files under results/<machine>/ (runner/merge.py) and builds the report.
 
 Importing this file needs no token and touches no network (tests rely on that);
-docs/modal.md has the setup, the cost and how results come back.
+README.md, "Running on Modal", has the setup, the cost and how results come back.
 """
 
 from __future__ import annotations
