@@ -249,8 +249,21 @@ def aa_summary(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     Series are matched on benchmark and params (the two runs may carry different machine
     names, e.g. h100-sxm-80gb-aa1 / -aa2). ``flagged_now`` counts the pairs the current
     thresholds would call a regression or improvement: it must be 0.
+
+    When the two sides share commits (e.g. the A side is a machine's whole history and the
+    B side a repeat of one of its commits), only those commits are compared, commit by
+    commit.
     """
-    cmp = compare_frames(old, new, keys=["benchmark", "params"])
+    keys = ["benchmark", "params"]
+    common = sorted(set(old["commit"]) & set(new["commit"]))
+    if common:
+        parts = [
+            compare_frames(old[old["commit"] == c], new[new["commit"] == c], keys=keys)
+            for c in common
+        ]
+        cmp = pd.concat(parts, ignore_index=True)
+    else:
+        cmp = compare_frames(old, new, keys=keys)
     cmp = cmp[cmp["value_old"].notna() & cmp["value_new"].notna()].copy()
     cmp["abs_rel"] = cmp["change_pct"].abs() / 100.0
     rows = []
