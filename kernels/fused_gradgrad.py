@@ -46,9 +46,11 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import CachedLauncher
 from ._triton_common import (
     LOG2E,
     block_d,
+    ceil_div,
     interpreter_active,
     key_range,
     length_bucket,
@@ -480,6 +482,11 @@ def _gradgrad_cols_kernel(
     )
 
 
+# Cached launches (kernels/_launch.py): 11 inputs and 2 outputs lead each signature.
+_launch_rows = CachedLauncher(_gradgrad_rows_kernel, n_tensors=13)
+_launch_cols = CachedLauncher(_gradgrad_cols_kernel, n_tensors=13)
+
+
 def fused_attention_double_backward(q, k, v, o, lse, do, gdq, gdk, gdv, *, causal, window, scale):
     """Gradients of <gdq, dq> + <gdk, dk> + <gdv, dv> w.r.t. (q, k, v, do).
 
@@ -531,9 +538,10 @@ def fused_attention_double_backward(q, k, v, o, lse, do, gdq, gdk, gdv, *, causa
     input_strides += (*u.stride(), *w.stride(), *z.stride())
 
     def rows_grid(meta):
-        return (triton.cdiv(t_q, meta["BLOCK_M"]), batch * heads)
+        return (ceil_div(t_q, meta["BLOCK_M"]), batch * heads)
 
-    _gradgrad_rows_kernel[rows_grid](
+    _launch_rows(
+        rows_grid,
         *inputs,
         grad_q,
         grad_do,
@@ -545,10 +553,11 @@ def fused_attention_double_backward(q, k, v, o, lse, do, gdq, gdk, gdv, *, causa
     )
 
     def cols_grid(meta):
-        return (triton.cdiv(t_k, meta["BLOCK_N"]), batch * heads)
+        return (ceil_div(t_k, meta["BLOCK_N"]), batch * heads)
 
     # Reads gamma and rho, so it runs after the rows kernel (same stream).
-    _gradgrad_cols_kernel[cols_grid](
+    _launch_cols(
+        cols_grid,
         *inputs,
         grad_k,
         grad_v,
