@@ -15,15 +15,18 @@ import torch
 import triton
 import triton.language as tl
 
+from ._launch import CachedLauncher
 from ._triton_common import (
     AUTOTUNE_DISK_CACHE,
     LOG2E,
     autotune_configs,
     block_d,
+    ceil_div,
     interpreter_active,
     key_range,
     length_bucket,
     mm,
+    unmasked_key_range,
     visible,
 )
 
@@ -70,6 +73,54 @@ def _prune_forward_configs(configs, named_args, **kwargs):
             continue
         kept.append(c)
     return kept or configs[:1]
+
+
+@triton.jit
+def _forward_step(
+    acc, l_i, m_i, q, k_base, v_base, start_n, offs_m, offs_n, offs_d,
+    stride_kn, stride_kd, stride_vn, stride_vd, T_Q, T_K, WINDOW, qk_scale_log2,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, MASKED: tl.constexpr, DOT_FP32: tl.constexpr,
+):  # fmt: skip
+    """One key tile of the online softmax: returns the updated (acc, l_i, m_i).
+
+    ``MASKED=False`` (tiles from ``unmasked_key_range``): keys in bounds and visible to
+    every row, so no key-bound load mask, no visibility mask and no -inf guard.
+    """
+    cols = start_n + offs_n
+    kv_off_k = cols[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    kv_off_v = cols[:, None] * stride_vn + offs_d[None, :] * stride_vd
+    if MASKED:
+        kv_mask = (cols[:, None] < T_K) & (offs_d[None, :] < HEAD_DIM)
+        k = tl.load(k_base + kv_off_k, mask=kv_mask, other=0.0)
+    elif HEAD_DIM < BLOCK_D:
+        kv_mask = (cols[:, None] >= 0) & (offs_d[None, :] < HEAD_DIM)
+        k = tl.load(k_base + kv_off_k, mask=kv_mask, other=0.0)
+    else:
+        k = tl.load(k_base + kv_off_k)
+    s = mm(q, tl.trans(k), DOT_FP32) * qk_scale_log2
+    if MASKED:
+        vis = visible(offs_m, cols, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW)
+        s = tl.where(vis, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # Rows with nothing visible yet keep m = -inf; subtract 0 there so exp2 gives 0, not NaN.
+        m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_sub = m_new  # every row saw a finite score in this tile
+    p = tl.exp2(s - m_sub[:, None])
+    alpha = tl.exp2(m_i - m_sub)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    # Nested ifs, not `MASKED or ...`: no `or` of constexprs in kernels (fused_gradgrad's
+    # HAS_G is a launcher flag for the same reason, triton 3.6).
+    if MASKED:
+        v = tl.load(v_base + kv_off_v, mask=kv_mask, other=0.0)
+    elif HEAD_DIM < BLOCK_D:
+        v = tl.load(v_base + kv_off_v, mask=kv_mask, other=0.0)
+    else:
+        v = tl.load(v_base + kv_off_v)
+    acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_FP32)
+    return acc, l_i, m_new
 
 
 @triton.autotune(
@@ -137,31 +188,30 @@ def _attention_forward_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
+    # Three runs over the visible key tiles: masked (a window's lower edge), unmasked (the
+    # interior), masked (the causal diagonal and a ragged end of T_K).
     lo, hi = key_range(start_m, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW)
-    for start_n in range(lo, hi, BLOCK_N):
-        cols = start_n + offs_n
-        kv_mask = (cols[:, None] < T_K) & d_ok[None, :]
-        k = tl.load(
-            k_base + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-            mask=kv_mask,
-            other=0.0,
-        )
-        s = mm(q, tl.trans(k), DOT_FP32) * qk_scale_log2
-        vis = visible(offs_m, cols, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW)
-        s = tl.where(vis, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        # Rows with nothing visible yet keep m = -inf; subtract 0 there so exp2 gives 0, not NaN.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - m_safe[:, None])
-        alpha = tl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(
-            v_base + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-            mask=kv_mask,
-            other=0.0,
-        )
-        acc = acc * alpha[:, None] + mm(p.to(v.dtype), v, DOT_FP32)
-        m_i = m_new
+    full_lo, full_hi = unmasked_key_range(
+        start_m, lo, hi, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW
+    )
+    for start_n in range(lo, full_lo, BLOCK_N):
+        acc, l_i, m_i = _forward_step(
+            acc, l_i, m_i, q, k_base, v_base, start_n, offs_m, offs_n, offs_d,
+            stride_kn, stride_kd, stride_vn, stride_vd, T_Q, T_K, WINDOW, qk_scale_log2,
+            HEAD_DIM, BLOCK_D, IS_CAUSAL, HAS_WINDOW, True, DOT_FP32,
+        )  # fmt: skip
+    for start_n in range(full_lo, full_hi, BLOCK_N):
+        acc, l_i, m_i = _forward_step(
+            acc, l_i, m_i, q, k_base, v_base, start_n, offs_m, offs_n, offs_d,
+            stride_kn, stride_kd, stride_vn, stride_vd, T_Q, T_K, WINDOW, qk_scale_log2,
+            HEAD_DIM, BLOCK_D, IS_CAUSAL, HAS_WINDOW, False, DOT_FP32,
+        )  # fmt: skip
+    for start_n in range(full_hi, hi, BLOCK_N):
+        acc, l_i, m_i = _forward_step(
+            acc, l_i, m_i, q, k_base, v_base, start_n, offs_m, offs_n, offs_d,
+            stride_kn, stride_kd, stride_vn, stride_vd, T_Q, T_K, WINDOW, qk_scale_log2,
+            HEAD_DIM, BLOCK_D, IS_CAUSAL, HAS_WINDOW, True, DOT_FP32,
+        )  # fmt: skip
 
     row_ok = offs_m < T_Q
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
@@ -172,6 +222,10 @@ def _attention_forward_kernel(
     # Natural-log lse of scale * q k^T: (m + log2 l) / log2(e).
     lse = (m_i + tl.log2(l_safe)) / 1.4426950408889634
     tl.store(Lse + bh * T_Q + offs_m, lse, mask=row_ok)
+
+
+# Cached launches (kernels/_launch.py): q, k, v, out, lse lead the signature.
+_launch_forward = CachedLauncher(_attention_forward_kernel, n_tensors=5)
 
 
 def attention_forward(q, k, v, *, causal: bool, window: int | None, scale: float):
@@ -187,9 +241,10 @@ def attention_forward(q, k, v, *, causal: bool, window: int | None, scale: float
     is_causal = bool(causal or window is not None)
 
     def grid(meta):
-        return (triton.cdiv(t_q, meta["BLOCK_M"]), batch * heads)
+        return (ceil_div(t_q, meta["BLOCK_M"]), batch * heads)
 
-    _attention_forward_kernel[grid](
+    _launch_forward(
+        grid,
         q,
         k,
         v,
