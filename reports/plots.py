@@ -35,6 +35,7 @@ FORMATS = ("png", "svg")
 MODE_COLORS = {
     "math": "#444444",
     "sdpa": "#1f77b4",
+    "flash": "#2ca02c",
     "compiled": "#17becf",
     "recompute": "#ff7f0e",
     "save_p": "#9467bd",

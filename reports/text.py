@@ -14,10 +14,14 @@ import pandas as pd
 from reports import metrics, regress
 
 # Display order of bwd_mode values (bench_suite contract); others follow alphabetically.
-MODE_ORDER = ["math", "sdpa", "compiled", "recompute", "save_p", "dv_only", "fused"]
+MODE_ORDER = ["math", "sdpa", "flash", "compiled", "recompute", "save_p", "dv_only", "fused"]
 FAMILY_ORDER = ["forward", "backward", "gradgrad"]
 PRESET_ORDER = ["Seed", "TTT", "Long", "Grid", "CPU"]  # bench_suite's classes, headline first
 BASELINE_MODE = "math"
+# The fused kernels' yardsticks (bench_suite: "flash" = SDPA pinned to FlashAttention-2,
+# "sdpa" = PyTorch's fastest backend, cuDNN on the H100).
+FUSED_MODE = "fused"
+YARDSTICK_MODES = ("flash", "sdpa")
 # Headline shapes: the preset class names of the contract, else the shapes themselves.
 HEADLINE_PRESETS = {
     "seed": ("seed", lambda row: row.get("T") == "2048" and row.get("D") == 128),
@@ -79,6 +83,8 @@ def config_table(latest: pd.DataFrame, peak: float | None) -> pd.DataFrame:
     math_ms = math_rows["ms"].reindex(key).to_numpy()
     math_mib = math_rows["peak_mib"].reindex(key).to_numpy()
     wide["speedup"] = math_ms / wide["ms"].to_numpy()
+    flash_rows = wide[wide["bwd_mode"] == "flash"].set_index(["family", "preset", "config"])
+    wide["vs_flash"] = flash_rows["ms"].reindex(key).to_numpy() / wide["ms"].to_numpy()
     wide["mem_ratio"] = wide["peak_mib"].to_numpy() / math_mib
     wide["win_loss"] = [
         "--" if m == BASELINE_MODE or not math.isfinite(s) else ("win" if s > 1 else "loss")
@@ -102,7 +108,7 @@ def config_table(latest: pd.DataFrame, peak: float | None) -> pd.DataFrame:
 def _config_block(rows: pd.DataFrame, peak: float | None) -> list[str]:
     header = (
         f"  {'mode':<10} {'ms':>10} {'speedup':>8} {'win/loss':>8} {'peak MiB':>10} "
-        f"{'vs math':>8} {'TFLOP/s':>8} {'% peak':>7} {'parity':>7}"
+        f"{'vs math':>8} {'TFLOP/s':>8} {'% peak':>7} {'parity':>7} {'vs flash':>8}"
     )
     lines = [header]
     for _, r in rows.iterrows():
@@ -111,7 +117,7 @@ def _config_block(rows: pd.DataFrame, peak: float | None) -> list[str]:
             f"{r['win_loss']:>8} {_fmt(r['peak_mib'], '.0f'):>10} "
             f"{_fmt(r['mem_ratio'], '.2f') + 'x':>8} {_fmt_tflops(r['tflops']):>8} "
             f"{_fmt(r['pct_peak'], '.1f') + '%' if peak and pd.notna(r['pct_peak']) else 'n/a':>7} "
-            f"{_fmt(r['parity'], '.2f'):>7}"
+            f"{_fmt(r['parity'], '.2f'):>7} {_fmt(r['vs_flash'], '.2f') + 'x':>8}"
         )
     return [line.replace("n/ax", " n/a") for line in lines]
 
@@ -164,6 +170,36 @@ def headline_block(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def fused_vs_sdpa_block(table: pd.DataFrame) -> list[str]:
+    """The fused mode against SDPA flash and SDPA's fastest backend, config by config.
+
+    ratio = yardstick ms / fused ms (> 1: fused is faster); MiB = fused peak / flash peak.
+    """
+    if table.empty or FUSED_MODE not in set(table["bwd_mode"]):
+        return []
+    lines = [
+        "FUSED vs SDPA (ratio = SDPA ms / fused ms, >1 = fused faster; MiB = fused / flash)",
+        f"  {'family':<9} {'preset':<6} {'config':<44} {'fused ms':>9} "
+        f"{'flash ms':>9} {'ratio':>6} {'sdpa ms':>9} {'ratio':>6} {'MiB':>6}",
+    ]
+    for (family, preset, config), rows in table.groupby(["family", "preset", "config"], sort=False):
+        by_mode = rows.set_index("bwd_mode")
+        if FUSED_MODE not in by_mode.index or not any(m in by_mode.index for m in YARDSTICK_MODES):
+            continue
+        fused = by_mode.loc[FUSED_MODE]
+        cells = []
+        for mode in YARDSTICK_MODES:
+            ms = by_mode.loc[mode, "ms"] if mode in by_mode.index else math.nan
+            cells += [_fmt_ms(ms), _fmt(ms / fused["ms"], ".2f")]
+        flash_mib = by_mode.loc["flash", "peak_mib"] if "flash" in by_mode.index else math.nan
+        mib = _fmt(fused["peak_mib"] / flash_mib, ".2f")
+        lines.append(
+            f"  {family:<9} {preset:<6} {config:<44} {_fmt_ms(fused['ms']):>9} "
+            f"{cells[0]:>9} {cells[1]:>6} {cells[2]:>9} {cells[3]:>6} {mib:>6}"
+        )
+    return lines + [""]
+
+
 def latest_text(df: pd.DataFrame, machine: str, changes: pd.DataFrame | None = None) -> str:
     """The whole `<machine>_latest.txt` for ``machine``'s newest commit."""
     latest = newest_commit_rows(df, machine)
@@ -189,6 +225,7 @@ def latest_text(df: pd.DataFrame, machine: str, changes: pd.DataFrame | None = N
         "",
     ]
     lines += headline_block(table)
+    lines += fused_vs_sdpa_block(table)
     if changes is not None and not changes.empty:
         at_head = changes[
             (changes["machine"] == machine)

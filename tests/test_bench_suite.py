@@ -98,6 +98,14 @@ def test_every_file_has_every_preset_with_the_contract_params():
                 assert cfg.tq <= cfg.tk
     assert "sdpa" not in common.PRESETS["seed"].modes_for("gradgrad")
     assert "sdpa" in common.PRESETS["seed"].modes_for("backward")
+    assert "flash" not in common.PRESETS["seed"].modes_for("gradgrad")
+    assert "flash" in common.PRESETS["grid"].modes_for("forward")
+
+
+def test_flash_baseline_is_sdpa_pinned_to_flash_and_needs_cuda():
+    cfg = common.preset_configs("seed")[0]
+    with pytest.raises(NotImplementedError, match="CUDA"):
+        common.implementations("flash", cfg, "cpu")
     assert common.PRESETS["cpu"].modes_for("gradgrad") == ("math",)
 
 

@@ -1117,3 +1117,27 @@ def test_host_bound_timings_need_a_larger_step():
     assert status["bench_backward.S1.track_tflops"] == regress.UNCHANGED
     assert status["bench_backward.S10.track_ms"] == regress.REGRESSION
     assert status["bench_backward.S10.track_tflops"] == regress.REGRESSION
+
+
+def test_fused_vs_sdpa_block_gives_yardstick_over_fused_ratios():
+    from reports import text
+
+    rows = [
+        # family, preset, config, mode, ms, MiB
+        ("forward", "Grid", "B=4 H=16 T=4096", "fused", 0.40, 10.0),
+        ("forward", "Grid", "B=4 H=16 T=4096", "flash", 0.50, 20.0),
+        ("forward", "Grid", "B=4 H=16 T=4096", "sdpa", 0.30, 30.0),
+        ("backward", "TTT", "B=1 H=12 T=1024/9216", "fused", 1.0, 30.0),
+        ("backward", "TTT", "B=1 H=12 T=1024/9216", "sdpa", 0.5, 50.0),  # flash refused
+        ("gradgrad", "Seed", "B=2 H=4 T=2048", "fused", 2.0, 44.0),  # no yardstick
+    ]
+    table = pd.DataFrame(rows, columns=["family", "preset", "config", "bwd_mode", "ms", "peak_mib"])
+    block = text.fused_vs_sdpa_block(table)
+    assert block[0].startswith("FUSED vs SDPA")
+    grid = next(line for line in block if "T=4096" in line).split()
+    # fused 0.4; flash 0.5 -> 1.25x; sdpa 0.3 -> 0.75x; MiB 10 / 20
+    assert grid[-5:] == ["0.5000", "1.25", "0.3000", "0.75", "0.50"]
+    ttt = next(line for line in block if "TTT" in line).split()
+    assert ttt[-5:] == ["n/a", "n/a", "0.5000", "0.50", "n/a"]  # fused 2x slower
+    assert not any("gradgrad" in line for line in block)
+    assert text.fused_vs_sdpa_block(table[table["bwd_mode"] != "fused"]) == []
