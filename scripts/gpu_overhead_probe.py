@@ -1,43 +1,55 @@
-"""Where does a small-shape fused training step spend its time? (CPU launch cost vs GPU work)
+"""Where does a small-shape training step spend its time? (host launch cost vs GPU work)
 
-Usage: python3 scripts/gpu_overhead_probe.py [--device cuda] [--t 2048] [--d 128]
-Prints, for B2 H4 T D fp16: GPU median ms (CUDA events) of the forward, the launcher-only
-fused backward, and forward+backward through autograd; the host time per step when the
-host only enqueues (one sync per 50 steps); and the profiler's top host-side ops.
+Usage: python3 scripts/gpu_overhead_probe.py [--t 2048] [--d 128] [--out DIR]
+For B2 H4 T D fp16 (the seed shape), with the launch cache on and off
+(KERNELS_LAUNCH_CACHE, kernels/_launch.py): the CUDA-event median of the forward,
+the fused backward launcher alone and forward+backward through autograd (the
+suite's method: cold L2 before each call), SDPA flash and cuDNN fwd+bwd beside
+them, the host time per call when the host only enqueues (one sync per 200 calls),
+and a cProfile of the backward launcher (written to --out/overhead_profile.txt).
 """
 
 import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
 import time
 
 import torch
+import triton
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kernels
 from kernels.forward import attention_forward
 from kernels.fused_backward import fused_attention_backward
 
 
-def median_ms(fn, device, n=50):
+def gpu_ms(fn):
     fn()
-    if device == "cuda":
-        import triton
+    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
 
-        return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-    t = []
+
+def host_ms(fn, n=200):
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
     for _ in range(n):
-        s = time.perf_counter()
         fn()
-        t.append(time.perf_counter() - s)
-    return sorted(t)[len(t) // 2] * 1e3
+    host = (time.perf_counter() - start) / n * 1e3
+    torch.cuda.synchronize()
+    return host
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda")
     ap.add_argument("--t", type=int, default=2048)
     ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
-    dev, t, d = args.device, args.t, args.d
-    q, k, v, do = (torch.randn(2, 4, t, d, device=dev, dtype=torch.float16) for _ in range(4))
+    t, d = args.t, args.d
+    q, k, v, do = (torch.randn(2, 4, t, d, device="cuda", dtype=torch.float16) for _ in range(4))
     for x in (q, k, v):
         x.requires_grad_()
     scale = d**-0.5
@@ -53,38 +65,72 @@ def main():
         out = kernels.attention(q, k, v, bwd_mode="fused")
         return torch.autograd.grad(out, (q, k, v), do)
 
-    def step_math():
-        out = kernels.reference.attention(q, k, v)
-        return torch.autograd.grad(out, (q, k, v), do)
+    def sdpa_step(backend):
+        def run():
+            with sdpa_kernel(backend):
+                out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            return torch.autograd.grad(out, (q, k, v), do)
 
-    rows = {}
-    for name, fn in [("forward", fwd), ("bwd launcher", bwd_launcher), ("fwd+bwd fused", step),
-                     ("fwd+bwd math", step_math)]:  # fmt: skip
-        rows[name] = median_ms(fn, dev)
-    # host-only cost: enqueue 50 steps, one sync; if this ~= the GPU median, the step is host-bound
-    for name, fn in [("fwd+bwd fused", step), ("bwd launcher", bwd_launcher)]:
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        s = time.perf_counter()
-        for _ in range(50):
-            fn()
-        host = (time.perf_counter() - s) / 50 * 1e3
-        if dev == "cuda":
-            torch.cuda.synchronize()
-        rows[f"{name} host enqueue"] = host
-    acts = [torch.profiler.ProfilerActivity.CPU]
-    if dev == "cuda":
-        acts.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.profiler.profile(activities=acts) as prof:
-        for _ in range(10):
-            step()
-        if dev == "cuda":
-            torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
-    if dev == "cuda":
-        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=10))
-    for name, ms in rows.items():
-        print(f"{name:28s} {ms:8.3f} ms")
+        return run
+
+    class Identity(torch.autograd.Function):
+        """Python autograd Function doing no work: the cost of a Python node in the graph."""
+
+        @staticmethod
+        def forward(ctx, x):
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    def python_node_step():
+        return torch.autograd.grad(Identity.apply(q), (q,), do)
+
+    def cpp_node_step():
+        return torch.autograd.grad(q * 1.0, (q,), do)
+
+    fns = {
+        "autograd c++ node": cpp_node_step,
+        "autograd python node": python_node_step,
+        "forward": fwd,
+        "bwd launcher": bwd_launcher,
+        "fwd+bwd fused": step,
+        "fwd+bwd sdpa flash": sdpa_step(SDPBackend.FLASH_ATTENTION),
+        "fwd+bwd sdpa cudnn": sdpa_step(SDPBackend.CUDNN_ATTENTION),
+    }
+    rows = []
+    profiles = io.StringIO()
+    for cache in ("1", "0"):
+        os.environ["KERNELS_LAUNCH_CACHE"] = cache
+        for name, fn in fns.items():
+            if name.startswith("fwd+bwd sdpa") and cache == "0":
+                continue
+            rows.append(dict(name=name, cache=cache, gpu_ms=gpu_ms(fn), host_ms=host_ms(fn)))
+            print(json.dumps(rows[-1]), flush=True)
+        # The backward runs on autograd's device thread, out of cProfile's sight, unless
+        # multithreading is off: then the whole step runs here.
+        with torch.autograd.set_multithreading_enabled(False):
+            single = host_ms(step)
+            rows.append(dict(name="fwd+bwd, 1 thread", cache=cache, gpu_ms=0.0, host_ms=single))
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(200):
+                step()
+            prof.disable()
+        torch.cuda.synchronize()
+        profiles.write(f"\n=== fused fwd+bwd step x200, KERNELS_LAUNCH_CACHE={cache}\n")
+        stats = pstats.Stats(prof, stream=profiles)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats(25)
+    with open(os.path.join(args.out, "overhead_profile.txt"), "w") as f:
+        f.write(profiles.getvalue())
+    with open(os.path.join(args.out, "overhead.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    print(f"\nB2 H4 T{t} D{d} fp16, {torch.cuda.get_device_name()}")
+    print(f"{'what':22s} {'cache':>5s} {'gpu ms':>8s} {'host ms':>8s}")
+    for r in rows:
+        print(f"{r['name']:22s} {r['cache']:>5s} {r['gpu_ms']:8.3f} {r['host_ms']:8.3f}")
 
 
 if __name__ == "__main__":
