@@ -10,6 +10,7 @@ is cProfiled on whichever thread runs it; profiles go to --out/thread_profile.tx
 
 import argparse
 import cProfile
+import importlib
 import io
 import json
 import os
@@ -21,7 +22,9 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kernels
-from kernels import attention as attention_module
+
+# The module, not the function the package exports under the same name.
+attention_module = importlib.import_module("kernels.attention")
 
 
 def main():
