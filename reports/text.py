@@ -177,9 +177,10 @@ def fused_vs_sdpa_block(table: pd.DataFrame) -> list[str]:
     """
     if table.empty or FUSED_MODE not in set(table["bwd_mode"]):
         return []
+    width = max(len(str(c)) for c in table["config"])
     lines = [
         "FUSED vs SDPA (ratio = SDPA ms / fused ms, >1 = fused faster; MiB = fused / flash)",
-        f"  {'family':<9} {'preset':<6} {'config':<44} {'fused ms':>9} "
+        f"  {'family':<9} {'preset':<6} {'config':<{width}} {'fused ms':>9} "
         f"{'flash ms':>9} {'ratio':>6} {'sdpa ms':>9} {'ratio':>6} {'MiB':>6}",
     ]
     for (family, preset, config), rows in table.groupby(["family", "preset", "config"], sort=False):
@@ -194,7 +195,7 @@ def fused_vs_sdpa_block(table: pd.DataFrame) -> list[str]:
         flash_mib = by_mode.loc["flash", "peak_mib"] if "flash" in by_mode.index else math.nan
         mib = _fmt(fused["peak_mib"] / flash_mib, ".2f")
         lines.append(
-            f"  {family:<9} {preset:<6} {config:<44} {_fmt_ms(fused['ms']):>9} "
+            f"  {family:<9} {preset:<6} {config:<{width}} {_fmt_ms(fused['ms']):>9} "
             f"{cells[0]:>9} {cells[1]:>6} {cells[2]:>9} {cells[3]:>6} {mib:>6}"
         )
     return lines + [""]
