@@ -72,3 +72,29 @@ def test_visible_mask_semantics():
     # queries sit at positions 3 and 4; window 2 sees distance 0 and 1
     assert m.tolist() == [[False, False, True, True, False], [False, False, False, True, True]]
     assert reference.visible_mask(3, 3, causal=False, window=None) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_same_dtype_explicit_backward_keeps_the_math_paths_accuracy(dtype):
+    """attention_backward without upcast (the recompute mode's first order) by the 2x rule.
+
+    The case tests/test_properties.py found: one query, a window of 2 over 8 keys, D=80.
+    With dS formed in fp16, dk came out at 2.6x the math path's autograd error.
+    """
+    from numerics import assert_within_rule
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v, do = (torch.randn(1, 1, n, 80, generator=g) for n in (1, 8, 8, 1))
+    opts = dict(causal=True, window=2)
+
+    def autograd_grads(*xs):
+        xs = [x.detach().clone().requires_grad_() for x in xs]
+        o = reference.attention(*xs, **opts)
+        return torch.autograd.grad(o, xs, do.to(o.dtype))
+
+    low = [t.to(dtype) for t in (q, k, v)]
+    got = reference.attention_backward(*low, do.to(dtype), upcast=False, **opts)
+    want = autograd_grads(q.double(), k.double(), v.double())
+    base = autograd_grads(*low)
+    for name, a, w, m in zip(["dq", "dk", "dv"], got, want, base):
+        assert_within_rule(name, a, w, m)
