@@ -8,7 +8,9 @@ autograd Function (``_SavedPBackward``, ``_DvOnlyBackward``, ``_FusedBackward``)
 whose own ``backward`` is the grad-grad path. When that backward runs with
 grad mode on (the caller asked for a third derivative, ``create_graph=True``
 on the grad-grad), it switches to the differentiable recompute formulas in
-kernels.reference, so every order stays correct.
+kernels.reference, so every order stays correct. ``fused`` builds its second
+Function only when the backward itself is recorded (``create_graph=True``); a plain
+training step calls the Triton backward directly, to save host time.
 
 Memory per mode, one (batch, head), Tq x Tk scores:
 - ``recompute``: saves Q, K, V, O, lse (O(T)); the backward materialises P and
