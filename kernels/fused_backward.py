@@ -8,15 +8,19 @@ Math (one head, c = scale; kernels/GRADGRAD.md, kernels/reference.py):
 P = exp(c Q K^T - lse), delta = rowsum(dO * O), dP = dO V^T, dS = P * (dP - delta),
 dQ = c dS K, dK = c dS^T Q, dV = P^T dO.
 
-Three launches, no atomics, so the result is deterministic (bit-identical run to run):
+Two launches, no atomics, so the result is deterministic (bit-identical run to run):
 
-1. ``_delta_kernel``: delta = rowsum(dO * O), fp32 (B, H, Tq). Reads O and dO once.
+1. ``_dq_kernel``: one program per BLOCK_M queries; first delta = rowsum(dO * O) for
+   its rows (fp32, stored to a (B, H, Tq) buffer), then a loop over the visible key
+   blocks (``key_range``). 3 matmuls per step (S, dP, dQ += dS K).
 2. ``_dkdv_kernel``: one program per BLOCK_N keys of one (batch, head); loops over
-   the query blocks that can see them (``query_range``). 4 matmuls of
+   the query blocks that can see them (``query_range``), reading delta. 4 matmuls of
    BLOCK_M x BLOCK_N x D per step (S^T, dV += P^T dO, dP^T, dK += dS^T Q); 2 with
    ``DV_ONLY`` (S^T, dV), which is bwd_mode="dv_only".
-3. ``_dq_kernel``: one program per BLOCK_M queries; loops over visible key blocks
-   (``key_range``). 3 matmuls per step (S, dP, dQ += dS K).
+
+delta is formed inside the dQ kernel, not in a pass of its own, because at small
+shapes a training step is bound by host time per launch, not by GPU time (the seed
+shape: ~0.18 ms of GPU work, ~0.5 ms of host time; scripts/gpu_overhead_probe.py).
 
 So the backward costs 7 matmuls of 2 * Tq * Tk * D FLOPs, times the visible
 fraction (FA2 with an atomic dQ does 5; we pay 2 for determinism and no
@@ -53,7 +57,6 @@ __all__ = [
     "fused_attention_backward",
     "backward_of_validated",
     "attention_backward_dv",
-    "attention_delta",
 ]
 
 _LOG2E = tl.constexpr(LOG2E)
@@ -126,42 +129,6 @@ _DQ_CONFIGS = _configs(
 
 # ---------------------------------------------------------------------------
 # kernels
-
-
-@triton.jit
-def _delta_kernel(
-    O,
-    DO,
-    Delta,
-    stride_ob,
-    stride_oh,
-    stride_om,
-    stride_od,
-    stride_dob,
-    stride_doh,
-    stride_dom,
-    stride_dod,
-    H,
-    T_Q,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-):
-    """Delta[b, h, i] = sum_d dO[b, h, i, d] * O[b, h, i, d] in fp32."""
-    start_m = tl.program_id(0) * BLOCK_M
-    bh = tl.program_id(1)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    offs_m = start_m + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    o = load_tile(
-        O + b * stride_ob + h * stride_oh, offs_m, offs_d, stride_om, stride_od, T_Q, HEAD_DIM
-    )
-    do = load_tile(
-        DO + b * stride_dob + h * stride_doh, offs_m, offs_d, stride_dom, stride_dod, T_Q, HEAD_DIM
-    )
-    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
-    tl.store(Delta + bh.to(tl.int64) * T_Q + offs_m, delta, mask=offs_m < T_Q)
 
 
 @_tuned(_DKDV_CONFIGS, _TUNING_KEY + ["DV_ONLY"])
@@ -296,6 +263,7 @@ def _dq_kernel(
     K,
     V,
     DO,
+    O,
     Lse,
     Delta,
     DQ,
@@ -315,6 +283,10 @@ def _dq_kernel(
     stride_doh,
     stride_dom,
     stride_dod,
+    stride_ob,
+    stride_oh,
+    stride_om,
+    stride_od,
     stride_dqb,
     stride_dqh,
     stride_dqm,
@@ -334,7 +306,12 @@ def _dq_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
 ):
-    """dQ for BLOCK_M queries of one (batch, head), looping over the key blocks they see."""
+    """dQ for BLOCK_M queries of one (batch, head), looping over the key blocks they see.
+
+    Also forms delta = rowsum(dO * O) for its rows and stores it for ``_dkdv_kernel``,
+    which runs after it: the program holds dO already, so this costs one read of an O
+    tile, and saves a launch (host time is the limit at small shapes).
+    """
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -354,8 +331,12 @@ def _dq_kernel(
     do = load_tile(
         DO + b * stride_dob + h * stride_doh, offs_m, offs_d, stride_dom, stride_dod, T_Q, HEAD_DIM
     )
+    o = load_tile(
+        O + b * stride_ob + h * stride_oh, offs_m, offs_d, stride_om, stride_od, T_Q, HEAD_DIM
+    )
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(Delta + bh.to(tl.int64) * T_Q + offs_m, delta, mask=row_ok)
     lse_log2 = tl.load(Lse + bh.to(tl.int64) * T_Q + offs_m, mask=row_ok, other=0.0) * _LOG2E
-    delta = tl.load(Delta + bh.to(tl.int64) * T_Q + offs_m, mask=row_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     lo, hi = key_range(start_m, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW)
@@ -388,9 +369,8 @@ def _dq_kernel(
 # launchers
 
 # Cached launches (kernels/_launch.py): the tensors come first in every signature.
-_launch_delta = CachedLauncher(_delta_kernel, n_tensors=3)
 _launch_dkdv_kernel = CachedLauncher(_dkdv_kernel, n_tensors=8)
-_launch_dq = CachedLauncher(_dq_kernel, n_tensors=7)
+_launch_dq = CachedLauncher(_dq_kernel, n_tensors=8)
 
 
 def check_attention_inputs(q, k, v, lse, *, causal, window, scale, extra=()):
@@ -458,28 +438,6 @@ def check_attention_inputs(q, k, v, lse, *, causal, window, scale, extra=()):
     return is_causal, (int(window) if window is not None else 0), scale
 
 
-def attention_delta(o, do):
-    """delta = rowsum(dO * O) as contiguous fp32 (B, H, Tq); one read of O and dO."""
-    batch, heads, t_q, head_dim = o.shape
-    delta = torch.empty((batch, heads, t_q), device=o.device, dtype=torch.float32)
-    block_m = 32 if interpreter_active() else 64
-    _launch_delta(
-        (ceil_div(t_q, block_m), batch * heads),
-        o,
-        do,
-        delta,
-        *o.stride(),
-        *do.stride(),
-        heads,
-        t_q,
-        HEAD_DIM=head_dim,
-        BLOCK_D=block_d(head_dim),
-        BLOCK_M=block_m,
-        num_warps=4,
-    )
-    return delta
-
-
 def _launch_dkdv(q, k, v, do, lse, delta, dk, dv, *, is_causal, window, scale, dv_only):
     batch, heads, t_q, head_dim = q.shape
     t_k = k.shape[2]
@@ -539,8 +497,8 @@ def backward_of_validated(q, k, v, o, lse, do, *, is_causal: bool, window: int, 
     """``fused_attention_backward`` without the checks, for callers that made them.
 
     kernels.attention validates its inputs once, in the forward; at the seed shape the
-    second check was ~6% of the
-    backward launcher's host time (cProfile). ``window``: 0 for none.
+    second check was ~6% of the backward launcher's host time (cProfile). ``window``: 0
+    for none.
     """
     batch, heads, t_q, head_dim = q.shape
     dq = torch.empty(q.shape, device=q.device, dtype=q.dtype)
@@ -548,7 +506,42 @@ def backward_of_validated(q, k, v, o, lse, do, *, is_causal: bool, window: int, 
     dv = torch.empty(v.shape, device=q.device, dtype=q.dtype)
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-    delta = attention_delta(o, do)
+    # dQ first: its programs also write delta = rowsum(dO * O), which dK/dV read.
+    delta = torch.empty((batch, heads, t_q), device=q.device, dtype=torch.float32)
+    t_k = k.shape[2]
+
+    def grid(meta):
+        return (ceil_div(t_q, meta["BLOCK_M"]), batch * heads)
+
+    _launch_dq(
+        grid,
+        q,
+        k,
+        v,
+        do,
+        o,
+        lse,
+        delta,
+        dq,
+        *q.stride(),
+        *k.stride(),
+        *v.stride(),
+        *do.stride(),
+        *o.stride(),
+        *dq.stride(),
+        heads,
+        t_q,
+        t_k,
+        window,
+        scale,
+        length_bucket(t_q),
+        length_bucket(t_k),
+        HEAD_DIM=head_dim,
+        BLOCK_D=block_d(head_dim),
+        IS_CAUSAL=is_causal,
+        HAS_WINDOW=window > 0,
+        DOT_FP32=interpreter_active(),
+    )
     _launch_dkdv(
         q,
         k,
@@ -562,37 +555,6 @@ def backward_of_validated(q, k, v, o, lse, do, *, is_causal: bool, window: int, 
         window=window,
         scale=scale,
         dv_only=False,
-    )
-
-    def grid(meta):
-        return (ceil_div(t_q, meta["BLOCK_M"]), batch * heads)
-
-    _launch_dq(
-        grid,
-        q,
-        k,
-        v,
-        do,
-        lse,
-        delta,
-        dq,
-        *q.stride(),
-        *k.stride(),
-        *v.stride(),
-        *do.stride(),
-        *dq.stride(),
-        heads,
-        t_q,
-        k.shape[2],
-        window,
-        scale,
-        length_bucket(t_q),
-        length_bucket(k.shape[2]),
-        HEAD_DIM=head_dim,
-        BLOCK_D=block_d(head_dim),
-        IS_CAUSAL=is_causal,
-        HAS_WINDOW=window > 0,
-        DOT_FP32=interpreter_active(),
     )
     return dq, dk, dv
 
