@@ -34,7 +34,7 @@ VOLUME_MOUNT = "/shards"
 # free sooner, and an H200 has 43% more memory bandwidth (4.8 vs 3.35 TB/s), so one
 # machine's history would mix two cards. We track H100 timings.
 GPU = "H100!"
-GRID = "gpu"  # the GPU grid (Seed, TTT, Long, Grid classes) of runner.asv_run
+GRID = "gpu"  # the GPU grid (Seed, TTT, Long, Grid, Short classes) of runner.asv_run
 # Whose measured durations balance the shards: the single-H100 history, the same card.
 COST_MACHINE = "h100-sxm-80gb"
 # One shard is at most a few classes of the grid; the heaviest class (Long grad-grad) is

@@ -5,7 +5,7 @@
   asv imports every module here in each of its processes, and nothing may touch
   the GPU before a benchmark asks for it.
 - ``bench_forward.py``, ``bench_backward.py``, ``bench_gradgrad.py``: one asv
-  class per preset (``Seed``, ``TTT``, ``Long``, ``Grid``, ``CPU``), metrics
+  class per preset (``Seed``, ``TTT``, ``Long``, ``Grid``, ``Short``, ``CPU``), metrics
   ``track_ms``, ``track_tflops``, ``track_peak_mib``, ``track_parity``.
 - ``quick.py``: ``python -m bench_suite.quick ...`` for a quick look without asv.
 """

@@ -42,6 +42,14 @@ class Grid(common.PresetBenchmark):
         return common.measure_preset(self.preset, self.path)
 
 
+class Short(common.PresetBenchmark):
+    path, preset = PATH, "short"
+    params = common.asv_params(preset, PATH)
+
+    def setup_cache(self):
+        return common.measure_preset(self.preset, self.path)
+
+
 class CPU(common.PresetBenchmark):
     path, preset = PATH, "cpu"
     params = common.asv_params(preset, PATH)

@@ -1,6 +1,7 @@
 """Grad-grad path: forward, g = grad(o, (q, k, v), dO, create_graph=True),
 L = sum_i <g_i, r_i> with fixed random r_i, grad(L, (q, k, v)).
-SDPA and torch.compile'd math have no double backward (common.NO_DOUBLE_BACKWARD).
+SDPA and torch.compile'd math have no double backward (common.NO_DOUBLE_BACKWARD),
+so Short (modes sdpa, flash, fused) measures fused alone here.
 
 One class per preset (common.PRESETS); each measures all its combinations in its
 setup_cache process (common.measure_preset) and its track_* methods look the numbers up.
@@ -38,6 +39,14 @@ class Long(common.PresetBenchmark):
 
 class Grid(common.PresetBenchmark):
     path, preset = PATH, "grid"
+    params = common.asv_params(preset, PATH)
+
+    def setup_cache(self):
+        return common.measure_preset(self.preset, self.path)
+
+
+class Short(common.PresetBenchmark):
+    path, preset = PATH, "short"
     params = common.asv_params(preset, PATH)
 
     def setup_cache(self):

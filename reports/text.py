@@ -16,7 +16,8 @@ from reports import metrics, regress
 # Display order of bwd_mode values (bench_suite contract); others follow alphabetically.
 MODE_ORDER = ["math", "sdpa", "flash", "compiled", "recompute", "save_p", "dv_only", "fused"]
 FAMILY_ORDER = ["forward", "backward", "gradgrad"]
-PRESET_ORDER = ["Seed", "TTT", "Long", "Grid", "CPU"]  # bench_suite's classes, headline first
+# bench_suite's classes (common.PRESETS), headline first
+PRESET_ORDER = ["Seed", "TTT", "Long", "Grid", "Short", "CPU"]
 BASELINE_MODE = "math"
 # The fused kernels' yardsticks (bench_suite: "flash" = SDPA pinned to FlashAttention-2,
 # "sdpa" = PyTorch's fastest backend, cuDNN on the H100).

@@ -50,10 +50,21 @@ COST_BY_FAMILY = {"bench_forward": 1.0, "bench_backward": 2.6, "bench_gradgrad":
 #   Seed  1 config                                           1 + 1          ~ 2
 #   TTT   3 configs (D 64/80/96, 1024 over 9216 keys)         3 + 6.3        ~ 9
 #   Long  3 configs (T 8K/16K/32K causal, B1 H8 D128)         3 + 168        ~ 170
-#   Grid  8 configs (T 2K/4K x D 64/128 x none/causal, B4 H16) 8 + 90        ~ 100
-# so Long/gradgrad is the heaviest unit (~44% of the whole GPU grid): it alone bounds the wall
-# time of any number of shards. CPU: the small CPU grid, run on its own.
-COST_BY_PRESET = {"Seed": 2.0, "TTT": 9.0, "Long": 170.0, "Grid": 100.0, "CPU": 1.0}
+#   Grid  4 configs (T 4K x D 64/128 x none/causal, B4 H16)   4 + 72         ~ 76
+#   Short 4 configs (T 2K x D 64/128 x none/causal, B4 H16)   (4 + 18) / 2   ~ 10
+# Short runs 3 of the 7 GPU modes (sdpa, flash, fused; fused alone in gradgrad) and not the
+# slow math one, hence about half; an estimate until measured: roughly 30 s of a cold H100
+# run over the three files. So Long/gradgrad is the heaviest unit (~46% of the whole GPU
+# grid): it alone bounds the wall time of any number of shards. CPU: the small CPU grid, run
+# on its own.
+COST_BY_PRESET = {
+    "Seed": 2.0,
+    "TTT": 9.0,
+    "Long": 170.0,
+    "Grid": 76.0,
+    "Short": 10.0,
+    "CPU": 1.0,
+}
 DEFAULT_FAMILY_COST = 3.0
 DEFAULT_PRESET_COST = 5.0
 

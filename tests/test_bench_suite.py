@@ -100,6 +100,28 @@ def test_every_file_has_every_preset_with_the_contract_params():
     assert "sdpa" in common.PRESETS["seed"].modes_for("backward")
     assert "flash" not in common.PRESETS["seed"].modes_for("gradgrad")
     assert "flash" in common.PRESETS["grid"].modes_for("forward")
+    for preset in common.PRESETS.values():  # asv needs at least one value on every axis
+        for path in common.PATHS:
+            assert all(common.asv_params(preset.name, path)), (preset.name, path)
+
+
+def test_short_preset_is_the_issue6_target_grid_at_2048():
+    """Issue 6: fused fwd+bwd >= 1.0x SDPA flash for T >= 2048, D 64/128, causal and not, bf16."""
+    short = common.PRESETS["short"]
+    assert short.class_name == "Short" and short.device == "cuda"
+    assert "short" in common.GRIDS["gpu"]
+    targets = {("2048", d, "bfloat16", m) for d in (64, 128) for m in ("none", "causal")}
+    assert {(c.T, c.D, c.dtype, c.mask) for c in short.configs()} == targets
+    assert len(short.configs()) == len(targets)  # one B and H: 4 configs, cheap
+    assert {"fused", "flash", "sdpa"} <= set(short.modes_for("backward"))
+    assert set(short.modes_for("forward")) == set(short.modes_for("backward"))
+    # no SDPA double backward: grad-grad keeps fused alone, still a valid (non-empty) axis
+    assert short.modes_for("gradgrad") == ("fused",)
+    assert common.asv_params("short", "gradgrad")[-1] == ["fused"]
+    # Seed (fp16, one D, no mask) does not cover these shapes; Grid is T=4096 only
+    seed = {(c.T, c.D, c.dtype, c.mask) for c in common.PRESETS["seed"].configs()}
+    assert not seed & targets
+    assert common.PRESETS["grid"].T == ("4096",)
 
 
 def test_flash_baseline_is_sdpa_pinned_to_flash_and_needs_cuda():
@@ -244,9 +266,10 @@ def test_bench_regex_selects_classes_by_grid():
     def picked(regex):
         return {n.split(".")[1] for n in names if re.search(regex, n)}
 
-    assert picked(asv_run.bench_regex("gpu")) == {"Seed", "TTT", "Long", "Grid"}
+    assert picked(asv_run.bench_regex("gpu")) == {"Seed", "TTT", "Long", "Grid", "Short"}
     assert picked(asv_run.bench_regex("cpu")) == {"CPU"}
     assert picked(asv_run.bench_regex("gpu", ["seed", "TTT"])) == {"Seed", "TTT"}
+    assert picked(asv_run.bench_regex("gpu", ["short"])) == {"Short"}
     assert all(re.search(asv_run.bench_regex("cpu"), n) for n in names if ".CPU." in n)
     with pytest.raises(ValueError, match="not in the gpu grid"):
         asv_run.bench_regex("gpu", ["cpu"])

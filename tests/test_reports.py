@@ -1119,6 +1119,42 @@ def test_host_bound_timings_need_a_larger_step():
     assert status["bench_backward.S10.track_tflops"] == regress.REGRESSION
 
 
+def test_preset_order_lists_every_bench_suite_class():
+    from bench_suite import common  # standard library only at import time
+    from reports import text
+
+    assert sorted(text.PRESET_ORDER) == sorted(p.class_name for p in common.PRESETS.values())
+    assert text.PRESET_ORDER.index("Short") == text.PRESET_ORDER.index("Grid") + 1
+
+
+def test_a_preset_without_math_still_reports_against_flash():
+    """Short measures only sdpa, flash and fused (fused alone in grad-grad): no math row."""
+    from reports import text
+
+    config = "B=4 H=16 T=2048 D=64 bfloat16 causal"
+    modes = {"forward": ("sdpa", "flash", "fused"), "backward": ("sdpa", "flash", "fused")}
+    modes["gradgrad"] = ("fused",)
+    ms = {"sdpa": 0.3, "flash": 0.5, "fused": 0.4}
+    rows = [
+        {"family": family, "preset": "Short", "config": config, "bwd_mode": mode,
+         "metric": metric, "value": ms[mode] if metric == "ms" else 1.0,
+         "B": 4, "H": 16, "T": "2048", "D": 64, "dtype": "bfloat16", "mask": "causal"}
+        for family, family_modes in modes.items()
+        for mode in family_modes
+        for metric in ("ms", "tflops", "peak_mib", "parity")
+    ]  # fmt: skip
+    table = text.config_table(pd.DataFrame(rows), peak=None)
+    assert len(table) == 7 and table["speedup"].isna().all()  # no math: no speedup, no crash
+    assert set(table["win_loss"]) == {"--"}
+    fused = table[(table["family"] == "backward") & (table["bwd_mode"] == "fused")]
+    assert fused["vs_flash"].tolist() == [pytest.approx(1.25)]
+    block = text.fused_vs_sdpa_block(table)
+    assert [line.split()[:2] for line in block[2:-1]] == [
+        ["forward", "Short"],
+        ["backward", "Short"],
+    ]
+
+
 def test_fused_vs_sdpa_block_gives_yardstick_over_fused_ratios():
     from reports import text
 

@@ -171,7 +171,8 @@ def test_fake_suite_names_follow_the_contract(fake):
     assert len(fake["names"]) == len(FAMILIES) * len(PRESETS) * 2
 
 
-ALL_UNITS = [f"{f}.{p}" for f in FAMILIES for p in ("Seed", "TTT", "Long", "Grid", "CPU")]
+GPU_CLASSES = ("Seed", "TTT", "Long", "Grid", "Short")
+ALL_UNITS = [f"{f}.{p}" for f in FAMILIES for p in (*GPU_CLASSES, "CPU")]
 # Random subsets (seeded) plus the edges: one unit, all units, more shards than units.
 UNIT_CASES = [(ALL_UNITS[:1], 1), (ALL_UNITS, 1), (ALL_UNITS, 8), (ALL_UNITS[:3], 20)] + [
     (rng.sample(ALL_UNITS, rng.randint(1, len(ALL_UNITS))), rng.randint(1, 20))
@@ -196,13 +197,21 @@ def test_shards_cover_every_unit_exactly_once(units, n_shards):
 
 
 def test_plan_puts_the_heaviest_unit_alone_and_is_deterministic():
-    units = [f"{f}.{p}" for f in FAMILIES for p in ("Seed", "TTT", "Long", "Grid")]
+    units = [f"{f}.{p}" for f in FAMILIES for p in GPU_CLASSES]
     plan = shards.plan_shards(units, 8)
     assert plan[0].units == ("bench_gradgrad.Long",)
     assert plan == shards.plan_shards(list(reversed(units)), 8)
     assert max(s.cost for s in plan) == shards.estimated_unit_cost("bench_gradgrad.Long")
     with pytest.raises(ValueError, match="n_shards"):
         shards.plan_shards(units, 0)
+
+
+def test_every_preset_class_has_a_cost_estimate():
+    from bench_suite import common  # standard library only at import time
+
+    classes = {p.class_name for p in common.PRESETS.values()}
+    assert set(shards.COST_BY_PRESET) == classes
+    assert {common.PRESETS[p].class_name for p in common.GRIDS["gpu"]} == set(GPU_CLASSES)
 
 
 def test_measured_durations_replace_the_estimate(tmp_path):
