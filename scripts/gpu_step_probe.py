@@ -18,6 +18,10 @@ At the seed shape also:
   with cached launches made directly (``compiled.run``) and through Triton's runner.
 - the host ms of four ``torch.empty`` of the seed's tensors.
 
+``--breakdown``: only the seed shape's step with the backward's launches replaced by
+no-ops (host time only: what one launch costs on autograd's device thread), the
+forward alone, flash and the floor, each with autograd multithreading on and off.
+
 Run it twice to A/B two commits: once here, once with PYTHONPATH at a worktree of the
 other commit and another ``--tag``. Rows go to --out/step_probe_<tag>.jsonl.
 """
@@ -120,10 +124,56 @@ def seed_extras(q, k, v, do, fns, emit):
     emit(shape=name, what="4 x torch.empty", host_ms=host_ms(allocs))
 
 
+def breakdown(emit):
+    """Seed shape: what the fused step's host time is made of, with autograd threaded or not.
+
+    The backward's launches are replaced by no-ops (results are wrong there: host time
+    only): all launches, the dK/dV launch alone, none. Flash and the floor beside them.
+    """
+    fb = importlib.import_module("kernels.fused_backward")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, do = (
+        torch.randn(2, 4, 2048, 128, device="cuda", dtype=torch.float16, generator=gen)
+        for _ in range(4)
+    )
+    for x in (q, k, v):
+        x.requires_grad_()
+    fns = steps(q, k, v, do, False)
+    real = {"dq": fb._launch_dq, "dkdv": fb._launch_dkdv_kernel}
+
+    def noop(*args, **kwargs):
+        return None
+
+    def forward_only():
+        return kernels.attention(q, k, v, bwd_mode="fused")
+
+    variants = [
+        ("fused", fns["fused"], ()),
+        ("fused, no dK/dV launch", fns["fused"], ("dkdv",)),
+        ("fused, no bwd launch", fns["fused"], ("dkdv", "dq")),
+        ("fused forward only", forward_only, ()),
+        ("flash", fns["flash"], ()),
+        ("floor", fns["floor"], ()),
+    ]
+    for threaded in (True, False):
+        with torch.autograd.set_multithreading_enabled(threaded):
+            for what, fn, skipped in variants:
+                fn()  # compile / autotune with the real launchers
+                fb._launch_dq = noop if "dq" in skipped else real["dq"]
+                fb._launch_dkdv_kernel = noop if "dkdv" in skipped else real["dkdv"]
+                try:
+                    host = min(host_ms(fn) for _ in range(3))
+                finally:
+                    fb._launch_dq, fb._launch_dkdv_kernel = real["dq"], real["dkdv"]
+                label = what + ("" if threaded else ", single-thread")
+                emit(shape="seed", what=label, host_ms=host)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tag", default="head")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
+    ap.add_argument("--breakdown", action="store_true", help="only the seed host breakdown")
     args = ap.parse_args()
     rows = []
 
@@ -137,7 +187,7 @@ def main():
     src = inspect.getsource(CompiledKernel.__getitem__)
     print("CompiledKernel.__getitem__ of this Triton:\n" + src, flush=True)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    for name, b, h, t, d, dtype, causal in SHAPES:
+    for name, b, h, t, d, dtype, causal in [] if args.breakdown else SHAPES:
         q, k, v, do = (
             torch.randn(b, h, t, d, device="cuda", dtype=dtype, generator=gen) for _ in range(4)
         )
@@ -151,6 +201,8 @@ def main():
         if name == "seed":
             seed_extras(q, k, v, do, fns, emit)
 
+    if args.breakdown:
+        breakdown(emit)
     path = os.path.join(args.out, f"step_probe_{args.tag}.jsonl")
     with open(path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
