@@ -1,6 +1,7 @@
 """A self-contained static HTML report: no script, no CDN, no network at view time.
 
-One page, ``<out>/html/index.html``: summary of each machine's newest results, regressions
+One page, ``<out>/html/index.html``: summary of each machine's latest results (per preset,
+the newest commit that measured it: text.latest_rows_per_class), regressions
 (vs the previous commit, and the newest commit vs a baseline) linking to the commit, the
 plots (referenced relatively, ../plots/<machine>/*.png, or embedded as data URIs), one
 section per benchmark, the list of commits and the thresholds used. Inline CSS only.
@@ -94,10 +95,14 @@ class CommitLinks:
         return f'<a href="{_e(href)}"><code>{short}</code></a>'
 
 
-def _summary_table(table: pd.DataFrame, peak: float | None) -> str:
+def _summary_table(table: pd.DataFrame, peak: float | None, link: CommitLinks | None = None) -> str:
+    """One row per (family, preset, config, mode). With ``link``, a commit column names the
+    commit each row was measured at (the latest view spans several commits)."""
+    commit_col = link is not None and "commit" in table
     head = (
         "<tr><th class=l>family</th><th class=l>preset</th><th class=l>config</th>"
-        "<th class=l>mode</th><th>ms</th><th>speedup vs math</th><th>win/loss</th>"
+        + ("<th class=l>commit</th>" if commit_col else "")
+        + "<th class=l>mode</th><th>ms</th><th>speedup vs math</th><th>win/loss</th>"
         "<th>peak MiB</th><th>MiB vs math</th><th>TFLOP/s</th>"
         f"<th>% of {_num(peak, '.0f')} peak</th><th>parity</th></tr>"
     )
@@ -107,7 +112,9 @@ def _summary_table(table: pd.DataFrame, peak: float | None) -> str:
         cls = "math" if r.bwd_mode == text.BASELINE_MODE else ""
         rows.append(
             f"<tr class='{cls}'><td class=l>{_e(r.family)}</td><td class=l>{_e(r.preset)}</td>"
-            f"<td class=l>{_e(r.config)}</td><td class=l>{_e(r.bwd_mode)}</td>"
+            f"<td class=l>{_e(r.config)}</td>"
+            + (f"<td class=l>{link(r.commit)}</td>" if commit_col else "")
+            + f"<td class=l>{_e(r.bwd_mode)}</td>"
             f"<td>{_num(r.ms)}</td><td>{_num(r.speedup, '.2f')}x</td>"
             f"<td class='{wl if wl in ('win', 'loss') else ''}'>{_e(wl)}</td>"
             f"<td>{_num(r.peak_mib, '.0f')}</td><td>{_num(r.mem_ratio, '.2f')}x</td>"
@@ -277,8 +284,12 @@ def write_html(
         "<h2 id='summary'>Summary: newest results</h2>",
     ]
     for machine in machines:
-        latest = text.newest_commit_rows(df, machine)
-        first = latest.iloc[0]
+        # The same latest view as <machine>_latest.txt: per benchmark class, the newest
+        # commit that measured it (text.latest_rows_per_class).
+        latest = text.latest_rows_per_class(df, machine)
+        newest = latest["commit_order"].max()
+        first = latest[latest["commit_order"] == newest].iloc[0]
+        fills = text.older_commit_fill_ins(latest)
         peak = metrics.peak_tflops(machine)
         date = first["commit_date"]
         parts.append(
@@ -286,11 +297,22 @@ def write_html(
             f"<span class=muted>{_e(date.strftime('%Y-%m-%d %H:%M UTC') if pd.notna(date) else '')}"
             f" {_e(first['subject'])}</span></h3>"
         )
+        if fills:
+            parts.append(
+                "<p class='fill-ins'>Older commits fill in presets not measured at the newest: "
+                + "; ".join(
+                    f"{_e(', '.join(f['labels']))} from {link(f['commit'])} "
+                    f"({_e(text.fmt_date(f['commit_date']))}, {f['n_ok']} of {f['n_rows']} "
+                    "measurements present)"
+                    for f in fills
+                )
+                + ". The commit column says which commit each row was measured at.</p>"
+            )
         table = text.config_table(latest, peak) if "bwd_mode" in latest else pd.DataFrame()
         if table.empty:
             parts.append("<p class=muted>No bwd_mode-parameterised results.</p>")
         else:
-            parts.append(_summary_table(table, peak))
+            parts.append(_summary_table(table, peak, link if fills else None))
         if peak:
             parts.append(
                 f"<p class=muted>% of peak: TFLOP/s / {peak:.0f}, the measured bf16 dense "

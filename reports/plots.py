@@ -6,9 +6,12 @@ Per machine, five figures, whatever the size of the data (the cap keeps `make re
 - ``trend_<family>``: per-commit time (top row) and peak memory (bottom row), one panel per
   config (the seed and TTT shapes first, at most MAX_TREND_CONFIGS), one line per bwd_mode,
   the median with the noise band (asv CI / q25-q75) where the results carry one.
-- ``speed_memory``: newest commit, ms vs peak MiB per mode, one panel per (family, config),
+- ``speed_memory``: latest results, ms vs peak MiB per mode, one panel per (family, config),
   at most MAX_SPEED_MEMORY_PANELS.
-- ``scaling_T``: newest commit, ms vs Tk per mode for the shape family with the most T values.
+- ``scaling_T``: latest results, ms vs Tk per mode for the shape family with the most T values.
+
+"Latest" is text.latest_rows_per_class: per benchmark class, the newest commit that measured
+it; a panel from a commit older than the newest names that commit in its title.
 """
 
 from __future__ import annotations
@@ -179,17 +182,39 @@ def trend_figure(mdf: pd.DataFrame, family: str, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, f"trend_{family}")
 
 
+def _newest_short(latest: pd.DataFrame) -> str:
+    return latest.loc[latest["commit_order"].idxmax(), "commit_short"]
+
+
+def _older_note(rows: pd.DataFrame, latest: pd.DataFrame) -> str:
+    """' @ abc12345' when ``rows`` were measured at a commit older than the view's newest."""
+    older = rows[rows["commit_order"] < latest["commit_order"].max()]
+    return f" @ {', '.join(sorted(set(older['commit_short'])))}" if not older.empty else ""
+
+
+def _suptitle_commit(latest: pd.DataFrame) -> str:
+    older = latest["commit_order"] < latest["commit_order"].max()
+    return _newest_short(latest) + (" (+ older commits where named)" if older.any() else "")
+
+
 def speed_memory_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
     have = latest[latest["metric"].isin(["ms", "peak_mib"]) & latest["value"].notna()]
     if have.empty or "bwd_mode" not in have:
         return []
     families = sorted(have["family"].unique(), key=text.family_sort_key)
-    present = set(zip(have["family"], have["config"]))
+    # One preset per (family, config) panel (the first in preset order), so that a panel
+    # never mixes two classes, which may come from different commits.
+    preset_of: dict[tuple[str, str], str] = {}
+    for family, config, preset in sorted(
+        set(zip(have["family"], have["config"], have["preset"])),
+        key=lambda k: text.preset_sort_key(k[2]),
+    ):
+        preset_of.setdefault((family, config), preset)
     panels = [
         (family, config)
         for config in pick_configs(have, MAX_SPEED_MEMORY_PANELS)
         for family in families
-        if (family, config) in present
+        if (family, config) in preset_of
     ][:MAX_SPEED_MEMORY_PANELS]
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
@@ -197,7 +222,11 @@ def speed_memory_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     for ax, (family, config) in zip(axes.flat, panels):
-        sel = have[(have["family"] == family) & (have["config"] == config)]
+        sel = have[
+            (have["family"] == family)
+            & (have["config"] == config)
+            & (have["preset"] == preset_of[(family, config)])
+        ]
         wide = sel.pivot_table(index="bwd_mode", columns="metric", values="value", aggfunc="first")
         for mode in sorted(wide.index, key=text.mode_sort_key):
             if {"ms", "peak_mib"} <= set(wide.columns):
@@ -211,10 +240,10 @@ def speed_memory_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_xlabel("peak memory (MiB)")
         ax.set_ylabel("time (ms)")
         ax.grid(True, which="major", alpha=0.3)
-        ax.set_title(_wrap(f"{family}: {config}"), fontsize=8)
+        ax.set_title(_wrap(f"{family}: {config}{_older_note(sel, latest)}"), fontsize=8)
     first = latest.iloc[0]
     fig.suptitle(
-        f"{first['machine']} @ {first['commit_short']}: speed vs memory (lower-left is better)",
+        f"{first['machine']} @ {_suptitle_commit(latest)}: speed vs memory (lower-left is better)",
         x=0.01,
         ha="left",
         fontsize=10,
@@ -256,11 +285,11 @@ def scaling_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_xlabel("T (keys)")
         ax.set_ylabel("time (ms)")
         ax.grid(True, which="major", alpha=0.3)
-        ax.set_title(family, fontsize=9)
+        ax.set_title(f"{family}{_older_note(fsel, latest)}", fontsize=9)
     axes[0][0].legend(fontsize=7)
     first = latest.iloc[0]
     fig.suptitle(
-        f"{first['machine']} @ {first['commit_short']}: scaling in T ({best})",
+        f"{first['machine']} @ {_suptitle_commit(latest)}: scaling in T ({best})",
         x=0.01,
         ha="left",
         fontsize=9,
@@ -280,7 +309,7 @@ def _render(task: tuple) -> list[Path]:
     mdf = df[df["machine"] == machine]
     if kind == "trend":
         return trend_figure(mdf, arg, out_dir)
-    latest = text.newest_commit_rows(df, machine)
+    latest = text.latest_rows_per_class(df, machine)
     if kind == "speed_memory":
         return speed_memory_figure(latest, out_dir)
     return scaling_figure(latest, out_dir)

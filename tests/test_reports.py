@@ -610,6 +610,10 @@ def test_committed_h100_results_load_and_report():
         report = text.latest_text(df, machine, regress.history(df))
         assert "HEADLINE" in report and "PER CONFIG" in report
         assert "% peak = TFLOP/s / 790" in report
+        # Every preset ever measured on the machine is in its latest view, whichever
+        # commit last measured it (a partial newest run hides nothing).
+        for preset in set(df.loc[df["machine"] == machine, "preset"]):
+            assert f" | {preset} | " in report, preset
 
 
 def test_committed_aa_results_flag_nothing():
@@ -1177,3 +1181,184 @@ def test_fused_vs_sdpa_block_gives_yardstick_over_fused_ratios():
     assert ttt[-5:] == ["n/a", "n/a", "0.5000", "0.50", "n/a"]  # fused 2x slower
     assert not any("gradgrad" in line for line in block)
     assert text.fused_vs_sdpa_block(table[table["bwd_mode"] != "fused"]) == []
+
+
+# --------------------------------------------------------------------------------------------
+# The latest view: per asv class, the newest commit that measured it (partial runs).
+
+
+def _edit_results(path: Path, edit) -> None:
+    """Rewrite one synthetic asv result file: ``edit(results)`` changes the name -> row dict."""
+    data = json.loads(path.read_text())
+    edit(data["results"])
+    path.write_text(json.dumps(data))
+
+
+def _partial_history(results: Path, newest_edit=None):
+    """Three commits: 0 and 1 measure every preset (commit 1 ms x1.5, commit 0 x1.0), commit 2
+    only Seed (ms x2) unless ``newest_edit`` changes its result file."""
+    suite = synthetic_suite()
+    write_benchmarks_json(results, suite)
+    paths = []
+    for i, scale in enumerate([1.0, 1.5, 2.0]):
+        paths.append(
+            write_result_file(
+                results,
+                "h100-sxm-80gb",
+                fake_commit(i),
+                1_700_000_000_000 + i * 3_600_000,
+                suite,
+                scale_for=lambda f, m, c, s=scale: s,
+            )
+        )
+    _edit_results(
+        paths[2],
+        newest_edit or (lambda r: [r.pop(k) for k in list(r) if ".Seed." not in k]),
+    )
+    return load_results(results, repo=None).df
+
+
+def test_partial_newest_commit_keeps_older_presets_labelled(tmp_path):
+    from reports import html, text
+
+    df = _partial_history(tmp_path / "results")
+    machine = "h100-sxm-80gb"
+    view = text.latest_rows_per_class(df, machine)
+    # Seed from the newest commit, TTT and Grid from commit 1 (the newest that measured them),
+    # never from commit 0.
+    by_preset = view.groupby("preset")["commit"].agg(set).to_dict()
+    assert by_preset == {
+        "Seed": {fake_commit(2)},
+        "TTT": {fake_commit(1)},
+        "Grid": {fake_commit(1)},
+    }
+    assert len(view) == len(df[df["commit"] == fake_commit(2)]) + len(
+        df[(df["commit"] == fake_commit(1)) & (df["preset"] != "Seed")]
+    )
+
+    report = text.latest_text(df, machine, regress.history(df))
+    c1, c2 = fake_commit(1)[:8], fake_commit(2)[:8]
+    header = report.split("HEADLINE")[0]
+    assert f"commit {c2}" in header.splitlines()[0]
+    assert (
+        "older commits fill in presets not measured at the newest: "
+        f"TTT, Grid from {c1} (2023-11-14 23:13 UTC, "
+    ) in header
+    # Headline: the TTT configs name their commit, the seed config (newest) does not.
+    seed_line = next(ln for ln in report.splitlines() if ln.startswith("seed: "))
+    assert "[commit" not in seed_line
+    ttt_lines = [ln for ln in report.splitlines() if ln.startswith("ttt: ")]
+    assert len(ttt_lines) == 3
+    assert all(ln.endswith(f"[commit {c1}, 2023-11-14 23:13 UTC]") for ln in ttt_lines)
+    # FUSED vs SDPA rows: older ones end with their commit.
+    fused = report.split("FUSED vs SDPA")[1].split("\n\n")[0].splitlines()[2:]
+    assert fused and all(ln.endswith(f"[commit {c1}]") == (" Seed " not in ln) for ln in fused), (
+        fused
+    )
+    # PER CONFIG block headers: every TTT and Grid block names commit 1, Seed blocks nothing.
+    blocks = [ln for ln in report.splitlines() if ln.startswith("== ")]
+    assert len(blocks) == 3 * (1 + 3 + 3)
+    for ln in blocks:
+        assert ("[commit" in ln) == ("| Seed |" not in ln), ln
+        if "| Seed |" not in ln:
+            assert ln.endswith(f"[commit {c1}, 2023-11-14 23:13 UTC]"), ln
+    # The numbers are commit 1's: backward TTT D=64 math at 1.5x the model time.
+    table = text.config_table(view, None)
+    ttt = table[(table["preset"] == "TTT") & (table["family"] == "backward")]
+    combo = (1, 12, "1024/9216", 64, "bfloat16", "window8192", "math")
+    assert ttt[ttt["bwd_mode"] == "math"]["ms"].iloc[0] == pytest.approx(
+        _model_value("ms", "backward", combo, 1.5)
+    )
+    # CHANGES stays newest commit vs the previous one with results: only Seed can change.
+    if "CHANGES" in report:
+        changes = report.split("CHANGES")[1].split("PER CONFIG")[0]
+        assert ".TTT." not in changes and ".Grid." not in changes
+
+    # The HTML summary applies the same rule and names each row's commit.
+    page = html.write_html(
+        df, regress.history(df), None, None, [machine], {}, tmp_path / "html"
+    ).read_text()
+    summary = page.split("<h2 id='summary'>")[1].split("<h2 id='regressions'>")[0]
+    assert "Older commits fill in presets not measured at the newest: TTT, Grid from" in summary
+    assert "<th class=l>commit</th>" in summary
+    assert summary.count("<td class=l>Grid</td>") == 3 * 3 * len(MODE_TFLOPS)
+    assert f"#commit-{c1}" in summary and f"#commit-{c2}" in summary
+
+
+def test_a_class_at_the_newest_commit_is_taken_from_it_only(tmp_path):
+    """The newest commit measured forward.TTT (every value failed) and backward.TTT (math
+    failed) but not gradgrad.TTT nor Grid: the two TTT classes come from the newest commit
+    only, failures included, and no ratio combines them with commit 1's math."""
+
+    def edit(r):
+        for k in list(r):
+            if ".Grid." in k or k.startswith("bench_gradgrad.TTT."):
+                r.pop(k)
+            elif k.startswith("bench_forward.TTT."):
+                r[k][0] = None  # asv: the whole benchmark failed (setup_cache raised)
+            elif k.startswith("bench_backward.TTT."):
+                # Row-major over the params, bwd_mode (the last axis) innermost.
+                combos = itertools.product(*r[k][1])
+                r[k][0] = [None if c[-1] == "'math'" else v for c, v in zip(combos, r[k][0])]
+
+    from reports import text
+
+    df = _partial_history(tmp_path / "results", edit)
+    machine = "h100-sxm-80gb"
+    view = text.latest_rows_per_class(df, machine)
+    per_class = view.groupby(text.benchmark_class(view["benchmark"]))["commit"].agg(set)
+    assert (per_class.map(len) == 1).all()  # never two commits within a class
+    commit_of = per_class.map(lambda s: next(iter(s))[:8]).to_dict()
+    c1, c2 = fake_commit(1)[:8], fake_commit(2)[:8]
+    for family in ("forward", "backward", "gradgrad"):
+        assert commit_of[f"bench_{family}.Seed"] == c2
+        assert commit_of[f"bench_{family}.Grid"] == c1
+    assert commit_of["bench_forward.TTT"] == c2  # failed at the newest: shown, not hidden
+    assert commit_of["bench_backward.TTT"] == c2
+    assert commit_of["bench_gradgrad.TTT"] == c1
+    fwd_ttt = view[view["benchmark"].str.startswith("bench_forward.TTT.")]
+    assert len(fwd_ttt) > 0 and fwd_ttt["value"].isna().all()
+
+    table = text.config_table(view, None)
+    bwd = table[(table["family"] == "backward") & (table["preset"] == "TTT")]
+    assert bwd["commit"].str[:8].unique().tolist() == [c2]
+    assert bwd[bwd["bwd_mode"] == "math"]["ms"].isna().all()
+    # No math at the newest commit: no speedup, although commit 1 has a math row.
+    assert bwd["speedup"].isna().all() and bwd["mem_ratio"].isna().all()
+    assert bwd[bwd["bwd_mode"] == "fused"]["ms"].notna().all()
+
+    report = text.latest_text(df, machine)
+    assert (
+        f"older commits fill in presets not measured at the newest: gradgrad.TTT, Grid from {c1} ("
+    ) in report
+    blocks = [ln for ln in report.splitlines() if ln.startswith("== ")]
+    for ln in blocks:
+        older = "| Grid |" in ln or ln.startswith("== gradgrad | TTT |")
+        assert ("[commit" in ln) == older, ln
+    fwd_block = report.split("== forward | TTT |")[1].split("\n\n")[0]
+    assert re.search(r"fused\s+n/a", fwd_block)
+    # Headline TTT: families from two commits, so the gradgrad row carries the tag.
+    ttt = report.split("ttt: ")[1].split("\n\n")[0].splitlines()
+    assert "[commit" not in ttt[0]
+    tagged = [
+        ln.split()[0] for ln in ttt[2:] if ln.endswith(f"[commit {c1}, 2023-11-14 23:13 UTC]")
+    ]
+    assert tagged == ["gradgrad"]
+
+
+def test_all_presets_at_the_newest_commit_render_as_before(tmp_path):
+    from reports import html, text
+
+    results = tmp_path / "results"
+    write_history(results, 3)
+    df = load_results(results, repo=None).df
+    machine = "h100-sxm-80gb"
+    view = text.latest_rows_per_class(df, machine)
+    pd.testing.assert_frame_equal(view, text.newest_commit_rows(df, machine))
+    assert text.older_commit_fill_ins(view) == []
+    report = text.latest_text(df, machine)
+    assert "older commits" not in report and "[commit" not in report
+    assert "PER CONFIG (newest commit)\n" in report
+    page = html.write_html(df, regress.history(df), None, None, [machine], {}, tmp_path / "h")
+    summary = page.read_text().split("<h2 id='summary'>")[1].split("<h2 id='regressions'>")[0]
+    assert "Older commits" not in summary and "<th class=l>commit</th>" not in summary
