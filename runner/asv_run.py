@@ -24,6 +24,12 @@ Decisions (DESIGN.md traps 6, 9, 10):
 - Config: a temporary copy of the source tree's asv.conf.json with absolute paths
   (repo, benchmark_dir, results_dir, html_dir, env_dir), so results land in
   ``--results-dir`` whatever tree the suite came from.
+- Interruptions: asv writes a commit's result file only when its ``asv run`` ends (it
+  loads the file first and merges). A GPU grid takes 8-9 minutes, so the runner calls
+  ``asv run`` once per preset (:func:`preset_chunks`): Ctrl-C, a SIGTERM or a lost
+  machine costs the preset that was running, not the presets before it, and the runner
+  says which presets to run again. Each extra ``asv run`` costs its start-up and
+  benchmark discovery, a few seconds.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -166,6 +173,13 @@ def bench_regex(grid: str, presets: Sequence[str] | None = None) -> str:
     classes = "|".join(common.PRESETS[p].class_name for p in chosen)
     families = "|".join(common.PATHS)
     return rf"^bench_({families})\.({classes})\.track_"
+
+
+def preset_chunks(grid: str, presets: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """(preset, --bench regex) per preset of ``grid`` (or of ``presets``): one asv run each."""
+    bench_regex(grid, presets)  # the same checks of grid and presets, the same errors
+    chosen = list(common.GRIDS[grid]) if not presets else [p.strip().lower() for p in presets]
+    return [(p, bench_regex(grid, [p])) for p in chosen]
 
 
 def machine_info(name: str, python: str = sys.executable) -> dict:
@@ -324,11 +338,14 @@ def run_commit(
     env: dict | None = None,
     worktree: str | os.PathLike | None = None,
     extra_args: Sequence[str] = (),
+    presets: Sequence[str] | None = None,
 ) -> Path:
     """Run the suite for one commit into ``results_dir/<machine>/``; return the result JSON.
 
-    ``bench``: an asv --bench regex (default: :func:`bench_regex` of ``grid``, itself
-    :func:`default_grid` by default). ``worktree``: a checkout of ``commit`` to measure;
+    ``bench``: an asv --bench regex, run in one ``asv run``. Without it, one ``asv run``
+    per preset of ``grid`` (:func:`default_grid` by default), or of ``presets``
+    (:func:`preset_chunks`): an interruption loses only the preset that was running.
+    ``worktree``: a checkout of ``commit`` to measure;
     without one, HEAD is measured in this checkout and any other commit in a temporary
     worktree. ``env``: the environment for asv (default os.environ); the source tree goes
     first on the benchmarks' import path (ASV_PYTHONPATH: asv makes it their PYTHONPATH).
@@ -347,6 +364,7 @@ def run_commit(
                 env=env,
                 worktree=wt,
                 extra_args=extra_args,
+                presets=presets,
             )
     src = Path(worktree).resolve() if worktree is not None else REPO_ROOT
     if worktree is None and _dirty(src):
@@ -356,8 +374,12 @@ def run_commit(
             flush=True,
         )
     results_dir = Path(results_dir).resolve()
-    regex = bench or bench_regex(grid or default_grid())
+    chunks = [("--bench", bench)] if bench else preset_chunks(grid or default_grid(), presets)
     python = shutil.which(python) or python
+    started = time.time()
+    finished: list[str] = []
+    broken: list[tuple[str, int]] = []
+    some_failed = False
     with tempfile.TemporaryDirectory(prefix="asv-run-") as tmp_name:
         tmp = Path(tmp_name)
         conf = _write_run_conf(src, results_dir, tmp)
@@ -366,7 +388,7 @@ def run_commit(
             json.dumps({"version": 1, machine: machine_info(machine, python)}, indent=2)
         )
         progress = tmp / "progress.jsonl"
-        cmd = [
+        base_cmd = [
             python,
             "-c",
             _ASV_MAIN,
@@ -382,19 +404,32 @@ def run_commit(
             machine,
             "--launch-method",
             "forkserver",
-            "--bench",
-            regex,
-            *extra_args,
         ]
-        print(f"asv run {sha[:8]} on {machine}: --bench '{regex}', kernels from {src}", flush=True)
-        started = time.time()
         with _ProgressTail(progress) as tail:
-            proc = subprocess.run(cmd, cwd=src, env=_source_env(src, env, progress))
+            for i, (label, regex) in enumerate(chunks, 1):
+                part = f" [{i}/{len(chunks)} {label}]" if len(chunks) > 1 else ""
+                print(
+                    f"asv run {sha[:8]} on {machine}{part}: --bench '{regex}', kernels from {src}",
+                    flush=True,
+                )
+                cmd = [*base_cmd, "--bench", regex, *extra_args]
+                try:
+                    proc = subprocess.run(cmd, cwd=src, env=_source_env(src, env, progress))
+                except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via main()'s handler
+                    _report_interrupted(sha, machine, grid, results_dir, chunks, finished, label)
+                    raise
+                if proc.returncode in (0, 2):  # 2: results saved, some benchmarks failed
+                    finished.append(label)
+                    some_failed |= proc.returncode == 2
+                else:
+                    broken.append((label, proc.returncode))
         wall_s = time.time() - started
-    if proc.returncode not in (0, 2):  # 2: results saved, some benchmarks failed
-        raise RuntimeError(f"asv run failed (exit {proc.returncode}) for {sha[:8]}")
+    if broken:
+        saved = f"; {', '.join(finished)} saved" if finished else ""
+        what = ", ".join(f"{label} (exit {code})" for label, code in broken)
+        raise RuntimeError(f"asv run failed for {sha[:8]}: {what}{saved}")
     result = _result_file(results_dir / machine, sha, started)
-    if proc.returncode == 2:
+    if some_failed:
         print(
             f"note: some benchmarks of {sha[:8]} FAILED (a parity failure or an error); "
             f"they are recorded as failed in {result}",
@@ -402,6 +437,23 @@ def run_commit(
         )
     print_overhead(tail.events, wall_s)
     return result
+
+
+def _report_interrupted(sha, machine, grid, results_dir, chunks, finished, running) -> None:
+    """What an interrupted run kept, and the command that measures the rest."""
+    rest = [label for label, _ in chunks if label not in finished]
+    kept = ", ".join(finished) if finished else "nothing"
+    print(
+        f"\ninterrupted while measuring {running} of {sha[:8]}: kept {kept} "
+        f"(in {results_dir / machine}); lost the part that was running.",
+        flush=True,
+    )
+    if rest and all(label != "--bench" for label in rest):
+        print(
+            f"measure the rest with: python -m runner.asv_run --commit {sha[:8]} "
+            f"--grid {grid or default_grid()} --presets {','.join(rest)} --machine {machine}",
+            flush=True,
+        )
 
 
 def _result_file(folder: Path, sha: str, since: float) -> Path:
@@ -458,6 +510,7 @@ def run_history(
     python: str = sys.executable,
     env: dict | None = None,
     extra_args: Sequence[str] = (),
+    presets: Sequence[str] | None = None,
 ) -> list[Path]:
     """One result file per commit of ``range_spec``, each measured from its own worktree.
 
@@ -485,6 +538,7 @@ def run_history(
                     env=env,
                     worktree=wt,
                     extra_args=extra_args,
+                    presets=presets,
                 )
             )
     return paths
@@ -600,6 +654,10 @@ def print_table(result_json: str | os.PathLike) -> None:
 # --------------------------------------------------------------------------------------
 
 
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m runner.asv_run",
@@ -622,20 +680,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     grid = args.grid or default_grid()
     presets = [s for s in (args.presets or "").split(",") if s.strip()] or None
-    bench = args.bench or bench_regex(grid, presets)
+    if not args.bench:
+        bench_regex(grid, presets)  # bad presets fail here, before anything runs
     machine = args.machine or machine_name()
     kw = dict(
         machine=machine,
         results_dir=args.results_dir,
-        bench=bench,
+        bench=args.bench,
         grid=grid,
         python=args.python,
         extra_args=args.asv_args,
+        presets=presets,
     )
-    if args.range_spec:
-        paths = run_history(args.range_spec, **kw)
-    else:
-        paths = [run_commit(args.commit, **kw)]
+    # A SIGTERM (timeout, a job scheduler) ends the run like Ctrl-C: asv is stopped and
+    # the presets that finished stay saved (run_commit says which ones are missing).
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        if args.range_spec:
+            paths = run_history(args.range_spec, **kw)
+        else:
+            paths = [run_commit(args.commit, **kw)]
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     failed = 0
     for path in paths:
         print_table(path)

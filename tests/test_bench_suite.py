@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -278,6 +279,19 @@ def test_bench_regex_selects_classes_by_grid():
         asv_run.bench_regex("tpu")
 
 
+def test_preset_chunks_are_one_asv_run_per_preset():
+    chunks = asv_run.preset_chunks("gpu")
+    assert [label for label, _ in chunks] == list(common.GRIDS["gpu"])
+    for label, regex in chunks:
+        assert regex == asv_run.bench_regex("gpu", [label])
+    assert [label for label, _ in asv_run.preset_chunks("gpu", ["TTT", "seed"])] == [
+        "ttt",
+        "seed",
+    ]
+    with pytest.raises(ValueError, match="not in the gpu grid"):
+        asv_run.preset_chunks("gpu", ["cpu"])
+
+
 # --- asv itself ------------------------------------------------------------------------------
 
 
@@ -343,6 +357,48 @@ def test_asv_run_cpu_end_to_end(tmp_path, capfd):
     asv_run.print_table(result)
     table = capfd.readouterr().out
     assert "forward CPU B1 H2 T128 D64 float32 none" in table and "compiled" in table
+
+
+def test_an_interrupted_run_keeps_the_parts_that_finished(tmp_path, monkeypatch, capfd):
+    """Two asv runs merge into the commit's one result file; Ctrl-C in the third keeps both."""
+    parts = [
+        (f"cpu-{family}", rf"^bench_{family}\.CPU\.track_") for family in common.PATHS
+    ]  # forward, backward, gradgrad: three asv runs
+    monkeypatch.setattr(asv_run, "preset_chunks", lambda grid, presets=None: parts)
+    real_run = asv_run.subprocess.run
+    asv_runs = []
+
+    def run(cmd, *args, **kwargs):
+        if "--bench" in cmd:
+            asv_runs.append(cmd[cmd.index("--bench") + 1])
+            if len(asv_runs) == 3:
+                raise KeyboardInterrupt
+        return real_run(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(asv_run.subprocess, "run", run)
+    env = dict(os.environ, **QUICK_ENV)
+    with pytest.raises(KeyboardInterrupt):
+        asv_run.run_commit("HEAD", machine="pytest-cpu", results_dir=tmp_path, grid="cpu", env=env)
+    out = capfd.readouterr().out
+    assert asv_runs == [regex for _, regex in parts]
+    assert "[2/3 cpu-backward]" in out
+    assert "interrupted while measuring cpu-gradgrad" in out
+    assert "kept cpu-forward, cpu-backward" in out
+    assert "--presets cpu-gradgrad" in out  # the command that measures the rest
+    (result,) = (tmp_path / "pytest-cpu").glob("*-existing-*.json")
+    measured = {name.split(".")[0] for name in json.loads(result.read_text())["results"]}
+    assert measured == {"bench_forward", "bench_backward"}
+
+
+def test_sigterm_stops_main_like_ctrl_c(monkeypatch):
+    def interrupted(commit, **kw):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler turns it into KeyboardInterrupt
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(asv_run, "run_commit", interrupted)
+    before = signal.getsignal(signal.SIGTERM)
+    assert asv_run.main(["--grid", "cpu", "--machine", "pytest-cpu"]) == 130
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_history_measures_each_commit_from_its_own_worktree(tmp_path):
