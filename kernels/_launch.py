@@ -23,16 +23,12 @@ config. The signature fixes everything Triton specializes on, and more:
 
 So a grid must be a function of the tensors' shapes and of the meta dict, nothing else.
 
-A later launch with the same signature runs exactly the binary Triton would have
-picked, through the ``CompiledKernel``'s own launcher: ``compiled.run(grid, stream,
-function, packed metadata, launch metadata, hooks, *args)``, the call Triton's
-``compiled[grid](*args)`` runner makes, without the runner's per-call lookups of the
-driver, the current device and the launch hooks. While a launch hook is installed
-(a profiler such as proton), the cached launch goes through that runner instead, so
-the hooks see every launch. Under the interpreter, or when Triton does not hand back
-a ``CompiledKernel``, nothing is cached and every launch takes Triton's path.
-``KERNELS_LAUNCH_CACHE=0`` turns the cache off (A/B timing, or an escape hatch should
-a Triton release change the compiled-kernel call).
+A later launch with the same signature calls the ``CompiledKernel`` directly
+(``compiled[grid](*args)``, Triton's own entry for a compiled kernel), so it runs
+exactly the binary Triton would have picked. Under the interpreter, or when Triton
+does not hand back a ``CompiledKernel``, nothing is cached and every launch takes
+Triton's path. ``KERNELS_LAUNCH_CACHE=0`` turns the cache off (A/B timing, or an
+escape hatch should a Triton release change the compiled-kernel call).
 """
 
 from __future__ import annotations
@@ -48,23 +44,6 @@ try:  # the class Triton's JIT returns from a launch
     COMPILED_KERNEL_TYPES: tuple[type, ...] = (_CompiledKernel,)
 except ImportError:  # pragma: no cover - a Triton without it: always Triton's path
     COMPILED_KERNEL_TYPES = ()
-
-try:  # where Triton keeps the launch hooks (3.4+)
-    from triton import knobs as _triton_knobs
-except ImportError:  # pragma: no cover - an older Triton: cached launches use the runner
-    _triton_knobs = None
-
-
-def launch_hooks_installed() -> bool:
-    """True while Triton has a launch enter/exit hook (None, or an empty chain, is none)."""
-    if _triton_knobs is None:
-        return True
-    runtime = _triton_knobs.runtime
-    for hook in (runtime.launch_enter_hook, runtime.launch_exit_hook):
-        # Triton 3.6 keeps a callable or None; later releases a HookChain with ``calls``.
-        if hook is not None and getattr(hook, "calls", True):
-            return True
-    return False
 
 
 def launch_cache_enabled() -> bool:
@@ -109,12 +88,9 @@ class CachedLauncher:
         )
         entry = self._entries.get(key)
         if entry is not None:
-            direct, runner, constexpr_tail = entry
+            runner, constexpr_tail = entry
             try:
-                if direct is not None and not launch_hooks_installed():
-                    direct(device.index, *args, *constexpr_tail)
-                else:
-                    runner(*args, *constexpr_tail)
+                runner(*args, *constexpr_tail)
             except (TypeError, ValueError) as exc:
                 # The C launcher parses its argument tuple before launching: a Triton whose
                 # compiled kernels want other arguments fails here, having launched nothing.
@@ -144,49 +120,4 @@ class CachedLauncher:
         constexpr_tail = tuple(meta[name] for name in self.arg_names[len(args) :])
         grid = tuple(grid(meta)) if callable(grid) else tuple(grid)
         grid = grid + (1,) * (3 - len(grid))
-        runner = compiled[grid]  # also loads the module: compiled.function is set after it
-        return _direct_launch(compiled, grid), runner, constexpr_tail
-
-
-def _stream_getter():
-    """Triton's ``get_current_stream(device_index)`` (PyTorch's current stream there)."""
-    from triton.runtime.driver import driver
-
-    return driver.active.get_current_stream
-
-
-def _direct_launch(compiled, grid):
-    """``launch(device_index, *args)`` through ``compiled.run``; None if Triton lacks the parts.
-
-    The call is the one ``CompiledKernel.__getitem__``'s runner makes in Triton 3.6 and
-    later, with no launch metadata (the runner builds some only for a launch hook, and
-    cached launches with hooks installed take the runner). The stream is Triton's
-    ``get_current_stream``: PyTorch's current stream on that device.
-    """
-    run = getattr(compiled, "run", None)
-    function = getattr(compiled, "function", None)
-    packed = getattr(compiled, "packed_metadata", None)
-    if run is None or function is None or packed is None or _triton_knobs is None:
-        return None
-    try:
-        get_stream = _stream_getter()
-    except (AttributeError, ImportError, RuntimeError):  # no GPU driver: no direct launch
-        return None
-    runtime = _triton_knobs.runtime
-    grid_x, grid_y, grid_z = grid
-
-    def launch(device_index, *args):
-        run(
-            grid_x,
-            grid_y,
-            grid_z,
-            get_stream(device_index),
-            function,
-            packed,
-            None,
-            runtime.launch_enter_hook,
-            runtime.launch_exit_hook,
-            *args,
-        )
-
-    return launch
+        return compiled[grid], constexpr_tail

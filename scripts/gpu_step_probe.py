@@ -14,8 +14,7 @@ At the seed shape also:
 
 - ``floor``: a Python autograd.Function whose forward and backward only allocate their
   outputs: the host cost of any Python-level attention op, hand-offs included.
-- the fused backward launcher alone (``backward_of_validated``): GPU ms, and host ms
-  with cached launches made directly (``compiled.run``) and through Triton's runner.
+- the fused backward launcher alone (``backward_of_validated``): GPU ms and host ms.
 - the host ms of four ``torch.empty`` of the seed's tensors.
 
 ``--breakdown``: only the seed shape's step with the backward's launches replaced by
@@ -91,7 +90,7 @@ def steps(q, k, v, do, causal):
 
 
 def seed_extras(q, k, v, do, fns, emit):
-    """Single-threaded autograd, the backward launcher alone, direct vs runner, allocations."""
+    """Single-threaded autograd, the backward launcher alone, allocations."""
     name, d = "seed", q.shape[-1]
     with torch.autograd.set_multithreading_enabled(False):
         fn = fns["fused"]
@@ -109,14 +108,6 @@ def seed_extras(q, k, v, do, fns, emit):
         )
 
     emit(shape=name, what="bwd launcher", gpu_ms=median_ms(bwd, "cuda"), host_ms=host_ms(bwd))
-    launch = importlib.import_module("kernels._launch")
-    if hasattr(launch, "launch_hooks_installed"):  # commits with the direct launch
-        original = launch.launch_hooks_installed
-        launch.launch_hooks_installed = lambda: True
-        try:
-            emit(shape=name, what="bwd launcher via runner", host_ms=host_ms(bwd))
-        finally:
-            launch.launch_hooks_installed = original
 
     def allocs():
         return [torch.empty(q.shape, device=q.device, dtype=q.dtype) for _ in range(4)]

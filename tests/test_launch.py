@@ -121,88 +121,11 @@ def test_a_refused_cached_launch_falls_back_for_good(fake):
     def refusing(*args):
         raise TypeError("function takes exactly 12 arguments (15 given)")
 
-    launch._entries[key] = (None, refusing, launch._entries[key][2])
+    launch._entries[key] = (refusing, launch._entries[key][1])
     with pytest.warns(RuntimeWarning, match="Triton's launch path"):
         launch(grid, x, y, 256, 0.5, HEAD_DIM=64)
     launch(grid, x, y, 256, 0.5, HEAD_DIM=64)
     assert [e[0] for e in kernel.log] == ["triton", "triton", "triton"]
-
-
-class FakeCompiledWithRun(FakeCompiled):
-    """A CompiledKernel with the parts the direct launch uses (Triton 3.6+)."""
-
-    function = 0xF00
-    packed_metadata = ("packed",)
-
-    def run(self, *call):
-        self.log.append(("direct", call))
-
-
-@pytest.fixture
-def fake_direct(monkeypatch):
-    monkeypatch.setattr(_launch, "COMPILED_KERNEL_TYPES", (FakeCompiledWithRun,))
-    monkeypatch.setattr(_launch, "_stream_getter", lambda: lambda index: 7000 + (index or 0))
-    monkeypatch.setattr(_launch, "launch_hooks_installed", lambda: False)
-    monkeypatch.delenv("KERNELS_LAUNCH_CACHE", raising=False)
-
-    class Autotuned(FakeAutotuned):
-        def __getitem__(self, grid):
-            def launch(*args, **kw):
-                self.log.append(("triton", grid, args, kw))
-                return FakeCompiledWithRun(self.log)
-
-            return launch
-
-    kernel = Autotuned()
-    return kernel, CachedLauncher(kernel, n_tensors=2)
-
-
-def test_cached_launch_calls_the_compiled_launcher_as_tritons_runner_does(fake_direct):
-    kernel, launch = fake_direct
-    x, y = torch.zeros(8), torch.zeros(8)
-    launch(grid, x, y, 256, 0.5, HEAD_DIM=64)
-    launch(grid, x, y, 256, 0.5, HEAD_DIM=64)
-    assert [e[0] for e in kernel.log] == ["triton", "direct"]
-    call = kernel.log[1][1]
-    # grid, stream of the tensors' device (CPU tensors: index None), function, packed
-    # metadata, no launch metadata, the two hooks, then every parameter in order.
-    assert call[:7] == (4, 3, 1, 7000 + (x.device.index or 0), 0xF00, ("packed",), None)
-    assert call[9:] == (x, y, 256, 0.5, 64, 64, 32)
-
-
-def test_an_installed_launch_hook_sends_cached_launches_through_the_runner(
-    fake_direct, monkeypatch
-):
-    kernel, launch = fake_direct
-    monkeypatch.setattr(_launch, "launch_hooks_installed", lambda: True)
-    x, y = torch.zeros(8), torch.zeros(8)
-    launch(grid, x, y, 256, 0.5, HEAD_DIM=64)
-    launch(grid, x, y, 256, 0.5, HEAD_DIM=64)
-    assert [e[0] for e in kernel.log] == ["triton", "cached"]
-
-
-def test_launch_hooks_installed_reads_tritons_knobs():
-    knobs = pytest.importorskip("triton.knobs")
-    runtime = knobs.runtime
-    assert not _launch.launch_hooks_installed()
-
-    def hook(metadata):
-        pass
-
-    chain = runtime.launch_enter_hook
-    if hasattr(chain, "add"):  # Triton >= 3.7: a HookChain
-        chain.add(hook)
-        try:
-            assert _launch.launch_hooks_installed()
-        finally:
-            chain.remove(hook)
-    else:  # Triton 3.6: a plain attribute
-        runtime.launch_enter_hook = hook
-        try:
-            assert _launch.launch_hooks_installed()
-        finally:
-            runtime.launch_enter_hook = None
-    assert not _launch.launch_hooks_installed()
 
 
 def test_nothing_is_cached_when_triton_returns_no_compiled_kernel(monkeypatch):
