@@ -27,9 +27,15 @@ LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 
 
+# Read once, at import: Triton decides interpreter or compiler when each @triton.jit
+# function is created (DESIGN.md trap 2), so a later change of the variable would not
+# reach the kernels anyway; and the launchers ask on every launch (~3 us an env read).
+_INTERPRETER_ACTIVE = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
 def interpreter_active() -> bool:
     """True when Triton runs kernels in its CPU interpreter (tests on CPU machines)."""
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return _INTERPRETER_ACTIVE
 
 
 # Host-side helpers are plain Python: triton.next_power_of_2 / triton.cdiv are constexpr

@@ -5,12 +5,15 @@ Usage: python3 scripts/gpu_host_profile.py [--out DIR]
 A step at the seed shape is bound by host time (scripts/gpu_step_probe.py), so this
 measures the host side only:
 
+0. The step's host time with each launch mode of kernels/_launch.py (direct, Triton's
+   compiled runner, no cache), autograd's device thread on and off.
 1. cProfile of 500 steps (forward + autograd.grad) with autograd's device thread off,
    so the backward runs on the profiled thread. Top functions by own time go to
    ``--out/host_profile.txt``.
 2. perf_counter micro-timings (microseconds per call, best of 5 x 2000 calls) of the
-   pieces of one cached launch: the whole ``CachedLauncher`` call, its key alone, the
-   compiled-kernel runner alone, Triton's current-stream lookup, one ``torch.empty``.
+   pieces of one cached launch: the whole ``CachedLauncher`` call (runner and direct),
+   its key alone, the compiled-kernel runner alone, Triton's current-stream lookup; and
+   the backward's allocations, four separate or dQ/dK/dV in one.
 3. What Triton 3.x's generated C launcher does per pointer argument (the lines of the
    nvidia driver that mention ``cuPointerGetAttribute``), for the record.
 """
@@ -27,6 +30,7 @@ import time
 import torch
 
 import kernels
+import kernels.forward
 from kernels import fused_backward as fb
 from kernels._triton_common import block_d, ceil_div, length_bucket
 from kernels.forward import attention_forward
@@ -60,18 +64,23 @@ def main():
         return torch.autograd.grad(out, (q, k, v), do)
 
     rows = {}
+    for mode in ("1", "runner", "0"):  # kernels/_launch.py: direct, Triton's runner, no cache
+        os.environ["KERNELS_LAUNCH_CACHE"] = mode
+        for threaded in (False, True):
+            with torch.autograd.set_multithreading_enabled(threaded):
+                for _ in range(20):
+                    step()
+                torch.cuda.synchronize()
+                label = f"step, cache={mode}, " + ("threaded" if threaded else "single-thread")
+                rows[label] = us_per_call(step, n=300, reps=3)
+    os.environ["KERNELS_LAUNCH_CACHE"] = "1"
     with torch.autograd.set_multithreading_enabled(False):
-        for _ in range(20):
-            step()
-        torch.cuda.synchronize()
-        rows["step single-thread"] = us_per_call(step, n=300, reps=3)
         prof = cProfile.Profile()
         prof.enable()
         for _ in range(500):
             step()
         prof.disable()
         torch.cuda.synchronize()
-    rows["step threaded"] = us_per_call(step, n=300, reps=3)
     text = io.StringIO()
     pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(35)
     pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(35)
@@ -99,8 +108,11 @@ def main():
     def launch():
         launcher(grid, *tensors, *scalars, **constexprs)
 
-    launch()
-    rows["dq launch, cached"] = us_per_call(launch)
+    for mode in ("runner", "1"):
+        os.environ["KERNELS_LAUNCH_CACHE"] = mode
+        launch()
+        rows[f"dq launch, cache={mode}"] = us_per_call(launch)
+    rows["dq direct launches"] = launcher.direct_launches
 
     def key():
         return (
@@ -123,12 +135,29 @@ def main():
     rows["torch.empty (seed q)"] = us_per_call(
         lambda: torch.empty(q.shape, device=q.device, dtype=q.dtype)
     )
+    rows["4 x torch.empty (dq, dk, dv, delta)"] = us_per_call(
+        lambda: (
+            [torch.empty(q.shape, device=q.device, dtype=q.dtype) for _ in range(3)],
+            torch.empty((2, 4, 2048), device=q.device, dtype=torch.float32),
+        )
+    )
+    rows["1 x torch.empty (3, *q.shape) + unbind, + delta"] = us_per_call(
+        lambda: (
+            torch.empty((3, *q.shape), device=q.device, dtype=q.dtype).unbind(0),
+            torch.empty((2, 4, 2048), device=q.device, dtype=torch.float32),
+        )
+    )
+    rows["3 x torch.empty_like(q)"] = us_per_call(lambda: [torch.empty_like(q) for _ in range(3)])
     rows["8 x t.data_ptr()"] = us_per_call(lambda: [t.data_ptr() for t in tensors])
     with torch.autograd.set_multithreading_enabled(False):
         rows["forward only (no grad graph)"] = us_per_call(
             lambda: kernels.attention(q.detach(), k.detach(), v.detach(), bwd_mode="fused"),
             n=500,
         )
+    rows["direct launches: forward, dQ, dK/dV"] = [
+        x.direct_launches
+        for x in (kernels.forward._launch_forward, fb._launch_dq, fb._launch_dkdv_kernel)
+    ]
     print(f"device {dev}: {torch.cuda.get_device_name()}")
 
     try:
@@ -154,7 +183,7 @@ def main():
         f.write(text.getvalue())
     print(f"\nhost microseconds per call on {torch.cuda.get_device_name()}")
     for name, us in rows.items():
-        print(f"{name:34s} {us:9.1f}")
+        print(f"{name:48s} {us}")
 
 
 if __name__ == "__main__":

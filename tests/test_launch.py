@@ -121,7 +121,7 @@ def test_a_refused_cached_launch_falls_back_for_good(fake):
     def refusing(*args):
         raise TypeError("function takes exactly 12 arguments (15 given)")
 
-    launch._entries[key] = (refusing, launch._entries[key][1])
+    launch._entries[key] = (refusing, *launch._entries[key][1:])
     with pytest.warns(RuntimeWarning, match="Triton's launch path"):
         launch(grid, x, y, 256, 0.5, HEAD_DIM=64)
     launch(grid, x, y, 256, 0.5, HEAD_DIM=64)
@@ -143,6 +143,62 @@ def test_nothing_is_cached_when_triton_returns_no_compiled_kernel(monkeypatch):
     for _ in range(2):
         launch(grid, torch.zeros(8), torch.zeros(8), 256, 0.5, HEAD_DIM=64)
     assert [e[0] for e in kernel.log] == ["triton", "triton"]
+
+
+def test_parameter_slots_pack_scalars_and_leave_pointers_to_the_launch():
+    import ctypes
+
+    types = ["*bf16", "*fp32", "i32", "constexpr", "i64", "fp32", "constexpr", "constexpr"]
+    args = (torch.zeros(2), torch.zeros(2), 7, 1, 2**40, 0.125)  # the 1: specialized away
+    slots, pointers = _launch.parameter_slots(types, args, n_tensors=2)
+    assert [type(s) for s in slots] == [
+        ctypes.c_uint64,
+        ctypes.c_uint64,
+        ctypes.c_int32,
+        ctypes.c_int64,
+        ctypes.c_float,
+    ]
+    assert pointers == slots[:2]
+    assert [s.value for s in slots[2:]] == [7, 2**40, 0.125]
+
+
+@pytest.mark.parametrize(
+    "types, n_tensors",
+    [
+        (["*bf16", "i32", "fp16"], 1),  # a scalar type the C launcher converts: not packed
+        (["i32", "i32"], 1),  # a tensor whose parameter is no pointer
+        (["*bf16", "i32", "i32"], 1),  # a runtime parameter beyond the positional args
+        (["*bf16", ("i32", "i32")], 1),  # a tuple argument
+    ],
+)
+def test_parameter_slots_refuse_what_they_cannot_pack(types, n_tensors):
+    assert _launch.parameter_slots(types, (torch.zeros(1), 3), n_tensors) is None
+
+
+@pytest.mark.parametrize(
+    "sizes, expected",
+    [
+        ([8, 4, 4], 0),
+        ([8, 4, 4, 8, 8], 2),  # Triton's global and profile scratch pointers
+        ([8, 4, 4, 8, 8, 8], None),  # more than Triton appends
+        ([8, 4], None),  # fewer parameters than packed
+        ([8, 8, 4], None),  # a size that differs from the packing
+        ([8, 4, 4, 4], None),  # a trailing parameter that is no pointer
+    ],
+)
+def test_driver_parameter_sizes_must_match_the_packing(sizes, expected):
+    import ctypes
+
+    slots = [ctypes.c_uint64(0), ctypes.c_int32(1), ctypes.c_float(0.5)]
+    assert _launch.trailing_scratch_count(sizes, slots) == expected
+
+
+def test_launch_mode_from_the_environment(monkeypatch):
+    for value, mode in (("0", "off"), ("runner", "runner"), ("1", "direct")):
+        monkeypatch.setenv("KERNELS_LAUNCH_CACHE", value)
+        assert _launch.launch_mode() == mode
+    monkeypatch.delenv("KERNELS_LAUNCH_CACHE")
+    assert _launch.launch_mode() == "direct"
 
 
 @pytest.mark.gpu
@@ -176,3 +232,44 @@ def test_cached_launches_match_tritons_bit_for_bit(device, monkeypatch):
     for want, got in zip(through_triton, cached):
         for a, c in zip(want, got):
             assert torch.equal(a, c)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+def test_direct_launches_match_tritons_runner_bit_for_bit(device, monkeypatch, causal):
+    """The ctypes launch is taken on the H100 and gives the runner's exact bits.
+
+    Odd T (masked tails), a window and a strided (transposed) q: scalars of every kind
+    the kernels take go through the packed parameter block.
+    """
+    from kernels.forward import _launch_forward, attention_forward
+    from kernels.fused_backward import _launch_dkdv_kernel, _launch_dq, fused_attention_backward
+    from kernels.fused_gradgrad import _launch_cols, _launch_rows, fused_attention_double_backward
+
+    launchers = (_launch_forward, _launch_dkdv_kernel, _launch_dq, _launch_rows, _launch_cols)
+    b, h, t, d = 2, 3, 333, 96
+    window = 100 if causal else None
+    args = dict(causal=causal, window=window, scale=0.3)
+    gen = torch.Generator(device=device).manual_seed(5)
+    q = torch.randn(b, t, h, d, device=device, dtype=torch.float16, generator=gen).transpose(1, 2)
+    k, v, do, gq, gk, gv = (
+        torch.randn(b, h, t, d, device=device, dtype=torch.float16, generator=gen) for _ in range(6)
+    )
+
+    def run():
+        o, lse = attention_forward(q, k, v, **args)
+        grads = fused_attention_backward(q, k, v, o, lse, do, **args)
+        gg = fused_attention_double_backward(q, k, v, o, lse, do, gq, gk, gv, **args)
+        return (o, lse, *grads, *gg)
+
+    monkeypatch.setenv("KERNELS_LAUNCH_CACHE", "runner")
+    run()  # fills the cache through Triton
+    before = [x.direct_launches for x in launchers]
+    by_runner = run()
+    assert [x.direct_launches for x in launchers] == before
+    monkeypatch.setenv("KERNELS_LAUNCH_CACHE", "1")
+    direct = run()
+    after = [x.direct_launches for x in launchers]
+    assert all(a > c for a, c in zip(after, before)), (before, after)
+    for want, got in zip(by_runner, direct):
+        assert torch.equal(want, got)
