@@ -123,7 +123,7 @@ def main():
         )
 
     rows["cache key alone"] = us_per_call(key)
-    runner, tail = launcher._entries[key()]
+    runner, tail, _direct = launcher._entries[key()]
     args_all = (*tensors, *scalars, *tail)
     rows["compiled runner alone"] = us_per_call(lambda: runner(*args_all))
     from triton.runtime import driver
