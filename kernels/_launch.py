@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import warnings
 
 import torch
@@ -194,6 +195,11 @@ def _cuda_driver():
     return _driver_cache[0]
 
 
+# Threads known to have a current CUDA context (autograd's device threads may start
+# without one until a CUDA call sets it): asked once per thread, not per launch.
+_thread_state = threading.local()
+
+
 def _profiler_hooks_set() -> bool:
     if _knobs is None:
         return False
@@ -246,12 +252,19 @@ class DirectLaunch:
         block = 32 * int(meta.num_warps)
         return cls(driver, function, grid, block, int(meta.shared), slots, pointer_slots, device)
 
-    def __call__(self, tensors) -> bool:
-        """Launch on the current stream; False (nothing launched) where Triton must do it."""
-        if not self.driver.has_context() or _profiler_hooks_set():
+    def __call__(self, pointers) -> bool:
+        """Launch on the current stream; False (nothing launched) where Triton must do it.
+
+        ``pointers``: the tensors' data pointers, in argument order.
+        """
+        if not getattr(_thread_state, "has_context", False):
+            if not self.driver.has_context():
+                return False
+            _thread_state.has_context = True
+        if _profiler_hooks_set():
             return False
-        for slot, tensor in zip(self.pointer_slots, tensors):
-            slot.value = tensor.data_ptr()
+        for slot, pointer in zip(self.pointer_slots, pointers):
+            slot.value = pointer
         stream = torch._C._cuda_getCurrentRawStream(self.device)
         status = self.driver.launch(*self.launch_args, stream, self.params, None)
         if status != 0:
@@ -284,15 +297,17 @@ class CachedLauncher:
         """``kernel[grid](*args, **constexprs)``; ``grid``: a tuple or a function of meta."""
         tensors = args[: self.n_tensors]
         device = tensors[0].device
-        if device.type == "cuda" and device.index != torch.cuda.current_device():
+        # torch._C._cuda_getDevice: torch.cuda.current_device without its Python wrapper.
+        if device.type == "cuda" and device.index != torch._C._cuda_getDevice():
             with torch.cuda.device(device):  # Triton launches on the current device
                 return self(grid, *args, **constexprs)
         mode = launch_mode()
         if self._broken or mode == "off":
             self.triton_launches += 1
             return self.kernel[grid](*args, **constexprs)
+        pointers = [t.data_ptr() for t in tensors]
         key = (
-            tuple([(t.dtype, t.data_ptr() % 16 == 0, t.shape) for t in tensors]),
+            tuple([(t.dtype, p % 16 == 0, t.shape) for t, p in zip(tensors, pointers)]),
             args[self.n_tensors :],
             tuple(constexprs.items()),
             device.index,
@@ -300,7 +315,7 @@ class CachedLauncher:
         entry = self._entries.get(key)
         if entry is not None:
             runner, constexpr_tail, direct = entry
-            if direct is not None and mode == "direct" and direct(tensors):
+            if direct is not None and mode == "direct" and direct(pointers):
                 self.cached_launches += 1
                 self.direct_launches += 1
                 return None
