@@ -28,15 +28,18 @@ two ways:
 
 - **direct** (the default on CUDA): ``cuLaunchKernel`` through ctypes on the
   ``CompiledKernel``'s CUfunction, with the kernel's parameter block packed once per
-  signature; a launch only writes the tensors' data pointers into it. Even with a
-  cached kernel, Triton's compiled runner still cost 26 us of host time per launch on
-  the H100's host (scripts/gpu_host_profile.py: stream lookup, launch metadata, a C
-  launcher that parses ~45 arguments and asks the driver about every pointer, two
-  Python hook calls), three launches in every training step. The packing is checked
-  against the driver's own account of the function (``cuFuncGetParamInfo``: count and
-  size of every parameter) before an entry may launch directly; any mismatch, a kernel
-  that needs scratch memory, clusters or launch attributes, a profiler hook, or a
-  thread with no current CUDA context sends the launch to Triton's runner instead.
+  signature; a launch only writes the tensors' data pointers into it. It skips what
+  Triton's compiled runner still does per launch: the stream lookup, the launch
+  metadata, a C launcher that parses ~45 arguments and asks the driver about every
+  pointer, two Python hook calls. At the seed shape a training step (three launches)
+  took 197-220 us of host time direct against 253-393 us through the runner with
+  autograd's device thread off, 304-308 against 456-473 us with it on
+  (scripts/gpu_host_profile.py, two calls on the H100, modes one after another in one
+  process). The packing is checked against the driver's own account of the function
+  (``cuFuncGetParamInfo``: count and size of every parameter) before an entry may
+  launch directly; any mismatch, a kernel that needs scratch memory, clusters or launch
+  attributes, a profiler hook, or a thread with no current CUDA context sends the
+  launch to Triton's runner instead.
 - **runner**: ``compiled[grid](*args)``, Triton's own entry for a compiled kernel.
 
 Under the interpreter, or when Triton does not hand back a ``CompiledKernel``, nothing
@@ -220,6 +223,9 @@ class DirectLaunch:
         self.params = (ctypes.c_void_p * len(slots))(*[ctypes.addressof(s) for s in slots])
         self.launch_args = (function, *grid, block, 1, 1, shared)
         self.device = device
+        # The parameter block is shared: two threads launching this entry at once must not
+        # interleave their pointer writes (the GIL can switch between them).
+        self.lock = threading.Lock()
 
     @classmethod
     def build(cls, compiled, grid, types, args, n_tensors, device):
@@ -263,10 +269,11 @@ class DirectLaunch:
             _thread_state.has_context = True
         if _profiler_hooks_set():
             return False
-        for slot, pointer in zip(self.pointer_slots, pointers):
-            slot.value = pointer
         stream = torch._C._cuda_getCurrentRawStream(self.device)
-        status = self.driver.launch(*self.launch_args, stream, self.params, None)
+        with self.lock:
+            for slot, pointer in zip(self.pointer_slots, pointers):
+                slot.value = pointer
+            status = self.driver.launch(*self.launch_args, stream, self.params, None)
         if status != 0:
             raise RuntimeError(f"cuLaunchKernel failed with CUresult {status}")
         return True

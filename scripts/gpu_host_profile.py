@@ -13,7 +13,10 @@ measures the host side only:
 2. perf_counter micro-timings (microseconds per call, best of 5 x 2000 calls) of the
    pieces of one cached launch: the whole ``CachedLauncher`` call (runner and direct),
    its key alone, the compiled-kernel runner alone, Triton's current-stream lookup; and
-   the backward's allocations, four separate or dQ/dK/dV in one.
+   the backward's allocations, four separate or dQ/dK/dV in one. The launch rows issue
+   2000 launches back to back with no sync, so they may measure the GPU's launch queue
+   rather than the host (direct and runner both came out at ~26 us on the H100 while
+   the step rows differ by 56-170 us): trust the step rows for the A/B.
 3. What Triton 3.x's generated C launcher does per pointer argument (the lines of the
    nvidia driver that mention ``cuPointerGetAttribute``), for the record.
 """

@@ -273,3 +273,57 @@ def test_direct_launches_match_tritons_runner_bit_for_bit(device, monkeypatch, c
     assert all(a > c for a, c in zip(after, before)), (before, after)
     for want, got in zip(by_runner, direct):
         assert torch.equal(want, got)
+
+
+class FakeDriver:
+    """Stands in for libcuda: records what a direct launch hands cuLaunchKernel."""
+
+    def __init__(self, context=True, status=0):
+        self.context, self.status, self.calls = context, status, []
+
+    def has_context(self):
+        return self.context
+
+    def launch(self, function, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        import ctypes
+
+        values = [ctypes.c_uint64.from_address(params[i]).value for i in range(2)]
+        self.calls.append(((function, gx, gy, gz, bx, by, bz, shared), values, extra))
+        return self.status
+
+
+@pytest.fixture
+def fresh_thread(monkeypatch):
+    """No thread known to have a CUDA context, and a stream lookup that needs no GPU."""
+    import threading
+
+    monkeypatch.setattr(_launch, "_thread_state", threading.local())
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda device: 0, raising=False)
+
+
+def direct_launch(driver):
+    import ctypes
+
+    slots = [ctypes.c_uint64(0), ctypes.c_uint64(0), ctypes.c_int32(7)]
+    return _launch.DirectLaunch(
+        driver, 1234, (4, 3, 1), 128, 4096, slots, slots[:2], device=torch.device("cpu")
+    )
+
+
+def test_direct_launch_writes_each_calls_pointers_into_the_parameter_block(fresh_thread):
+    driver = FakeDriver()
+    launch = direct_launch(driver)
+    assert launch([16, 32]) and launch([48, 64])
+    assert [c[1] for c in driver.calls] == [[16, 32], [48, 64]]
+    assert driver.calls[0][0] == (1234, 4, 3, 1, 128, 1, 1, 4096)
+
+
+def test_direct_launch_leaves_a_thread_without_cuda_context_to_triton(fresh_thread):
+    driver = FakeDriver(context=False)
+    assert direct_launch(driver)([16, 32]) is False
+    assert driver.calls == []
+
+
+def test_a_failed_direct_launch_raises(fresh_thread):
+    with pytest.raises(RuntimeError, match="CUresult 700"):
+        direct_launch(FakeDriver(status=700))([16, 32])
