@@ -31,6 +31,7 @@ import pstats
 import time
 
 import torch
+from gpu_step_probe import seed_inputs  # scripts/ is on sys.path when run as a script
 
 import kernels
 import kernels.forward
@@ -54,13 +55,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v, do = (
-        torch.randn(2, 4, 2048, 128, device="cuda", dtype=torch.float16, generator=gen)
-        for _ in range(4)
-    )
-    for x in (q, k, v):
-        x.requires_grad_()
+    q, k, v, do = seed_inputs()
 
     def step():
         out = kernels.attention(q, k, v, bwd_mode="fused")

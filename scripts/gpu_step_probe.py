@@ -59,6 +59,18 @@ def host_ms(fn, n=200):
     return host
 
 
+def seed_inputs():
+    """q, k, v (requiring grad) and dO at the seed shape, B2 H4 T2048 D128 fp16, seed 0."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v, do = (
+        torch.randn(2, 4, 2048, 128, device="cuda", dtype=torch.float16, generator=gen)
+        for _ in range(4)
+    )
+    for x in (q, k, v):
+        x.requires_grad_()
+    return q, k, v, do
+
+
 class AllocOnly(torch.autograd.Function):
     """No GPU work: the host floor of a Python autograd.Function step."""
 
@@ -122,13 +134,7 @@ def breakdown(emit):
     only): all launches, the dK/dV launch alone, none. Flash and the floor beside them.
     """
     fb = importlib.import_module("kernels.fused_backward")
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    q, k, v, do = (
-        torch.randn(2, 4, 2048, 128, device="cuda", dtype=torch.float16, generator=gen)
-        for _ in range(4)
-    )
-    for x in (q, k, v):
-        x.requires_grad_()
+    q, k, v, do = seed_inputs()
     fns = steps(q, k, v, do, False)
     real = {"dq": fb._launch_dq, "dkdv": fb._launch_dkdv_kernel}
 
