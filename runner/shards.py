@@ -56,7 +56,9 @@ COST_BY_FAMILY = {"bench_forward": 1.0, "bench_backward": 2.6, "bench_gradgrad":
 # slow math one, hence about half; an estimate until measured: roughly 30 s of a cold H100
 # run over the three files. So Long/gradgrad is the heaviest unit (~46% of the whole GPU
 # grid): it alone bounds the wall time of any number of shards. CPU: the small CPU grid, run
-# on its own.
+# on its own. Measured on the H100 (results/h100-sxm-80gb, 2026-11-25) the table is off:
+# compile and autotune dominate, Grid/backward is the heaviest unit (111 s) and
+# Long/gradgrad takes 50 s; hence measured costs win wherever they exist.
 COST_BY_PRESET = {
     "Seed": 2.0,
     "TTT": 9.0,
@@ -222,11 +224,46 @@ def plan_shards(
     return sorted(shards, key=lambda s: (-s.cost, s.units))
 
 
-def measured_unit_costs(results_dir: str | os.PathLike, machine: str) -> dict[str, float]:
-    """Seconds per unit from the newest asv result of ``machine``, or {} when there is none.
+def _unit_costs_of_file(data: dict, benchmarks: dict) -> tuple[float, dict[str, float]]:
+    """(when the file's newest benchmark started, seconds per unit) of one asv result file.
 
     Per unit: the ``duration`` of each of its benchmarks plus its ``setup_cache`` duration
-    (where this suite does its measuring), matched through results/benchmarks.json.
+    (where this suite does its measuring), matched through results/benchmarks.json. A unit
+    whose setup_cache the file does not know under today's key (asv keys it by file and
+    line, so an edit of the suite renames it) is left out: without its setup_cache its
+    cost would be a fraction of a second.
+    """
+    columns = data["result_columns"]
+    duration_col, started_col = columns.index("duration"), columns.index("started_at")
+    durations = data.get("durations", {})
+    costs: dict[str, float] = {}
+    cache_keys: dict[str, str] = {}  # unit -> its setup_cache under today's benchmarks.json
+    newest = 0.0
+    for name, row in data.get("results", {}).items():
+        unit = unit_of(name)
+        seconds = row[duration_col] if len(row) > duration_col else None
+        started = row[started_col] if len(row) > started_col else None
+        if isinstance(started, (int, float)):
+            newest = max(newest, float(started))
+        costs[unit] = costs.get(unit, 0.0) + (seconds if isinstance(seconds, (int, float)) else 0.0)
+        meta = benchmarks.get(name)
+        if isinstance(meta, dict) and meta.get("setup_cache_key"):
+            cache_keys[unit] = f"<setup_cache {meta['setup_cache_key']}>"
+    for unit, key in cache_keys.items():
+        seconds = durations.get(key)
+        if isinstance(seconds, (int, float)):
+            costs[unit] += seconds
+        else:
+            del costs[unit]
+    return newest, costs
+
+
+def measured_unit_costs(results_dir: str | os.PathLike, machine: str) -> dict[str, float]:
+    """Seconds per unit on ``machine``, each from the newest result file that measured it.
+
+    {} when the machine has no results. Newest by the time the file's benchmarks started
+    (file times mean nothing in a fresh clone). Runs of a few presets (``--presets``, an
+    interrupted run) then add to the picture instead of hiding the presets they skipped.
     """
     results_dir = Path(results_dir)
     files = [p for p in (results_dir / machine).glob("*.json") if p.name != "machine.json"]
@@ -234,39 +271,40 @@ def measured_unit_costs(results_dir: str | os.PathLike, machine: str) -> dict[st
     if not files or not bench_json.is_file():
         return {}
     try:
-        data = json.loads(max(files, key=lambda p: p.stat().st_mtime).read_text())
         benchmarks = json.loads(bench_json.read_text())
-        duration_col = data["result_columns"].index("duration")
-    except (ValueError, KeyError, OSError):
+    except (ValueError, OSError):
         return {}
-    costs: dict[str, float] = {}
-    cache_units: dict[str, str] = {}
-    for name, row in data.get("results", {}).items():
-        unit = unit_of(name)
-        seconds = row[duration_col] if len(row) > duration_col else None
-        if isinstance(seconds, (int, float)):
-            costs[unit] = costs.get(unit, 0.0) + seconds
-        cache_key = (
-            benchmarks.get(name, {}).get("setup_cache_key")
-            if isinstance(benchmarks.get(name), dict)
-            else None
-        )
-        if cache_key:
-            cache_units[f"<setup_cache {cache_key}>"] = unit
-    for key, seconds in data.get("durations", {}).items():
-        if key in cache_units and isinstance(seconds, (int, float)):
-            costs[cache_units[key]] = costs.get(cache_units[key], 0.0) + seconds
-    return costs
+    per_file = []
+    for path in files:
+        try:
+            per_file.append(_unit_costs_of_file(json.loads(path.read_text()), benchmarks))
+        except (ValueError, KeyError, OSError, TypeError):
+            continue
+    merged: dict[str, float] = {}
+    for _, costs in sorted(per_file, key=lambda item: item[0]):
+        merged.update(costs)
+    return merged
+
+
+def base_machine(machine: str) -> str:
+    """``h100-sxm-80gb-x2`` -> ``h100-sxm-80gb``: the one-GPU machine of a multi-GPU name."""
+    return re.sub(r"-x\d+$", "", machine)
 
 
 def costs_for(
     units: Iterable[str], results_dir: str | os.PathLike, machine: str
 ) -> dict[str, float]:
-    """Measured seconds when an earlier run measured every unit, else the estimate table."""
+    """Measured seconds when earlier runs measured every unit, else the estimate table.
+
+    The machine's own results first, then its one-GPU machine's (a first run on
+    ``<machine>-x<N>`` balances its shards by the one-GPU run's costs). Never a mix of
+    measured seconds and estimated units: they are on different scales.
+    """
     units = list(units)
-    measured = measured_unit_costs(results_dir, machine)
-    if units and all(u in measured for u in units):
-        return {u: max(measured[u], 1e-3) for u in units}
+    for name in dict.fromkeys((machine, base_machine(machine))):
+        measured = measured_unit_costs(results_dir, name)
+        if units and all(u in measured for u in units):
+            return {u: max(measured[u], 1e-3) for u in units}
     return {u: estimated_unit_cost(u) for u in units}
 
 

@@ -247,6 +247,72 @@ def test_measured_durations_replace_the_estimate(tmp_path):
     }
 
 
+def _result_file(path, started_at, durations, setup_caches):
+    """An asv result file: ``durations`` name -> seconds, each row started at ``started_at``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "result_columns": ["result", "params", "version", "started_at", "duration"],
+                "results": {
+                    name: [[1.0], [], "v", started_at, seconds]
+                    for name, seconds in durations.items()
+                },
+                "durations": {f"<setup_cache {k}>": v for k, v in setup_caches.items()},
+                "version": 2,
+            }
+        )
+    )
+
+
+@pytest.fixture
+def two_class_suite(tmp_path):
+    (tmp_path / "benchmarks.json").write_text(
+        json.dumps(
+            {
+                "bench_forward.Seed.track_ms": {"setup_cache_key": "bench_forward:3"},
+                "bench_forward.TTT.track_ms": {"setup_cache_key": "bench_forward:9"},
+                "version": 2,
+            }
+        )
+    )
+    return tmp_path
+
+
+def test_each_unit_costs_what_its_newest_measurement_says(two_class_suite):
+    root = two_class_suite
+    seed, ttt = "bench_forward.Seed.track_ms", "bench_forward.TTT.track_ms"
+    both = {"bench_forward:3": 10.0, "bench_forward:9": 30.0}
+    # file names sort opposite to start times: the times decide, not the names
+    _result_file(root / "m" / "ffff-env.json", 100, {seed: 1.0, ttt: 1.0}, both)
+    _result_file(root / "m" / "0000-env.json", 200, {seed: 2.0}, {"bench_forward:3": 20.0})
+    assert shards.measured_unit_costs(root, "m") == {
+        "bench_forward.Seed": 22.0,  # the newer run of Seed alone
+        "bench_forward.TTT": 31.0,  # still known from the older, complete run
+    }
+
+
+def test_a_unit_whose_setup_cache_was_renamed_is_not_measured(two_class_suite):
+    root = two_class_suite
+    seed, ttt = "bench_forward.Seed.track_ms", "bench_forward.TTT.track_ms"
+    # measured when TTT's setup_cache sat on another line of the file
+    _result_file(root / "m" / "a-env.json", 100, {seed: 1.0, ttt: 1.0}, {"bench_forward:3": 5.0})
+    assert shards.measured_unit_costs(root, "m") == {"bench_forward.Seed": 6.0}
+
+
+def test_a_first_multi_gpu_run_is_balanced_by_the_one_gpu_costs(two_class_suite):
+    root = two_class_suite
+    seed, ttt = "bench_forward.Seed.track_ms", "bench_forward.TTT.track_ms"
+    both = {"bench_forward:3": 10.0, "bench_forward:9": 30.0}
+    _result_file(root / "m" / "a-env.json", 100, {seed: 1.0, ttt: 1.0}, both)
+    units = ["bench_forward.Seed", "bench_forward.TTT"]
+    assert shards.base_machine("m-x2") == "m" and shards.base_machine("m") == "m"
+    assert shards.costs_for(units, root, "m-x2") == {units[0]: 11.0, units[1]: 31.0}
+    # once the multi-GPU machine has measured everything itself, its own costs win
+    _result_file(root / "m-x2" / "b-env.json", 300, {seed: 3.0, ttt: 3.0}, both)
+    assert shards.costs_for(units, root, "m-x2") == {units[0]: 13.0, units[1]: 33.0}
+
+
 def test_user_filter_is_anded_with_the_units():
     regex = shards.units_regex(["bench_forward.TTT", "bench_gradgrad.TTT"], bench="^bench_grad")
     assert re.search(regex, "bench_gradgrad.TTT.track_ms")
