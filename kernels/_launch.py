@@ -76,10 +76,6 @@ def launch_mode() -> str:
     return {"0": "off", "runner": "runner"}.get(value, "direct")
 
 
-def launch_cache_enabled() -> bool:
-    return launch_mode() != "off"
-
-
 # Kernel parameter types of Triton's signatures (its C launcher's table) that a direct
 # launch packs; pointers are 8-byte device addresses. Anything else: Triton's runner.
 SCALAR_CTYPES = {

@@ -28,10 +28,9 @@ import io
 import json
 import os
 import pstats
-import time
 
 import torch
-from gpu_step_probe import seed_inputs  # scripts/ is on sys.path when run as a script
+from gpu_step_probe import host_ms, seed_inputs  # scripts/ is on sys.path when run as a script
 
 import kernels
 import kernels.forward
@@ -41,14 +40,8 @@ from kernels.forward import attention_forward
 
 
 def us_per_call(fn, n=2000, reps=5):
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - start) / n * 1e6)
-        torch.cuda.synchronize()
-    return best
+    """Best of ``reps`` runs of gpu_step_probe.host_ms, in microseconds."""
+    return min(host_ms(fn, n) for _ in range(reps)) * 1e3
 
 
 def main():

@@ -15,10 +15,10 @@ import io
 import json
 import os
 import pstats
-import time
 
 import torch
 import triton
+from gpu_step_probe import host_ms  # scripts/ is on sys.path when run as a script
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import kernels
@@ -29,17 +29,6 @@ from kernels.fused_backward import fused_attention_backward
 def gpu_ms(fn):
     fn()
     return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
-
-
-def host_ms(fn, n=200):
-    fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    host = (time.perf_counter() - start) / n * 1e3
-    torch.cuda.synchronize()
-    return host
 
 
 def main():
