@@ -1,0 +1,211 @@
+"""Does the autotuner pick the fastest config for the real step, and the same one each time?
+
+Usage: python3 scripts/gpu_tuning_stability.py [--shapes ttt-d64,short-d64-causal]
+                                              [--retunes 3] [--out DIR]
+
+Why: on the H100 the suite's fused rows at two shapes moved by 30-45% between runs of
+commits that did not touch the kernels (TTT D64 fwd+bwd 0.373-0.431 ms in two runs,
+0.566-0.618 ms in two others; Short D64 causal 0.443 against 0.614 ms), while the
+neighbouring shapes moved by < 3%. A bimodal row is what a changing autotuner pick
+looks like.
+
+Per shape, for each autotuned kernel (forward, dK/dV, dQ, grad-grad rows and columns):
+
+1. ``--retunes`` fresh tunings (in-memory cache cleared, disk cache off): the config
+   the autotuner picks per tuning key, with its own isolated timings of the candidates
+   where this Triton reports them, then the suite's path timing with those picks
+   (bench_suite.common.median_ms: CUDA events, cold L2).
+2. Every candidate forced in turn for each key the kernel met (the others keep their
+   picks): the path's ms, "in situ", next to the autotuner's pick.
+
+A (kernel, key) is timed in the first path that launched it: forward, forward+backward,
+then the double backward. Prints a table last; the full
+record goes to --out/tuning_stability.json ($OUT by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import triton
+
+from bench_suite import common
+from kernels import forward as fwd
+from kernels import fused_backward as fb
+from kernels import fused_gradgrad as fg
+
+SHAPES = {
+    "ttt-d64": common.Config(1, 12, "1024/9216", 64, "bfloat16", "window8192"),
+    "ttt-d80": common.Config(1, 12, "1024/9216", 80, "bfloat16", "window8192"),
+    "short-d64": common.Config(4, 16, "2048", 64, "bfloat16", "none"),
+    "short-d64-causal": common.Config(4, 16, "2048", 64, "bfloat16", "causal"),
+    "short-d128-causal": common.Config(4, 16, "2048", 128, "bfloat16", "causal"),
+    "seed": common.Config(2, 4, "2048", 128, "float16", "none"),
+}
+
+# name, the autotuned kernel, its cached launcher
+TUNED = [
+    ("forward", fwd._attention_forward_kernel, fwd._launch_forward),
+    ("dkdv", fb._dkdv_kernel, fb._launch_dkdv_kernel),
+    ("dq", fb._dq_kernel, fb._launch_dq),
+    ("rows", fg._gradgrad_rows_kernel, fg._launch_rows),
+    ("cols", fg._gradgrad_cols_kernel, fg._launch_cols),
+]
+LAUNCHERS = [launcher for _, _, launcher in TUNED]
+
+
+def short(config) -> str:
+    kw = config.kwargs
+    return f"{kw['BLOCK_M']}x{kw['BLOCK_N']} w{config.num_warps} s{config.num_stages}"
+
+
+def reset_tuning():
+    """Forget every pick and every cached launch; tune afresh, never from disk."""
+    for _, tuner, launcher in TUNED:
+        tuner.cache.clear()
+        tuner.cache_results = False
+        launcher._entries.clear()
+
+
+def forget_launches():
+    for launcher in LAUNCHERS:
+        launcher._entries.clear()
+
+
+class TimingsListener:
+    """Collects (kernel, key) -> {config: isolated ms} where Triton offers the listener."""
+
+    def __init__(self):
+        self.seen: list[dict] = []
+        knobs = getattr(triton, "knobs", None)
+        self.autotuning = getattr(knobs, "autotuning", None)
+        self.available = self.autotuning is not None and hasattr(self.autotuning, "listener")
+
+    def __enter__(self):
+        if self.available:
+            self.autotuning.listener = self
+        return self
+
+    def __exit__(self, *exc):
+        if self.available:
+            self.autotuning.listener = None
+
+    def __call__(self, fn=None, key=None, best_config=None, configs_timings=None, **_):
+        self.seen.append(
+            {
+                "kernel": fn.__name__,
+                "key": str(key),
+                "pick": short(best_config),
+                "isolated_ms": {
+                    short(c): round(t[0] if isinstance(t, (list, tuple)) else t, 5)
+                    for c, t in (configs_timings or {}).items()
+                },
+            }
+        )
+
+
+def study(name, cfg, retunes, device="cuda"):
+    inp = common.make_inputs(cfg, device)
+    (_, attn), *_ = common.implementations("fused", cfg, device)
+
+    def path_ms(path):
+        return common.median_ms(lambda: common.run_path(path, attn, inp), device)
+
+    out = {"shape": name, "config": cfg.label(), "tunings": [], "forced": []}
+    first_path = {}  # (kernel, key) -> the first path that launched it: where it is timed
+    for r in range(retunes):
+        reset_tuning()
+        with TimingsListener() as listener:
+            for path in common.PATHS:
+                common.run_path(path, attn, inp)
+                for kname, tuner, _ in TUNED:
+                    for key in tuner.cache:
+                        first_path.setdefault((kname, key), path)
+        picks = {
+            kname: {str(k): short(c) for k, c in tuner.cache.items()} for kname, tuner, _ in TUNED
+        }
+        timed = {path: round(path_ms(path), 4) for path in common.PATHS}
+        out["tunings"].append({"picks": picks, "path_ms": timed, "isolated": listener.seen})
+        print(f"[{name}] tuning {r + 1}/{retunes}: {timed} {picks}", flush=True)
+
+    # in situ: each candidate forced for each key, the other kernels on their last picks
+    for kname, tuner, _ in TUNED:
+        for key, pick in list(tuner.cache.items()):
+            path = first_path[(kname, key)]
+            for config in tuner.configs:
+                tuner.cache[key] = config
+                forget_launches()
+                try:
+                    common.run_path(path, attn, inp)
+                    ms = round(path_ms(path), 4)
+                except Exception as exc:  # a config that does not compile or run here
+                    ms = f"failed: {type(exc).__name__}: {str(exc)[:120]}"
+                out["forced"].append(
+                    {
+                        "kernel": kname,
+                        "key": str(key),
+                        "config": short(config),
+                        "path": path,
+                        "ms": ms,
+                        "picked": config is pick,
+                    }
+                )
+            tuner.cache[key] = pick
+            forget_launches()
+        print(f"[{name}] forced every {kname} config", flush=True)
+    return out
+
+
+def table(studies):
+    lines = []
+    for s in studies:
+        lines.append(f"== {s['shape']}: {s['config']}")
+        for i, t in enumerate(s["tunings"]):
+            picks = "; ".join(
+                f"{k}: {', '.join(sorted(set(v.values())))}" for k, v in t["picks"].items() if v
+            )
+            lines.append(f"  tuning {i + 1}: {t['path_ms']}  picks {picks}")
+        rows: dict = {}
+        for f in s["forced"]:
+            rows.setdefault((f["kernel"], f["key"], f["path"]), []).append(f)
+        for (kname, key, path), forced in rows.items():
+            cells = []
+            for f in forced:
+                ms = f["ms"] if isinstance(f["ms"], str) else f"{f['ms']:.3f}"
+                cells.append(f"{f['config']}={ms}{'*' if f['picked'] else ''}")
+            lines.append(f"  {kname} {path} key {key}")
+            lines.append("      " + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--shapes", default="ttt-d64,short-d64-causal")
+    parser.add_argument("--retunes", type=int, default=3)
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    args = parser.parse_args()
+    names = args.shapes.split(",")
+    unknown = [n for n in names if n not in SHAPES]
+    if unknown:
+        parser.error(f"unknown shapes {unknown}; choose from {sorted(SHAPES)}")
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU")
+    start = time.time()
+    studies = []
+    record = {"device": torch.cuda.get_device_name(), "triton": triton.__version__}
+    for name in names:
+        studies.append(study(name, SHAPES[name], args.retunes))
+        record["studies"] = studies
+        Path(args.out, "tuning_stability.json").write_text(json.dumps(record, indent=1))
+        print(f"[{name}] done at {time.time() - start:.0f} s", flush=True)
+    print(f"{record['device']}, triton {record['triton']}; * = the autotuner's last pick")
+    print(table(studies))
+
+
+if __name__ == "__main__":
+    main()
