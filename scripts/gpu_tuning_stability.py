@@ -161,6 +161,98 @@ def study(name, cfg, retunes, device="cuda"):
     return out
 
 
+# For --placement: the configs that were fastest in situ in the first run of this script
+# (H100, 2026-11-25) where they differ from the autotuner's pick.
+ALTERNATIVES = {
+    "ttt-d64": {
+        "dkdv": "64x128 w8 s2",
+        "dq": "128x32 w8 s2",
+        "rows": "128x32 w8 s2",
+        "cols": "32x128 w8 s2",
+    },
+    "short-d64-causal": {"dkdv": "64x128 w8 s2"},
+    "ttt-d80": {"rows": "64x32 w4 s2"},
+}
+
+
+def set_picks(picks):
+    """Pin ``{kernel: short config}`` for every key the kernel has met."""
+    for kname, tuner, _ in TUNED:
+        if kname in picks:
+            (config,) = [c for c in tuner.configs if short(c) == picks[kname]]
+            for key in tuner.cache:
+                tuner.cache[key] = config
+    forget_launches()
+
+
+def time_step_and_kernels(cfg, attn, inp, device):
+    """ms of the three paths, of the fused backward (dQ + dK/dV) and of dK/dV alone."""
+    out = {}
+    for path in common.PATHS:
+        out[path] = common.median_ms(lambda: common.run_path(path, attn, inp), device)  # noqa: B023
+    q, k, v, do = (x.detach() for x in (inp.q, inp.k, inp.v, inp.do))
+    scale, window = q.shape[-1] ** -0.5, cfg.window or 0
+    o, lse = fwd.attention_forward(q, k, v, causal=cfg.causal, window=cfg.window, scale=scale)
+    delta = (o.float() * do.float()).sum(-1)
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    mask = {"is_causal": cfg.causal or cfg.window is not None, "window": window, "scale": scale}
+    out["dq+dkdv"] = common.median_ms(
+        lambda: fb.backward_of_validated(q, k, v, o, lse, do, **mask), device
+    )
+    out["dkdv"] = common.median_ms(
+        lambda: fb._launch_dkdv(q, k, v, do, lse, delta, dk, dv, dv_only=False, **mask), device
+    )
+    return out
+
+
+def placement_study(name, cfg, trials, device="cuda"):
+    """The same problem in fresh allocations, ``trials`` times: does its time move?
+
+    Each trial first allocates a pad of a different size, so the inputs and every
+    buffer the step allocates land at other addresses. Timed per trial: the three
+    paths and the backward's two kernels, with the autotuner's picks and with
+    ALTERNATIVES[name].
+    """
+    (_, attn), *_ = common.implementations("fused", cfg, device)
+    inp = common.make_inputs(cfg, device)
+    for path in common.PATHS:  # tune
+        common.run_path(path, attn, inp)
+    tuned = {kname: dict(tuner.cache) for kname, tuner, _ in TUNED}
+    variants = {"autotuned": {}, "alternative": ALTERNATIVES.get(name, {})}
+    rows = []
+    pads = []
+    for trial in range(trials):
+        pads.append(torch.empty((trial * 37 + 1) * 2**16, dtype=torch.uint8, device=device))
+        inp = common.make_inputs(cfg, device)
+        for variant, picks in variants.items():
+            for kname, tuner, _ in TUNED:
+                tuner.cache.update(tuned[kname])
+            set_picks(picks)
+            row = {"trial": trial, "variant": variant, "q_ptr_mod_2mb": inp.q.data_ptr() % 2**21}
+            row.update(time_step_and_kernels(cfg, attn, inp, device))
+            rows.append(row)
+        print(f"[{name}] placement {trial + 1}/{trials}: {rows[-2:]}", flush=True)
+    for kname, tuner, _ in TUNED:
+        tuner.cache.update(tuned[kname])
+    forget_launches()
+    return {"shape": name, "config": cfg.label(), "placements": rows}
+
+
+def placement_table(studies):
+    lines = []
+    for s in studies:
+        lines.append(f"== {s['shape']}: {s['config']}  (ms over placements: min / median / max)")
+        rows = s["placements"]
+        for variant in ("autotuned", "alternative"):
+            mine = [r for r in rows if r["variant"] == variant]
+            cells = []
+            for col in (*common.PATHS, "dq+dkdv", "dkdv"):
+                vals = sorted(r[col] for r in mine)
+                cells.append(f"{col} {vals[0]:.3f}/{vals[len(vals) // 2]:.3f}/{vals[-1]:.3f}")
+            lines.append(f"  {variant:11s} " + "  ".join(cells))
+    return "\n".join(lines)
+
+
 def table(studies):
     lines = []
     for s in studies:
@@ -188,6 +280,12 @@ def main():
     parser.add_argument("--shapes", default="ttt-d64,short-d64-causal")
     parser.add_argument("--retunes", type=int, default=3)
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument(
+        "--placement",
+        type=int,
+        default=0,
+        help="instead: N trials of each shape in fresh allocations (placement_study)",
+    )
     args = parser.parse_args()
     names = args.shapes.split(",")
     unknown = [n for n in names if n not in SHAPES]
@@ -199,12 +297,15 @@ def main():
     studies = []
     record = {"device": torch.cuda.get_device_name(), "triton": triton.__version__}
     for name in names:
-        studies.append(study(name, SHAPES[name], args.retunes))
+        if args.placement:
+            studies.append(placement_study(name, SHAPES[name], args.placement))
+        else:
+            studies.append(study(name, SHAPES[name], args.retunes))
         record["studies"] = studies
         Path(args.out, "tuning_stability.json").write_text(json.dumps(record, indent=1))
         print(f"[{name}] done at {time.time() - start:.0f} s", flush=True)
     print(f"{record['device']}, triton {record['triton']}; * = the autotuner's last pick")
-    print(table(studies))
+    print(placement_table(studies) if args.placement else table(studies))
 
 
 if __name__ == "__main__":
