@@ -1,26 +1,36 @@
-"""Does the autotuner pick the fastest config for the real step, and the same one each time?
+"""Why do some fused rows of the suite move between runs: the autotuner, or the host?
 
 Usage: python3 scripts/gpu_tuning_stability.py [--shapes ttt-d64,short-d64-causal]
-                                              [--retunes 3] [--out DIR]
+                                              [--retunes 3 | --placement N] [--out DIR]
 
 Why: on the H100 the suite's fused rows at two shapes moved by 30-45% between runs of
 commits that did not touch the kernels (TTT D64 fwd+bwd 0.373-0.431 ms in two runs,
 0.566-0.618 ms in two others; Short D64 causal 0.443 against 0.614 ms), while the
-neighbouring shapes moved by < 3%. A bimodal row is what a changing autotuner pick
-looks like.
+neighbouring shapes moved by < 3%.
 
-Per shape, for each autotuned kernel (forward, dK/dV, dQ, grad-grad rows and columns):
+Default mode, per shape and autotuned kernel (forward, dK/dV, dQ, grad-grad rows, columns):
 
 1. ``--retunes`` fresh tunings (in-memory cache cleared, disk cache off): the config
    the autotuner picks per tuning key, with its own isolated timings of the candidates
    where this Triton reports them, then the suite's path timing with those picks
    (bench_suite.common.median_ms: CUDA events, cold L2).
 2. Every candidate forced in turn for each key the kernel met (the others keep their
-   picks): the path's ms, "in situ", next to the autotuner's pick.
+   picks): the path's ms, "in situ". A (kernel, key) is timed in the first path that
+   launched it: forward, forward+backward, then the double backward.
 
-A (kernel, key) is timed in the first path that launched it: forward, forward+backward,
-then the double backward. Prints a table last; the full
-record goes to --out/tuning_stability.json ($OUT by default).
+``--placement N``: the same problem N times in fresh allocations (placement_study):
+the paths, the training step with autograd's device thread off, the step's host time,
+and the backward's kernels launched directly.
+
+What it found (H100 80GB HBM3, triton 3.6, 2026-11-25): the autotuner made the same
+picks in 3 of 3 tunings at TTT D64/D80 and Short D64 causal, and the moving rows are
+host time. At TTT D64 the kernels are steady to 1% over 8 placements (forward
+0.100-0.102 ms, dQ + dK/dV 0.275-0.278 ms: 0.38 ms of GPU work a step) while the
+step measured 0.52-0.82 ms; at TTT D80, with 0.59 ms of GPU work, 0.584-0.586 ms. So
+the "in situ" ms of mode 1 is host-bound at these shapes and its ranking is noise:
+the configs it ranked first gave dQ + dK/dV 0.448 ms against the autotuner's 0.276.
+
+Prints a table last; the full record goes to --out/tuning_stability.json ($OUT by default).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from pathlib import Path
 
 import torch
 import triton
+from gpu_step_probe import host_ms  # scripts/ is on sys.path when run as a script
 
 from bench_suite import common
 from kernels import forward as fwd
@@ -161,35 +172,22 @@ def study(name, cfg, retunes, device="cuda"):
     return out
 
 
-# For --placement: the configs that were fastest in situ in the first run of this script
-# (H100, 2026-11-25) where they differ from the autotuner's pick.
-ALTERNATIVES = {
-    "ttt-d64": {
-        "dkdv": "64x128 w8 s2",
-        "dq": "128x32 w8 s2",
-        "rows": "128x32 w8 s2",
-        "cols": "32x128 w8 s2",
-    },
-    "short-d64-causal": {"dkdv": "64x128 w8 s2"},
-    "ttt-d80": {"rows": "64x32 w4 s2"},
-}
-
-
-def set_picks(picks):
-    """Pin ``{kernel: short config}`` for every key the kernel has met."""
-    for kname, tuner, _ in TUNED:
-        if kname in picks:
-            (config,) = [c for c in tuner.configs if short(c) == picks[kname]]
-            for key in tuner.cache:
-                tuner.cache[key] = config
-    forget_launches()
-
-
 def time_step_and_kernels(cfg, attn, inp, device):
-    """ms of the three paths, of the fused backward (dQ + dK/dV) and of dK/dV alone."""
+    """ms of the three paths; of the training step with autograd's device thread off; the
+    host ms (perf_counter, one sync at the end) of the step, thread on and off, and of the
+    double backward; of the fused backward (dQ + dK/dV) and of dK/dV alone."""
     out = {}
     for path in common.PATHS:
         out[path] = common.median_ms(lambda: common.run_path(path, attn, inp), device)  # noqa: B023
+
+    def step():
+        return common.run_path("backward", attn, inp)
+
+    out["step_host"] = host_ms(step)
+    out["gradgrad_host"] = host_ms(lambda: common.run_path("gradgrad", attn, inp), n=50)
+    with torch.autograd.set_multithreading_enabled(False):
+        out["step_1thread"] = common.median_ms(step, device)
+        out["step_host_1thread"] = host_ms(step)
     q, k, v, do = (x.detach() for x in (inp.q, inp.k, inp.v, inp.do))
     scale, window = q.shape[-1] ** -0.5, cfg.window or 0
     o, lse = fwd.attention_forward(q, k, v, causal=cfg.causal, window=cfg.window, scale=scale)
@@ -206,50 +204,46 @@ def time_step_and_kernels(cfg, attn, inp, device):
 
 
 def placement_study(name, cfg, trials, device="cuda"):
-    """The same problem in fresh allocations, ``trials`` times: does its time move?
+    """The same problem in fresh allocations, ``trials`` times: what moves, and why?
 
     Each trial first allocates a pad of a different size, so the inputs and every
-    buffer the step allocates land at other addresses. Timed per trial: the three
-    paths and the backward's two kernels, with the autotuner's picks and with
-    ALTERNATIVES[name].
+    buffer the step allocates land at other addresses; then time_step_and_kernels.
     """
     (_, attn), *_ = common.implementations("fused", cfg, device)
     inp = common.make_inputs(cfg, device)
     for path in common.PATHS:  # tune
         common.run_path(path, attn, inp)
-    tuned = {kname: dict(tuner.cache) for kname, tuner, _ in TUNED}
-    variants = {"autotuned": {}, "alternative": ALTERNATIVES.get(name, {})}
     rows = []
     pads = []
     for trial in range(trials):
         pads.append(torch.empty((trial * 37 + 1) * 2**16, dtype=torch.uint8, device=device))
         inp = common.make_inputs(cfg, device)
-        for variant, picks in variants.items():
-            for kname, tuner, _ in TUNED:
-                tuner.cache.update(tuned[kname])
-            set_picks(picks)
-            row = {"trial": trial, "variant": variant, "q_ptr_mod_2mb": inp.q.data_ptr() % 2**21}
-            row.update(time_step_and_kernels(cfg, attn, inp, device))
-            rows.append(row)
-        print(f"[{name}] placement {trial + 1}/{trials}: {rows[-2:]}", flush=True)
-    for kname, tuner, _ in TUNED:
-        tuner.cache.update(tuned[kname])
-    forget_launches()
+        row = {"trial": trial, "q_ptr_mod_2mb": inp.q.data_ptr() % 2**21}
+        row.update(time_step_and_kernels(cfg, attn, inp, device))
+        rows.append(row)
+        print(f"[{name}] placement {trial + 1}/{trials}: {row}", flush=True)
     return {"shape": name, "config": cfg.label(), "placements": rows}
+
+
+PLACEMENT_COLUMNS = (
+    *common.PATHS,
+    "step_1thread",
+    "step_host",
+    "step_host_1thread",
+    "gradgrad_host",
+    "dq+dkdv",
+    "dkdv",
+)
 
 
 def placement_table(studies):
     lines = []
     for s in studies:
-        lines.append(f"== {s['shape']}: {s['config']}  (ms over placements: min / median / max)")
-        rows = s["placements"]
-        for variant in ("autotuned", "alternative"):
-            mine = [r for r in rows if r["variant"] == variant]
-            cells = []
-            for col in (*common.PATHS, "dq+dkdv", "dkdv"):
-                vals = sorted(r[col] for r in mine)
-                cells.append(f"{col} {vals[0]:.3f}/{vals[len(vals) // 2]:.3f}/{vals[-1]:.3f}")
-            lines.append(f"  {variant:11s} " + "  ".join(cells))
+        lines.append(f"== {s['shape']}: {s['config']}")
+        lines.append(f"  {'ms over placements':20s} {'min':>7s} {'median':>7s} {'max':>7s}")
+        for col in PLACEMENT_COLUMNS:
+            vals = sorted(r[col] for r in s["placements"])
+            lines.append(f"  {col:20s} {vals[0]:7.3f} {vals[len(vals) // 2]:7.3f} {vals[-1]:7.3f}")
     return "\n".join(lines)
 
 
