@@ -22,13 +22,16 @@ Default mode, per shape and autotuned kernel (forward, dK/dV, dQ, grad-grad rows
 the paths, the training step with autograd's device thread off, the step's host time,
 and the backward's kernels launched directly.
 
-What it found (H100 80GB HBM3, triton 3.6, 2026-11-25): the autotuner made the same
-picks in 3 of 3 tunings at TTT D64/D80 and Short D64 causal, and the moving rows are
-host time. At TTT D64 the kernels are steady to 1% over 8 placements (forward
-0.100-0.102 ms, dQ + dK/dV 0.275-0.278 ms: 0.38 ms of GPU work a step) while the
-step measured 0.52-0.82 ms; at TTT D80, with 0.59 ms of GPU work, 0.584-0.586 ms. So
-the "in situ" ms of mode 1 is host-bound at these shapes and its ranking is noise:
-the configs it ranked first gave dQ + dK/dV 0.448 ms against the autotuner's 0.276.
+What it found (H100 80GB HBM3, triton 3.6, 2026-11-25, three calls): the autotuner made
+the same picks in 3 of 3 tunings at TTT D64/D80 and Short D64 causal; the moving rows
+are host time. At TTT D64 the kernels are steady to 1% over 6-8 placements (forward
+0.100-0.102 ms, dQ + dK/dV 0.275-0.278 ms) and the step with autograd's device thread
+off took 0.374-0.375 ms, while the step as the suite times it took 0.52-0.82 ms in one
+call and 0.376-0.491 ms in another; its host time was 0.44-0.56 ms with the thread on,
+0.21-0.33 ms with it off. The grad-grad step's host time, 1.35-1.71 ms, matched its
+measured 1.38-1.76 ms. At TTT D80 (0.59 ms of GPU work) the step held at 0.584-0.591 ms.
+So mode 1's "in situ" ranking is host noise at these shapes: the configs it ranked
+first gave dQ + dK/dV 0.448 ms against the autotuner's 0.276.
 
 Prints a table last; the full record goes to --out/tuning_stability.json ($OUT by default).
 """
