@@ -6,6 +6,7 @@
   the GPU before a benchmark asks for it.
 - ``bench_forward.py``, ``bench_backward.py``, ``bench_gradgrad.py``: one asv
   class per preset (``Seed``, ``TTT``, ``Long``, ``Grid``, ``Short``, ``CPU``), metrics
-  ``track_ms``, ``track_tflops``, ``track_peak_mib``, ``track_parity``.
+  ``track_ms``, ``track_tflops``, ``track_peak_mib``, ``track_parity``, ``track_host_ms``
+  (GPU only).
 - ``quick.py``: ``python -m bench_suite.quick ...`` for a quick look without asv.
 """

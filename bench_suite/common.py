@@ -26,6 +26,9 @@ Rules every measurement follows
 - GPU time: median over CUDA-event-timed iterations with an L2 flush before each
   (the method of ``triton.testing.do_bench``). CPU time: ``time.perf_counter``
   median, which is CPU wall-clock and labelled so.
+- Host time (GPU only, ``track_host_ms``): ``time.perf_counter`` around each of the
+  first timed calls, no sync (:func:`step_timing`). A row whose host ms reaches its
+  ms is bound by Python and launches, and moves with the host.
 - Peak memory: ``torch.cuda.max_memory_allocated`` during one call, minus what
   was allocated before it (the inputs). CPU has no such counter: skipped there.
 - Combinations that cannot run (mode not landed, out of memory, no CUDA) are
@@ -610,6 +613,13 @@ MAX_ITERS = 1000
 L2_FLUSH_BYTES = 256 * 2**20  # > H100's 50 MB L2, as do_bench
 
 
+# Host time of a call: perf_counter around the call alone (no sync), median of the first
+# HOST_SAMPLES timed calls, which start on an idle GPU. Later calls of a GPU-bound step
+# can block once the launch queue is full, which would count GPU time as host time:
+# 20 calls of a grad-grad step are ~500 launches, under the ~1000 a queue holds.
+HOST_SAMPLES = 20
+
+
 def median_ms(
     fn: Callable,
     device,
@@ -624,12 +634,30 @@ def median_ms(
 
     ``iters`` fixes the number of timed calls; by default it follows from ``rep_ms``.
     """
+    return step_timing(fn, device, iters=iters, rep_ms=rep_ms, warmup_ms=warmup_ms)[0]
+
+
+def step_timing(
+    fn: Callable,
+    device,
+    *,
+    iters: int | None = None,
+    rep_ms: float | None = None,
+    warmup_ms: float = DEFAULT_WARMUP_MS,
+) -> tuple[float, float | None]:
+    """(median ms per call, median host ms per call): :func:`median_ms` and, on a GPU, the
+    host time of the same timed calls (``HOST_SAMPLES``); None on CPU, where the wall
+    clock already is the host's.
+
+    Where the host ms reaches the GPU ms, the step waits on Python and launches, not on
+    kernels, and its ms moves with the host (README, "Results on one H100").
+    """
     import torch
 
     rep_ms = DEFAULT_REP_MS if rep_ms is None else rep_ms
     if torch.device(device).type == "cuda":
-        return _cuda_median_ms(fn, iters, rep_ms, warmup_ms)
-    return _cpu_median_ms(fn, iters, rep_ms, warmup_ms)
+        return _cuda_timing(fn, iters, rep_ms, warmup_ms)
+    return _cpu_median_ms(fn, iters, rep_ms, warmup_ms), None
 
 
 def _n_iters(iters, rep_ms, estimate_ms):
@@ -638,7 +666,7 @@ def _n_iters(iters, rep_ms, estimate_ms):
     return min(MAX_ITERS, max(MIN_ITERS, int(rep_ms / max(estimate_ms, 1e-6))))
 
 
-def _cuda_median_ms(fn, iters, rep_ms, warmup_ms):
+def _cuda_timing(fn, iters, rep_ms, warmup_ms):
     import torch
 
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
@@ -654,16 +682,22 @@ def _cuda_median_ms(fn, iters, rep_ms, warmup_ms):
     estimate = start.elapsed_time(end) / 3
     for _ in range(max(1, int(warmup_ms / max(estimate, 1e-6)))):
         fn()
+    torch.cuda.synchronize()  # an empty launch queue for the host samples
     n = _n_iters(iters, rep_ms, estimate)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    host = []
     for i in range(n):
         flush.zero_()  # cold L2 for every call, as triton.testing.do_bench
         starts[i].record()
+        t0 = time.perf_counter()
         fn()
+        if i < HOST_SAMPLES:
+            host.append((time.perf_counter() - t0) * 1e3)
         ends[i].record()
     torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+    ms = statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+    return ms, statistics.median(host)
 
 
 def _cpu_median_ms(fn, iters, rep_ms, warmup_ms):
@@ -719,6 +753,7 @@ class Record:
     tflops: float | None = None
     peak_mib: float | None = None
     parity: float | None = None
+    host_ms: float | None = None  # host time per call (step_timing); None on CPU
     impl: str = ""  # which candidate (sdpa backend) was kept
     first_call_s: float = 0.0  # first call: compilation, autotuning, caches
     measure_s: float = 0.0  # parity check, memory and timing
@@ -733,7 +768,8 @@ class Record:
         impl = f" [{self.impl}]" if self.impl else ""
         notes = f" (also tried: {self.reason})" if self.reason else ""
         tflops = f"{self.tflops:.4g} TFLOP/s"
-        return f"{self.ms:.4g} ms, {tflops}{mem}, parity {self.parity:.3g}{impl}{notes}"
+        host = "" if self.host_ms is None else f" (host {self.host_ms:.3g} ms)"
+        return f"{self.ms:.4g} ms{host}, {tflops}{mem}, parity {self.parity:.3g}{impl}{notes}"
 
 
 def measure_mode(path, cfg, mode, inp, ref64, math_same, device, *, iters=None, rep_ms=None):
@@ -794,7 +830,7 @@ def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, it
                 first_call_s=first_call_s,
             )
         mib = peak_mib(call, device)
-        ms = median_ms(call, device, iters=iters, rep_ms=rep_ms)
+        ms, host_ms = step_timing(call, device, iters=iters, rep_ms=rep_ms)
         measure_s = time.perf_counter() - t0
     except NotImplementedError as exc:
         return Record("skip", f"{label}: {exc}" if str(exc) else f"{label}: not implemented")
@@ -820,6 +856,7 @@ def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, it
         tflops=tflops,
         peak_mib=mib,
         parity=par.ratio,
+        host_ms=host_ms,
         impl=label if label.startswith("sdpa(") else "",
         first_call_s=first_call_s,
         measure_s=measure_s,
@@ -1037,3 +1074,8 @@ class PresetBenchmark(abc.ABC):
         return self._value("parity")
 
     track_parity.unit = "ratio"
+
+    def track_host_ms(self, cache, *params):
+        return self._value("host_ms")
+
+    track_host_ms.unit = "host ms"  # its own unit: its own noise rule (reports/metrics.py)

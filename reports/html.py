@@ -104,7 +104,7 @@ def _summary_table(table: pd.DataFrame, peak: float | None, link: CommitLinks | 
         + ("<th class=l>commit</th>" if commit_col else "")
         + "<th class=l>mode</th><th>ms</th><th>speedup vs math</th><th>win/loss</th>"
         "<th>peak MiB</th><th>MiB vs math</th><th>TFLOP/s</th>"
-        f"<th>% of {_num(peak, '.0f')} peak</th><th>parity</th></tr>"
+        f"<th>% of {_num(peak, '.0f')} peak</th><th>parity</th><th>host ms</th></tr>"
     )
     rows = []
     for r in table.itertuples(index=False):
@@ -119,7 +119,7 @@ def _summary_table(table: pd.DataFrame, peak: float | None, link: CommitLinks | 
             f"<td class='{wl if wl in ('win', 'loss') else ''}'>{_e(wl)}</td>"
             f"<td>{_num(r.peak_mib, '.0f')}</td><td>{_num(r.mem_ratio, '.2f')}x</td>"
             f"<td>{text._fmt_tflops(r.tflops)}</td><td>{_num(r.pct_peak, '.1f')}</td>"
-            f"<td>{_num(r.parity, '.2f')}</td></tr>"
+            f"<td>{_num(r.parity, '.2f')}</td><td>{_num(r.host_ms)}</td></tr>"
         )
     return f"<table class='summary'>{head}{''.join(rows)}</table>"
 

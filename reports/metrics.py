@@ -75,6 +75,11 @@ UNIT_RULES: dict[str, UnitRule] = {
     "MiB": UnitRule(
         LOWER_IS_BETTER, 0.01, 2.0, "peak memory (MiB)", backend_choice_rel_threshold=0.40
     ),
+    # bench_suite's host time per call (perf_counter, first 20 timed calls). No A/A yet; the
+    # same step in fresh allocations in one process on the lent H100 gave host times
+    # spanning 1.57-1.86x (scripts/gpu_tuning_stability.py --placement, 2026-11-25), so
+    # it flags only on doubling, and never under 0.05 ms.
+    "host ms": UnitRule(LOWER_IS_BETTER, 1.0, 0.05, "host time (ms)"),
     # max error vs fp64 / same-dtype math error. A/A: identical but SDPA (16%, implied 24%);
     # 25% for the rest leaves room for a kernel with atomics (ours have none).
     "ratio": UnitRule(
@@ -96,9 +101,9 @@ H100_BF16_MEASURED_PEAK_TFLOPS = 790.0
 # Machine names say the GPU (DESIGN.md); the prefix picks the peak. No entry, no "% of peak".
 PEAK_TFLOPS_BY_MACHINE_PREFIX: dict[str, float] = {"h100": H100_BF16_MEASURED_PEAK_TFLOPS}
 
-# The method names of the project's four metrics (bench_suite contract) -> short names,
-# in the order reports show them.
-CONTRACT_METRICS = ("ms", "tflops", "peak_mib", "parity")
+# The method names of the project's metrics (bench_suite contract) -> short names, in the
+# order reports show them. host_ms: GPU runs only, from commits after 29b68ee.
+CONTRACT_METRICS = ("ms", "tflops", "peak_mib", "parity", "host_ms")
 
 # Machines holding A/A repeats (same commit measured twice), e.g. "h100-sxm-80gb-aa1":
 # kept in the CSV and used by `python -m reports aa`, left out of the latest/HTML report.

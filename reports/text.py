@@ -33,7 +33,7 @@ HEADLINE_PRESETS = {
     "seed": ("seed", lambda row: row.get("T") == "2048" and row.get("D") == 128),
     "ttt": ("ttt", lambda row: row.get("T") == "1024/9216"),
 }
-METRIC_COLUMNS = {"ms": "ms", "tflops": "tflops", "peak_mib": "peak_mib", "parity": "parity"}
+METRIC_COLUMNS = {m: m for m in metrics.CONTRACT_METRICS}
 
 
 def mode_sort_key(mode: str) -> tuple[int, str]:
@@ -216,7 +216,8 @@ def config_table(latest: pd.DataFrame, peak: float | None) -> pd.DataFrame:
 def _config_block(rows: pd.DataFrame, peak: float | None) -> list[str]:
     header = (
         f"  {'mode':<10} {'ms':>10} {'speedup':>8} {'win/loss':>8} {'peak MiB':>10} "
-        f"{'vs math':>8} {'TFLOP/s':>8} {'% peak':>7} {'parity':>7} {'vs flash':>8}"
+        f"{'vs math':>8} {'TFLOP/s':>8} {'% peak':>7} {'parity':>7} {'vs flash':>8} "
+        f"{'host ms':>8}"
     )
     lines = [header]
     for _, r in rows.iterrows():
@@ -225,7 +226,8 @@ def _config_block(rows: pd.DataFrame, peak: float | None) -> list[str]:
             f"{r['win_loss']:>8} {_fmt(r['peak_mib'], '.0f'):>10} "
             f"{_fmt(r['mem_ratio'], '.2f') + 'x':>8} {_fmt_tflops(r['tflops']):>8} "
             f"{_fmt(r['pct_peak'], '.1f') + '%' if peak and pd.notna(r['pct_peak']) else 'n/a':>7} "
-            f"{_fmt(r['parity'], '.2f'):>7} {_fmt(r['vs_flash'], '.2f') + 'x':>8}"
+            f"{_fmt(r['parity'], '.2f'):>7} {_fmt(r['vs_flash'], '.2f') + 'x':>8} "
+            f"{_fmt_ms(r['host_ms']):>8}"
         )
     return [line.replace("n/ax", " n/a") for line in lines]
 
@@ -285,16 +287,18 @@ def headline_block(table: pd.DataFrame, newest: int | None = None) -> list[str]:
 def fused_vs_sdpa_block(table: pd.DataFrame, newest: int | None = None) -> list[str]:
     """The fused mode against SDPA flash and SDPA's fastest backend, config by config.
 
-    ratio = yardstick ms / fused ms (> 1: fused is faster); MiB = fused peak / flash peak.
-    Rows measured at a commit older than ``newest`` end with a [commit ...] tag.
+    ratio = yardstick ms / fused ms (> 1: fused is faster); MiB = fused peak / flash peak;
+    host = fused host ms / fused ms (near 1 or above: the fused row is host time, not
+    kernels). Rows measured at a commit older than ``newest`` end with a [commit ...] tag.
     """
     if table.empty or FUSED_MODE not in set(table["bwd_mode"]):
         return []
     width = max(len(str(c)) for c in table["config"])
     lines = [
-        "FUSED vs SDPA (ratio = SDPA ms / fused ms, >1 = fused faster; MiB = fused / flash)",
+        "FUSED vs SDPA (ratio = SDPA ms / fused ms, >1 = fused faster; MiB = fused / flash; "
+        "host = fused host ms / fused ms, near 1 = bound by the host)",
         f"  {'family':<9} {'preset':<6} {'config':<{width}} {'fused ms':>9} "
-        f"{'flash ms':>9} {'ratio':>6} {'sdpa ms':>9} {'ratio':>6} {'MiB':>6}",
+        f"{'flash ms':>9} {'ratio':>6} {'sdpa ms':>9} {'ratio':>6} {'MiB':>6} {'host':>5}",
     ]
     for (family, preset, config), rows in table.groupby(["family", "preset", "config"], sort=False):
         by_mode = rows.set_index("bwd_mode")
@@ -307,9 +311,10 @@ def fused_vs_sdpa_block(table: pd.DataFrame, newest: int | None = None) -> list[
             cells += [_fmt_ms(ms), _fmt(ms / fused["ms"], ".2f")]
         flash_mib = by_mode.loc["flash", "peak_mib"] if "flash" in by_mode.index else math.nan
         mib = _fmt(fused["peak_mib"] / flash_mib, ".2f")
+        host = _fmt(fused.get("host_ms", math.nan) / fused["ms"], ".2f")
         lines.append(
             f"  {family:<9} {preset:<6} {config:<{width}} {_fmt_ms(fused['ms']):>9} "
-            f"{cells[0]:>9} {cells[1]:>6} {cells[2]:>9} {cells[3]:>6} {mib:>6}"
+            f"{cells[0]:>9} {cells[1]:>6} {cells[2]:>9} {cells[3]:>6} {mib:>6} {host:>5}"
             + _commit_tag(rows, newest, with_date=False)
         )
     return lines + [""]

@@ -618,7 +618,8 @@ def _fmt(value, spec: str, width: int) -> str:
 
 
 def print_table(result_json: str | os.PathLike) -> None:
-    """Per family and config: each mode's ms, speedup over math, MiB, TFLOP/s and parity."""
+    """Per family and config: each mode's ms, speedup over math, MiB, TFLOP/s, parity and
+    host ms (GPU runs: a host ms near the ms says the row is host time, not kernels)."""
     rows = load_rows(result_json)
     table: dict = {}
     for r in rows:
@@ -631,7 +632,10 @@ def print_table(result_json: str | os.PathLike) -> None:
     ):
         B, H, T, D, dtype, mask = cfg
         print(f"{family} {preset} B{B} H{H} T{T} D{D} {dtype} {mask}")
-        print(f"    {'mode':<10}{'ms':>10}{'vs math':>9}{'MiB':>10}{'TFLOP/s':>9}{'parity':>8}")
+        print(
+            f"    {'mode':<10}{'ms':>10}{'vs math':>9}{'MiB':>10}{'TFLOP/s':>9}{'parity':>8}"
+            f"{'host ms':>9}"
+        )
         math_ms = modes.get("math", {}).get("ms")
         for mode in [m for m in common.ALL_MODES if m in modes]:
             v = modes[mode]
@@ -645,7 +649,7 @@ def print_table(result_json: str | os.PathLike) -> None:
             print(
                 f"    {mode:<10}{_fmt(ms, '.4g', 10)}{_fmt(speedup, '.2f', 8)}x"
                 f"{_fmt(v.get('peak_mib'), '.1f', 10)}{_fmt(v.get('tflops'), '.3g', 9)}"
-                f"{_fmt(v.get('parity'), '.2f', 8)}"
+                f"{_fmt(v.get('parity'), '.2f', 8)}{_fmt(v.get('host_ms'), '.4g', 9)}"
             )
 
 

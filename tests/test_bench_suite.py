@@ -7,6 +7,7 @@ temporary folders; BENCH_SUITE_REP_MS shortens the timing loops.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -26,7 +27,7 @@ from runner import asv_run
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = {"forward": bench_forward, "backward": bench_backward, "gradgrad": bench_gradgrad}
-METRICS = ("ms", "tflops", "peak_mib", "parity")
+METRICS = ("ms", "tflops", "peak_mib", "parity", "host_ms")
 QUICK_ENV = {"BENCH_SUITE_REP_MS": "5"}
 
 
@@ -94,7 +95,9 @@ def test_every_file_has_every_preset_with_the_contract_params():
             assert cls.params == common.asv_params(preset.name, path)
             assert cls.path == path and cls.preset == preset.name
             assert "setup_cache" in vars(cls), "asv keys setup_cache by source line: own one"
-            for metric, unit in zip(METRICS, ("ms", "TFLOP/s", "MiB", "ratio")):
+            for metric, unit in zip(
+                METRICS, ("ms", "TFLOP/s", "MiB", "ratio", "host ms"), strict=True
+            ):
                 assert getattr(cls, f"track_{metric}").unit == unit
             for cfg in preset.configs():  # every T and mask parses
                 assert cfg.tq <= cfg.tk
@@ -146,6 +149,8 @@ def test_class_lookups_skip_fail_and_pass():
     assert bench.track_parity(cache, *key, "math") == 0.7
     with pytest.raises(common.SkipNotImplemented):  # no GPU memory counter on CPU
         bench.track_peak_mib(cache, *key, "math")
+    with pytest.raises(common.SkipNotImplemented):  # CPU wall-clock already is host time
+        bench.track_host_ms(cache, *key, "math")
     bench.setup(cache, *key, "compiled")
     with pytest.raises(RuntimeError, match="parity"):  # a wrong kernel is never timed
         bench.track_ms(cache, *key, "compiled")
@@ -155,6 +160,24 @@ def test_class_lookups_skip_fail_and_pass():
         bench.setup(skipped, *key, "math")
     with pytest.raises(NotImplementedError, match="no CUDA"):
         bench.setup({"unavailable": "no CUDA device"}, *key, "math")
+
+
+def test_host_time_is_recorded_and_shown_where_there_is_one():
+    key = (1, 2, "128", 64, "float32", "none", "math")
+    rec = common.Record("ok", ms=0.5, tflops=1.0, peak_mib=3.0, parity=0.7, host_ms=0.62)
+    bench = bench_backward.CPU()
+    bench.setup({key: rec}, *key)
+    assert bench.track_host_ms({key: rec}, *key) == 0.62
+    assert rec.line().startswith("0.5 ms (host 0.62 ms), ")
+    assert "host" not in dataclasses.replace(rec, host_ms=None).line()
+
+
+def test_step_timing_has_no_host_time_on_cpu():
+    calls = []
+    ms, host = common.step_timing(lambda: calls.append(1), "cpu", iters=7, warmup_ms=0.0)
+    assert host is None and ms >= 0.0
+    assert len(calls) == 1 + 1 + 7  # estimate, one warm-up, the timed calls
+    assert common.median_ms(lambda: None, "cpu", iters=3) >= 0.0
 
 
 # --- references and the parity gate -------------------------------------------------------
@@ -341,7 +364,7 @@ def test_asv_run_cpu_end_to_end(tmp_path, capfd):
         f: len(common.preset_configs("cpu")) * len(common.PRESETS["cpu"].modes_for(f))
         for f in common.PATHS
     }
-    assert len(rows) == 4 * sum(n_params.values())
+    assert len(rows) == len(METRICS) * sum(n_params.values())
     by = {(r["family"], r["metric"], r["T"], r["mask"], r["bwd_mode"]): r["value"] for r in rows}
     for f in common.PATHS:
         for cfg in common.preset_configs("cpu"):
@@ -351,6 +374,7 @@ def test_asv_run_cpu_end_to_end(tmp_path, capfd):
             assert tflops == pytest.approx(common.config_flops(f, cfg) / ms / 1e9, rel=1e-9)
             assert by[(f, "parity", cfg.T, cfg.mask, "math")] <= common.PARITY_LIMIT
             assert by[(f, "peak_mib", cfg.T, cfg.mask, "math")] == "skipped"  # no CPU counter
+            assert by[(f, "host_ms", cfg.T, cfg.mask, "math")] == "skipped"  # wall clock is
     # the progress lines streamed while asv ran, and the kernels came from this checkout
     assert f"kernels from {REPO / 'kernels'}" in out
     assert "asv wall time" in out
@@ -550,4 +574,5 @@ def test_seed_preset_on_the_gpu(path):
         assert rec.status in ("ok", "skip"), (key, rec)  # a failure is a kernel bug
         if rec.status == "ok":
             assert rec.ms > 0 and rec.peak_mib > 0 and rec.parity <= common.PARITY_LIMIT
+            assert 0 < rec.host_ms < 100 * rec.ms  # measured: a launch takes microseconds
             assert math.isfinite(rec.tflops)

@@ -773,6 +773,9 @@ def test_units_and_directions_live_in_metrics():
     assert metrics.direction("ratio") == metrics.LOWER_IS_BETTER
     assert metrics.direction("TFLOP/s") == metrics.HIGHER_IS_BETTER
     assert metrics.direction("furlongs") == metrics.LOWER_IS_BETTER  # asv's default
+    # host time moves 1.6-1.9x with the host: flagged only on doubling (bench_suite unit)
+    assert metrics.direction("host ms") == metrics.LOWER_IS_BETTER
+    assert metrics.unit_rule("host ms").rel_threshold == 1.0
     assert metrics.peak_tflops("h100-sxm-80gb") == 790.0
     assert metrics.peak_tflops("cpu-x86_64") is None
     assert metrics.implied_threshold(0.02) == pytest.approx(0.03)
@@ -1162,25 +1165,33 @@ def test_a_preset_without_math_still_reports_against_flash():
 def test_fused_vs_sdpa_block_gives_yardstick_over_fused_ratios():
     from reports import text
 
+    nan = float("nan")
     rows = [
-        # family, preset, config, mode, ms, MiB
-        ("forward", "Grid", "B=4 H=16 T=4096", "fused", 0.40, 10.0),
-        ("forward", "Grid", "B=4 H=16 T=4096", "flash", 0.50, 20.0),
-        ("forward", "Grid", "B=4 H=16 T=4096", "sdpa", 0.30, 30.0),
-        ("backward", "TTT", "B=1 H=12 T=1024/9216", "fused", 1.0, 30.0),
-        ("backward", "TTT", "B=1 H=12 T=1024/9216", "sdpa", 0.5, 50.0),  # flash refused
-        ("gradgrad", "Seed", "B=2 H=4 T=2048", "fused", 2.0, 44.0),  # no yardstick
+        # family, preset, config, mode, ms, MiB, host ms
+        ("forward", "Grid", "B=4 H=16 T=4096", "fused", 0.40, 10.0, 0.10),
+        ("forward", "Grid", "B=4 H=16 T=4096", "flash", 0.50, 20.0, 0.05),
+        ("forward", "Grid", "B=4 H=16 T=4096", "sdpa", 0.30, 30.0, 0.05),
+        ("backward", "TTT", "B=1 H=12 T=1024/9216", "fused", 1.0, 30.0, 1.1),
+        ("backward", "TTT", "B=1 H=12 T=1024/9216", "sdpa", 0.5, 50.0, 0.2),  # flash refused
+        ("backward", "Long", "B=1 H=8 T=8192", "fused", 1.5, 9.0, nan),  # before host_ms
+        ("backward", "Long", "B=1 H=8 T=8192", "flash", 2.0, 18.0, nan),
+        ("gradgrad", "Seed", "B=2 H=4 T=2048", "fused", 2.0, 44.0, 1.0),  # no yardstick
     ]
-    table = pd.DataFrame(rows, columns=["family", "preset", "config", "bwd_mode", "ms", "peak_mib"])
+    columns = ["family", "preset", "config", "bwd_mode", "ms", "peak_mib", "host_ms"]
+    table = pd.DataFrame(rows, columns=columns)
     block = text.fused_vs_sdpa_block(table)
     assert block[0].startswith("FUSED vs SDPA")
     grid = next(line for line in block if "T=4096" in line).split()
-    # fused 0.4; flash 0.5 -> 1.25x; sdpa 0.3 -> 0.75x; MiB 10 / 20
-    assert grid[-5:] == ["0.5000", "1.25", "0.3000", "0.75", "0.50"]
+    # fused 0.4; flash 0.5 -> 1.25x; sdpa 0.3 -> 0.75x; MiB 10 / 20; host 0.1 / 0.4
+    assert grid[-6:] == ["0.5000", "1.25", "0.3000", "0.75", "0.50", "0.25"]
     ttt = next(line for line in block if "TTT" in line).split()
-    assert ttt[-5:] == ["n/a", "n/a", "0.5000", "0.50", "n/a"]  # fused 2x slower
+    assert ttt[-6:] == ["n/a", "n/a", "0.5000", "0.50", "n/a", "1.10"]  # host-bound
+    long = next(line for line in block if "Long" in line).split()
+    assert long[-6:] == ["2.000", "1.33", "n/a", "n/a", "0.50", "n/a"]
     assert not any("gradgrad" in line for line in block)
     assert text.fused_vs_sdpa_block(table[table["bwd_mode"] != "fused"]) == []
+    # a table from results that predate host_ms has no such column at all
+    assert text.fused_vs_sdpa_block(table.drop(columns="host_ms"))[2].split()[-1] == "n/a"
 
 
 # --------------------------------------------------------------------------------------------
