@@ -102,7 +102,7 @@ H100_BF16_MEASURED_PEAK_TFLOPS = 790.0
 PEAK_TFLOPS_BY_MACHINE_PREFIX: dict[str, float] = {"h100": H100_BF16_MEASURED_PEAK_TFLOPS}
 
 # The method names of the project's metrics (bench_suite contract) -> short names, in the
-# order reports show them. host_ms: GPU runs only, from commits after 29b68ee.
+# order reports show them. host_ms: GPU runs only, in results from its commit on.
 CONTRACT_METRICS = ("ms", "tflops", "peak_mib", "parity", "host_ms")
 
 # Machines holding A/A repeats (same commit measured twice), e.g. "h100-sxm-80gb-aa1":
