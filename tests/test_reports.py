@@ -1373,3 +1373,12 @@ def test_all_presets_at_the_newest_commit_render_as_before(tmp_path):
     page = html.write_html(df, regress.history(df), None, None, [machine], {}, tmp_path / "h")
     summary = page.read_text().split("<h2 id='summary'>")[1].split("<h2 id='regressions'>")[0]
     assert "Older commits" not in summary and "<th class=l>commit</th>" not in summary
+
+
+def test_publish_refuses_to_empty_our_own_report(monkeypatch, capsys):
+    from reports import publish
+
+    monkeypatch.chdir(ROOT)
+    for target in ("report", "report/html", "."):
+        assert publish.publish(Path(target), Path("asv.conf.json")) == 2, target
+        assert "would wipe our own report" in capsys.readouterr().err
