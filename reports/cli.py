@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import html, metrics, plots, regress, text
+from reports import html, metrics, plots, regress, tables, text
 from reports.load import CSV_DROP, NoResultsError, load_results
 
 EXIT_OK = 0
@@ -163,7 +163,7 @@ def build(
 def _fmt_change(r) -> str:
     return (
         f"  {r.change_pct:+7.1f}%  {r.benchmark}  {r.params}  "
-        f"{text._fmt(r.value_old, '.4g')} -> {text._fmt(r.value_new, '.4g')} {r.unit}  "
+        f"{tables.fmt(r.value_old, '.4g')} -> {tables.fmt(r.value_new, '.4g')} {r.unit}  "
         f"(threshold {r.threshold_pct:.1f}%, {metrics.direction(r.unit)} is better)"
     )
 
