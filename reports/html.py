@@ -313,7 +313,7 @@ def write_html(
         if peak:
             parts.append(
                 f"<p class=muted>% of peak: TFLOP/s / {peak:.0f}, the measured bf16 dense "
-                "matmul ceiling of the lent H100 (shared/anchors/README.md).</p>"
+                f"matmul ceiling of the lent H100 ({metrics.PEAK_SOURCE}).</p>"
             )
 
     visible = changes[changes["machine"].isin(machines)]

@@ -180,7 +180,7 @@ def latest_text(df: pd.DataFrame, machine: str, changes: pd.DataFrame | None = N
         _fill_in_line(fills) if fills else None,
         (
             f"% peak = TFLOP/s / {peak:.0f} (measured bf16 dense matmul ceiling on the lent "
-            "H100, shared/anchors/README.md)"
+            f"H100, {metrics.PEAK_SOURCE})"
             if peak
             else "% peak: no measured peak for this machine"
         ),
