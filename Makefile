@@ -25,7 +25,7 @@ help:
 	@echo "make bench-gpu GPUS=N      the suite sharded over N local GPUs, merged into results/"
 	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (README: Running on Modal)"
 	@echo "make report    CSV, <machine>_latest.txt, plots and HTML from results/ (no GPU)"
-	@echo "make publish   asv's own HTML in reports/asv_html, working offline"
+	@echo "make publish   asv's own HTML in report/asv_html, working offline"
 
 # torch 2.13.0: the CPU wheel on CPU machines (it lies on disk here), the CUDA wheel elsewhere.
 $(STAMP): pyproject.toml
@@ -97,13 +97,13 @@ bench-modal:
 	$(PY) -m modal run modal_runner.py --commits '$(COMMITS)' --shards $(or $(SHARDS),8) \
 		$(if $(PRESETS),--preset '$(PRESETS)') $(if $(BENCH),--bench '$(BENCH)')
 
-# Reports from the committed asv results (reports/cli.py): reports/data/all_results.csv,
-# reports/<machine>_latest.txt, reports/plots/, reports/html/index.html. No GPU, no torch.
+# Reports from the committed asv results (reports/cli.py): report/data/all_results.csv,
+# report/<machine>_latest.txt, report/plots/, report/html/index.html. No GPU, no torch.
 .PHONY: report publish
 report: $(ENV)
 	$(PY) -m reports
 
-# asv's own HTML into reports/asv_html (gitignored; asv publish empties it first), with
-# its CDN scripts replaced by reports/vendor/ copies. View: python -m http.server -d reports/asv_html
+# asv's own HTML into report/asv_html (gitignored; asv publish empties it first), with
+# its CDN scripts replaced by reports/vendor/ copies. View: python -m http.server -d report/asv_html
 publish: $(ENV)
 	$(PY) -m reports publish

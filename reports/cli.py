@@ -1,9 +1,10 @@
 """Command line: build the report, compare two commits (CI gate), derive thresholds from A/A.
 
-    python -m reports                      # build: CSV, <machine>_latest.txt, plots, HTML
+    python -m reports                      # build into report/: CSV, <machine>_latest.txt,
+                                           #   plots, HTML
     python -m reports compare A B          # changed benchmarks; exit 1 on a regression
     python -m reports aa DIR_A DIR_B       # largest A/A difference per metric -> thresholds
-    python -m reports publish              # asv publish into reports/asv_html, offline
+    python -m reports publish              # asv publish into report/asv_html, offline
 
 A and B are commit prefixes, git refs (HEAD~1, main), "latest", or paths to result folders
 or files. Exit codes: 0 fine, 1 regression (compare), 2 bad arguments, 3 no results.
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import html, metrics, plots, regress, text
+from reports import html, metrics, plots, regress, tables, text
 from reports.load import CSV_DROP, NoResultsError, load_results
 
 EXIT_OK = 0
@@ -69,7 +70,7 @@ def report_machines(df: pd.DataFrame) -> list[str]:
 
 def build(
     results: Path | str = "results",
-    out: Path | str = "reports",
+    out: Path | str = "report",
     repo: Path | str | None = ".",
     baseline: str | None = None,
     commit_url: str | None = None,
@@ -162,7 +163,7 @@ def build(
 def _fmt_change(r) -> str:
     return (
         f"  {r.change_pct:+7.1f}%  {r.benchmark}  {r.params}  "
-        f"{text._fmt(r.value_old, '.4g')} -> {text._fmt(r.value_new, '.4g')} {r.unit}  "
+        f"{tables.fmt(r.value_old, '.4g')} -> {tables.fmt(r.value_new, '.4g')} {r.unit}  "
         f"(threshold {r.threshold_pct:.1f}%, {metrics.direction(r.unit)} is better)"
     )
 
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pb = sub.add_parser("build", help="build the report (the default command)")
     common(pb)
-    pb.add_argument("--out", default="reports", help="output folder (reports/)")
+    pb.add_argument("--out", default="report", help="output folder (report/)")
     pb.add_argument("--baseline", help="baseline commit (default: the oldest with results)")
     pb.add_argument(
         "--commit-url",
@@ -322,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     pa.add_argument("a")
     pa.add_argument("b")
     pa.add_argument("--repo", default=".")
-    pp = sub.add_parser("publish", help="asv publish into reports/asv_html, made offline")
-    pp.add_argument("--html-dir", default="reports/asv_html")
+    pp = sub.add_parser("publish", help="asv publish into report/asv_html, made offline")
+    pp.add_argument("--html-dir", default="report/asv_html")
     pp.add_argument("--config", default="asv.conf.json")
 
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):

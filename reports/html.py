@@ -1,7 +1,7 @@
 """A self-contained static HTML report: no script, no CDN, no network at view time.
 
 One page, ``<out>/html/index.html``: summary of each machine's latest results (per preset,
-the newest commit that measured it: text.latest_rows_per_class), regressions
+the newest commit that measured it: tables.latest_rows_per_class), regressions
 (vs the previous commit, and the newest commit vs a baseline) linking to the commit, the
 plots (referenced relatively, ../plots/<machine>/*.png, or embedded as data URIs), one
 section per benchmark, the list of commits and the thresholds used. Inline CSS only.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import os
 import re
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import metrics, regress, text
+from reports import metrics, regress, tables
 
 MAX_REGRESSION_ROWS = 300  # history tables beyond this are cut (the CSV has them all)
 STATUS_CLASS = {
@@ -68,9 +67,7 @@ def _e(x) -> str:
 
 
 def _num(x, spec=".4g") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)) or pd.isna(x):
-        return "n/a"
-    return format(x, spec)
+    return tables.fmt(x, spec)
 
 
 def _anchor(name: str) -> str:
@@ -109,7 +106,7 @@ def _summary_table(table: pd.DataFrame, peak: float | None, link: CommitLinks | 
     rows = []
     for r in table.itertuples(index=False):
         wl = r.win_loss
-        cls = "math" if r.bwd_mode == text.BASELINE_MODE else ""
+        cls = "math" if r.bwd_mode == tables.BASELINE_MODE else ""
         rows.append(
             f"<tr class='{cls}'><td class=l>{_e(r.family)}</td><td class=l>{_e(r.preset)}</td>"
             f"<td class=l>{_e(r.config)}</td>"
@@ -118,7 +115,7 @@ def _summary_table(table: pd.DataFrame, peak: float | None, link: CommitLinks | 
             f"<td>{_num(r.ms)}</td><td>{_num(r.speedup, '.2f')}x</td>"
             f"<td class='{wl if wl in ('win', 'loss') else ''}'>{_e(wl)}</td>"
             f"<td>{_num(r.peak_mib, '.0f')}</td><td>{_num(r.mem_ratio, '.2f')}x</td>"
-            f"<td>{text._fmt_tflops(r.tflops)}</td><td>{_num(r.pct_peak, '.1f')}</td>"
+            f"<td>{tables.fmt_tflops(r.tflops)}</td><td>{_num(r.pct_peak, '.1f')}</td>"
             f"<td>{_num(r.parity, '.2f')}</td><td>{_num(r.host_ms)}</td></tr>"
         )
     return f"<table class='summary'>{head}{''.join(rows)}</table>"
@@ -285,11 +282,11 @@ def write_html(
     ]
     for machine in machines:
         # The same latest view as <machine>_latest.txt: per benchmark class, the newest
-        # commit that measured it (text.latest_rows_per_class).
-        latest = text.latest_rows_per_class(df, machine)
+        # commit that measured it (tables.latest_rows_per_class).
+        latest = tables.latest_rows_per_class(df, machine)
         newest = latest["commit_order"].max()
         first = latest[latest["commit_order"] == newest].iloc[0]
-        fills = text.older_commit_fill_ins(latest)
+        fills = tables.older_commit_fill_ins(latest)
         peak = metrics.peak_tflops(machine)
         date = first["commit_date"]
         parts.append(
@@ -302,13 +299,13 @@ def write_html(
                 "<p class='fill-ins'>Older commits fill in presets not measured at the newest: "
                 + "; ".join(
                     f"{_e(', '.join(f['labels']))} from {link(f['commit'])} "
-                    f"({_e(text.fmt_date(f['commit_date']))}, {f['n_ok']} of {f['n_rows']} "
+                    f"({_e(tables.fmt_date(f['commit_date']))}, {f['n_ok']} of {f['n_rows']} "
                     "measurements present)"
                     for f in fills
                 )
                 + ". The commit column says which commit each row was measured at.</p>"
             )
-        table = text.config_table(latest, peak) if "bwd_mode" in latest else pd.DataFrame()
+        table = tables.config_table(latest, peak) if "bwd_mode" in latest else pd.DataFrame()
         if table.empty:
             parts.append("<p class=muted>No bwd_mode-parameterised results.</p>")
         else:
@@ -316,7 +313,7 @@ def write_html(
         if peak:
             parts.append(
                 f"<p class=muted>% of peak: TFLOP/s / {peak:.0f}, the measured bf16 dense "
-                "matmul ceiling of the lent H100 (shared/anchors/README.md).</p>"
+                f"matmul ceiling of the lent H100 ({metrics.PEAK_SOURCE}).</p>"
             )
 
     visible = changes[changes["machine"].isin(machines)]

@@ -65,8 +65,9 @@ BACKEND_CHOICE_MODES = frozenset({"sdpa"})
 
 UNIT_RULES: dict[str, UnitRule] = {
     # CUDA-event median. A/A: <= 0.3% at >= 3 ms (implied 0.5%; 5% leaves room for other
-    # days and cards: anchors saw 65.26 vs 65.24 ms an hour apart), 39% under 3 ms
-    # (TFLOP/s: 65%; implied 97.5%, so 100%: short host-bound steps flag only on doubling).
+    # days and cards: the baselines of docs/baselines.md saw 65.26 vs 65.24 ms an hour
+    # apart), 39% under 3 ms (TFLOP/s: 65%; implied 97.5%, so 100%: short host-bound steps
+    # flag only on doubling).
     "ms": UnitRule(LOWER_IS_BETTER, 0.05, 0.002, "time (ms)", host_bound_rel_threshold=1.0),
     # FLOP model / time: exactly as noisy as "ms", in the other direction.
     "TFLOP/s": UnitRule(HIGHER_IS_BETTER, 0.05, 0.5, "TFLOP/s", host_bound_rel_threshold=1.0),
@@ -94,11 +95,14 @@ UNIT_RULES: dict[str, UnitRule] = {
 UNKNOWN_UNIT_RULE = UnitRule(LOWER_IS_BETTER, 0.10, 0.0, "value")
 
 # Measured bf16 dense matmul ceiling on the lent H100 SXM 80GB (torch.matmul, bf16):
-# ~790 TFLOP/s. Source: ../shared/anchors/README.md, "Measured bf16 matmul ceiling on the
-# lent H100". fp16 runs on the same tensor cores at the same rate, so it is used for both.
+# ~790 TFLOP/s. Source: docs/baselines.md, "Measured bf16 matmul ceiling on the lent H100".
+# fp16 runs on the same tensor cores at the same rate, so it is used for both.
 H100_BF16_MEASURED_PEAK_TFLOPS = 790.0
+# Where the reports (text and HTML) say the peak comes from.
+PEAK_SOURCE = "docs/baselines.md"
 
-# Machine names say the GPU (DESIGN.md); the prefix picks the peak. No entry, no "% of peak".
+# Machine names say the GPU (docs/design.md); the prefix picks the peak. No entry, no
+# "% of peak".
 PEAK_TFLOPS_BY_MACHINE_PREFIX: dict[str, float] = {"h100": H100_BF16_MEASURED_PEAK_TFLOPS}
 
 # The method names of the project's metrics (bench_suite contract) -> short names, in the

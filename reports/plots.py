@@ -10,7 +10,7 @@ Per machine, five figures, whatever the size of the data (the cap keeps `make re
   at most MAX_SPEED_MEMORY_PANELS.
 - ``scaling_T``: latest results, ms vs Tk per mode for the shape family with the most T values.
 
-"Latest" is text.latest_rows_per_class: per benchmark class, the newest commit that measured
+"Latest" is tables.latest_rows_per_class: per benchmark class, the newest commit that measured
 it; a panel from a commit older than the newest names that commit in its title.
 """
 
@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports import metrics, text  # noqa: E402
+from reports import metrics, tables  # noqa: E402
 
 MAX_TREND_CONFIGS = 4
 MAX_SPEED_MEMORY_PANELS = 6
@@ -79,8 +79,8 @@ def pick_configs(df: pd.DataFrame, limit: int) -> list[str]:
         return []
     shapes = df.drop_duplicates("config")
     chosen: list[str] = []
-    for which in text.HEADLINE_PRESETS:
-        preset = text.HEADLINE_PRESETS[which][0]
+    for which in tables.HEADLINE_PRESETS:
+        preset = tables.HEADLINE_PRESETS[which][0]
         hits = shapes[shapes["preset"].str.lower() == preset]["config"].tolist()
         chosen += [c for c in hits[:1] if c not in chosen]
     counts = df.groupby("config")["value"].count().sort_values(ascending=False, kind="stable")
@@ -129,7 +129,9 @@ def trend_figure(mdf: pd.DataFrame, family: str, out_dir: Path) -> list[Path]:
         for j, config in enumerate(configs):
             ax = axes[i][j]
             cdf = mrows[mrows["config"] == config]
-            for mode, g in sorted(cdf.groupby("bwd_mode"), key=lambda x: text.mode_sort_key(x[0])):
+            for mode, g in sorted(
+                cdf.groupby("bwd_mode"), key=lambda x: tables.mode_sort_key(x[0])
+            ):
                 g = g.sort_values("commit_order")
                 x = g["commit_order"].to_numpy()
                 y = g["value"].to_numpy(float)
@@ -201,13 +203,13 @@ def speed_memory_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
     have = latest[latest["metric"].isin(["ms", "peak_mib"]) & latest["value"].notna()]
     if have.empty or "bwd_mode" not in have:
         return []
-    families = sorted(have["family"].unique(), key=text.family_sort_key)
+    families = sorted(have["family"].unique(), key=tables.family_sort_key)
     # One preset per (family, config) panel (the first in preset order), so that a panel
     # never mixes two classes, which may come from different commits.
     preset_of: dict[tuple[str, str], str] = {}
     for family, config, preset in sorted(
         set(zip(have["family"], have["config"], have["preset"])),
-        key=lambda k: text.preset_sort_key(k[2]),
+        key=lambda k: tables.preset_sort_key(k[2]),
     ):
         preset_of.setdefault((family, config), preset)
     panels = [
@@ -228,7 +230,7 @@ def speed_memory_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
             & (have["preset"] == preset_of[(family, config)])
         ]
         wide = sel.pivot_table(index="bwd_mode", columns="metric", values="value", aggfunc="first")
-        for mode in sorted(wide.index, key=text.mode_sort_key):
+        for mode in sorted(wide.index, key=tables.mode_sort_key):
             if {"ms", "peak_mib"} <= set(wide.columns):
                 x, y = wide.loc[mode, "peak_mib"], wide.loc[mode, "ms"]
                 if np.isfinite(x) and np.isfinite(y):
@@ -271,11 +273,11 @@ def scaling_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
     if spread.max() < 2:
         return []
     sel = keyed[keyed["_group"] == best]
-    families = sorted(sel["family"].unique(), key=text.family_sort_key)
+    families = sorted(sel["family"].unique(), key=tables.family_sort_key)
     fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
     for ax, family in zip(axes[0], families):
         fsel = sel[sel["family"] == family]
-        for mode, g in sorted(fsel.groupby("bwd_mode"), key=lambda x: text.mode_sort_key(x[0])):
+        for mode, g in sorted(fsel.groupby("bwd_mode"), key=lambda x: tables.mode_sort_key(x[0])):
             g = g.sort_values("Tk")
             ax.plot(
                 g["Tk"].astype(float), g["value"], marker="o", ms=3, color=_color(mode), label=mode
@@ -309,7 +311,7 @@ def _render(task: tuple) -> list[Path]:
     mdf = df[df["machine"] == machine]
     if kind == "trend":
         return trend_figure(mdf, arg, out_dir)
-    latest = text.latest_rows_per_class(df, machine)
+    latest = tables.latest_rows_per_class(df, machine)
     if kind == "speed_memory":
         return speed_memory_figure(latest, out_dir)
     return scaling_figure(latest, out_dir)
@@ -320,7 +322,7 @@ def machine_plots(df: pd.DataFrame, machine: str, out_dir: Path) -> list[Path]:
     mdf = df[df["machine"] == machine]
     if mdf.empty or "bwd_mode" not in mdf or mdf["bwd_mode"].isna().all():
         return []
-    tasks = [("trend", f) for f in sorted(mdf["family"].unique(), key=text.family_sort_key)]
+    tasks = [("trend", f) for f in sorted(mdf["family"].unique(), key=tables.family_sort_key)]
     tasks += [("speed_memory", None), ("scaling", None)]
     _JOB.update(df=mdf, machine=machine, out_dir=out_dir)
     workers = int(os.environ.get("REPORTS_PLOT_WORKERS", min(os.cpu_count() or 1, 4)))

@@ -1,14 +1,14 @@
-"""`make publish`: asv's own HTML (`asv publish`) in reports/asv_html, made to work offline.
+"""`make publish`: asv's own HTML (`asv publish`) in report/asv_html, made to work offline.
 
 asv 0.6.6's index.html loads jQuery, flot, stupidtable, md5 and bootstrap from CDNs and is
-blank without network (DESIGN.md trap 8). We publish, then copy the same libraries from
+blank without network (docs/design.md trap 8). We publish, then copy the same libraries from
 reports/vendor/asv/ (fetched from the npm registry, see reports/vendor/README.md) into
 <html_dir>/vendor/ and point the page's <script>/<link> tags at them. Any CDN tag we do not
 know fails loudly instead of leaving a page that silently needs the network.
 
 asv's page reads its data (index.json, graphs/) with XHR, which browsers refuse on file://:
-serve the folder locally (`python -m http.server -d reports/asv_html`, or `asv preview`).
-Our own report (reports/html/index.html) needs no server.
+serve the folder locally (`python -m http.server -d report/asv_html`, or `asv preview`).
+Our own report (report/html/index.html) needs no server.
 """
 
 from __future__ import annotations
@@ -97,9 +97,11 @@ def publish(html_dir: Path, config: Path) -> int:
             file=sys.stderr,
         )
         return 2
-    # asv publish empties html_dir first (DESIGN.md trap 8): never point it at reports/html.
-    if html_dir.resolve() == (Path("reports") / "html").resolve():
-        print("error: asv publish would wipe our own report in reports/html", file=sys.stderr)
+    # asv publish empties html_dir first (docs/design.md trap 8): never point it at
+    # report/html, nor at a folder holding it (report/ itself).
+    own = (Path("report") / "html").resolve()
+    if html_dir.resolve() == own or html_dir.resolve() in own.parents:
+        print("error: asv publish would wipe our own report in report/html", file=sys.stderr)
         return 2
     cmd = [
         sys.executable,

@@ -1136,7 +1136,7 @@ def test_preset_order_lists_every_bench_suite_class():
 
 def test_a_preset_without_math_still_reports_against_flash():
     """Short measures only sdpa, flash and fused (fused alone in grad-grad): no math row."""
-    from reports import text
+    from reports import tables, text
 
     config = "B=4 H=16 T=2048 D=64 bfloat16 causal"
     modes = {"forward": ("sdpa", "flash", "fused"), "backward": ("sdpa", "flash", "fused")}
@@ -1150,7 +1150,7 @@ def test_a_preset_without_math_still_reports_against_flash():
         for mode in family_modes
         for metric in ("ms", "tflops", "peak_mib", "parity")
     ]  # fmt: skip
-    table = text.config_table(pd.DataFrame(rows), peak=None)
+    table = tables.config_table(pd.DataFrame(rows), peak=None)
     assert len(table) == 7 and table["speedup"].isna().all()  # no math: no speedup, no crash
     assert set(table["win_loss"]) == {"--"}
     fused = table[(table["family"] == "backward") & (table["bwd_mode"] == "fused")]
@@ -1230,11 +1230,11 @@ def _partial_history(results: Path, newest_edit=None):
 
 
 def test_partial_newest_commit_keeps_older_presets_labelled(tmp_path):
-    from reports import html, text
+    from reports import html, tables, text
 
     df = _partial_history(tmp_path / "results")
     machine = "h100-sxm-80gb"
-    view = text.latest_rows_per_class(df, machine)
+    view = tables.latest_rows_per_class(df, machine)
     # Seed from the newest commit, TTT and Grid from commit 1 (the newest that measured them),
     # never from commit 0.
     by_preset = view.groupby("preset")["commit"].agg(set).to_dict()
@@ -1274,7 +1274,7 @@ def test_partial_newest_commit_keeps_older_presets_labelled(tmp_path):
         if "| Seed |" not in ln:
             assert ln.endswith(f"[commit {c1}, 2023-11-14 23:13 UTC]"), ln
     # The numbers are commit 1's: backward TTT D=64 math at 1.5x the model time.
-    table = text.config_table(view, None)
+    table = tables.config_table(view, None)
     ttt = table[(table["preset"] == "TTT") & (table["family"] == "backward")]
     combo = (1, 12, "1024/9216", 64, "bfloat16", "window8192", "math")
     assert ttt[ttt["bwd_mode"] == "math"]["ms"].iloc[0] == pytest.approx(
@@ -1312,12 +1312,12 @@ def test_a_class_at_the_newest_commit_is_taken_from_it_only(tmp_path):
                 combos = itertools.product(*r[k][1])
                 r[k][0] = [None if c[-1] == "'math'" else v for c, v in zip(combos, r[k][0])]
 
-    from reports import text
+    from reports import tables, text
 
     df = _partial_history(tmp_path / "results", edit)
     machine = "h100-sxm-80gb"
-    view = text.latest_rows_per_class(df, machine)
-    per_class = view.groupby(text.benchmark_class(view["benchmark"]))["commit"].agg(set)
+    view = tables.latest_rows_per_class(df, machine)
+    per_class = view.groupby(tables.benchmark_class(view["benchmark"]))["commit"].agg(set)
     assert (per_class.map(len) == 1).all()  # never two commits within a class
     commit_of = per_class.map(lambda s: next(iter(s))[:8]).to_dict()
     c1, c2 = fake_commit(1)[:8], fake_commit(2)[:8]
@@ -1330,7 +1330,7 @@ def test_a_class_at_the_newest_commit_is_taken_from_it_only(tmp_path):
     fwd_ttt = view[view["benchmark"].str.startswith("bench_forward.TTT.")]
     assert len(fwd_ttt) > 0 and fwd_ttt["value"].isna().all()
 
-    table = text.config_table(view, None)
+    table = tables.config_table(view, None)
     bwd = table[(table["family"] == "backward") & (table["preset"] == "TTT")]
     assert bwd["commit"].str[:8].unique().tolist() == [c2]
     assert bwd[bwd["bwd_mode"] == "math"]["ms"].isna().all()
@@ -1358,18 +1358,66 @@ def test_a_class_at_the_newest_commit_is_taken_from_it_only(tmp_path):
 
 
 def test_all_presets_at_the_newest_commit_render_as_before(tmp_path):
-    from reports import html, text
+    from reports import html, tables, text
 
     results = tmp_path / "results"
     write_history(results, 3)
     df = load_results(results, repo=None).df
     machine = "h100-sxm-80gb"
-    view = text.latest_rows_per_class(df, machine)
-    pd.testing.assert_frame_equal(view, text.newest_commit_rows(df, machine))
-    assert text.older_commit_fill_ins(view) == []
+    view = tables.latest_rows_per_class(df, machine)
+    pd.testing.assert_frame_equal(view, tables.newest_commit_rows(df, machine))
+    assert tables.older_commit_fill_ins(view) == []
     report = text.latest_text(df, machine)
     assert "older commits" not in report and "[commit" not in report
     assert "PER CONFIG (newest commit)\n" in report
     page = html.write_html(df, regress.history(df), None, None, [machine], {}, tmp_path / "h")
     summary = page.read_text().split("<h2 id='summary'>")[1].split("<h2 id='regressions'>")[0]
     assert "Older commits" not in summary and "<th class=l>commit</th>" not in summary
+
+
+def test_reports_package_is_code_only_and_renderers_share_tables():
+    """The outputs live in report/ (``--out``), not in the package; html.py and plots.py
+    shape nothing themselves: they render the tables of tables.py, never text.py's."""
+    import ast
+
+    pkg = ROOT / "reports"
+    stray = [
+        p.relative_to(ROOT).as_posix()
+        for p in pkg.rglob("*")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.relative_to(pkg).parts[0] != "vendor"  # publish.py's assets
+        and p.suffix not in (".py", ".md")
+    ]
+    assert stray == []
+    for name in ("html", "plots"):
+        tree = ast.parse((pkg / f"{name}.py").read_text(encoding="utf-8"))
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                imported |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+        assert "reports.text" not in imported, name
+        assert "reports.tables" in imported, name
+    too_long = {p.name: n for p in pkg.glob("*.py") if (n := len(p.read_text().splitlines())) > 600}
+    assert too_long == {}
+
+
+def test_docs_cited_by_their_paths_in_code_and_committed_outputs():
+    files = [*(ROOT / "reports").glob("*.py"), *(ROOT / "reports").glob("*.md")]
+    files += [*(ROOT / "report").glob("*_latest.txt"), *(ROOT / "report").glob("html/*.html")]
+    for path in files:
+        body = path.read_text(encoding="utf-8")
+        # Spelled in pieces so that this file does not hold the old citations either.
+        for old in ("DESIGN" + ".md", "shared/" + "anchors", "../" + "shared"):
+            assert old not in body, f"{path.relative_to(ROOT)} cites {old}"
+
+
+def test_publish_refuses_to_empty_our_own_report(monkeypatch, capsys):
+    from reports import publish
+
+    monkeypatch.chdir(ROOT)
+    for target in ("report", "report/html", "."):
+        assert publish.publish(Path(target), Path("asv.conf.json")) == 2, target
+        assert "would wipe our own report" in capsys.readouterr().err
