@@ -1,12 +1,12 @@
 """Triton double backward of attention: the backward of ``fused_attention_backward``.
 
 Layers: private ``@triton.jit`` kernels -> launcher ``fused_attention_double_backward``
-(validate, allocate, pick the grid, launch). attention.py's ``_FusedBackward.backward``
-calls it.
+(validate with kernels/contract.py, allocate, pick the grid, launch) -> attention.py's
+``_FusedBackward.backward`` -> ``kernels.attention``. Tuning: tuning.py.
 
 Given cotangents u, w, z of (dQ, dK, dV) (any may be None = zero), returns the
 gradients of <u, dQ> + <w, dK> + <z, dV> w.r.t. (Q, K, V, dO). Terms (c = scale;
-kernels/GRADGRAD.md, kernels/reference.py ``attention_double_backward``):
+docs/gradgrad.md, kernels/reference.py ``attention_double_backward``):
 
     P = exp(c Q K^T - lse), dP = dO V^T, delta = rowsum(P * dP), dS = P * (dP - delta)
     G = c (u K^T + Q w^T)                         H = dO z^T
@@ -49,11 +49,9 @@ import triton.language as tl
 from ._launch import CachedLauncher
 from ._triton_common import (
     LOG2E,
-    block_d,
     ceil_div,
     interpreter_active,
     key_range,
-    length_bucket,
     load_tile,
     mm,
     query_range,
@@ -61,9 +59,18 @@ from ._triton_common import (
     tile_fully_visible,
     visible,
 )
-from .fused_backward import _configs, _tuned, check_attention_inputs
+from .contract import check_launch_inputs
+from .tuning import (
+    GRADGRAD_COLS_CONFIGS,
+    GRADGRAD_KEY,
+    GRADGRAD_ROWS_CONFIGS,
+    block_d,
+    length_bucket,
+    prune_by_head_dim,
+    tuned,
+)
 
-__all__ = ["fused_attention_double_backward", "gradgrad_matmul_count"]
+__all__ = ["AUTOTUNED", "LAUNCHERS", "fused_attention_double_backward", "gradgrad_matmul_count"]
 
 _LOG2E = tl.constexpr(LOG2E)
 
@@ -84,31 +91,6 @@ def gradgrad_matmul_count(has_gdq: bool = True, has_gdk: bool = True, has_gdv: b
     return loop1 + loop2 + cols
 
 
-_TUNING_KEY = [
-    "HEAD_DIM",
-    "T_Q_BUCKET",
-    "T_K_BUCKET",
-    "IS_CAUSAL",
-    "HAS_WINDOW",
-    "HAS_GDQ",
-    "HAS_GDK",
-    "HAS_GDV",
-]
-
-# Rows: holds Q, dO, u and the fp32 grad Q, grad dO for BLOCK_M rows, streams K, V, w, z;
-# up to seven (BLOCK_M, BLOCK_N) fp32 tiles live in loop 2. At D=128 no wgmma tile
-# compiles spill-free (ptxas, sm_90): 128 x 32 / 8 warps spills 24 B/thread, 64 x 32 /
-# 8 warps 48 B; 32 x 64 / 8 warps has no spill but uses mma.sync. Autotuning picks.
-_ROWS_CONFIGS = _configs(
-    [(128, 32, 8, 2, 128), (64, 32, 8, 2, 128), (32, 64, 8, 2, 128), (64, 32, 4, 2, 64)]
-)
-# Columns: holds K, V, w, z and the fp32 grad K, grad V for BLOCK_N keys, streams Q, dO, u.
-# D=128: 32 x 128 / 8 warps spills 24 B/thread (wgmma), 64 x 32 / 8 warps none (mma.sync).
-_COLS_CONFIGS = _configs(
-    [(32, 128, 8, 2, 128), (64, 32, 8, 2, 128), (32, 64, 4, 2, 64), (32, 64, 8, 2, 64)]
-)
-
-
 @triton.jit
 def _g_scores(
     q, u, k, w, scale, HAS_GDQ: tl.constexpr, HAS_GDK: tl.constexpr, DOT_FP32: tl.constexpr
@@ -124,7 +106,7 @@ def _g_scores(
     return g * scale
 
 
-@_tuned(_ROWS_CONFIGS, _TUNING_KEY)
+@tuned(GRADGRAD_ROWS_CONFIGS, GRADGRAD_KEY, prune_by_head_dim)
 @triton.jit
 def _gradgrad_rows_kernel(
     Q,
@@ -315,7 +297,7 @@ def _gradgrad_rows_kernel(
     )
 
 
-@_tuned(_COLS_CONFIGS, _TUNING_KEY)
+@tuned(GRADGRAD_COLS_CONFIGS, GRADGRAD_KEY, prune_by_head_dim)
 @triton.jit
 def _gradgrad_cols_kernel(
     Q,
@@ -486,6 +468,12 @@ def _gradgrad_cols_kernel(
 _launch_rows = CachedLauncher(_gradgrad_rows_kernel, n_tensors=13)
 _launch_cols = CachedLauncher(_gradgrad_cols_kernel, n_tensors=13)
 
+# Public handles for tools and tests (scripts/, tests/test_launch.py): the autotuned kernels
+# (triton Autotuners: ``.configs``, ``.fn``, ``.cache``) and their cached launchers
+# (kernels._launch.CachedLauncher: counters ``cached_launches``, ``direct_launches``).
+AUTOTUNED = {"rows": _gradgrad_rows_kernel, "cols": _gradgrad_cols_kernel}
+LAUNCHERS = {"rows": _launch_rows, "cols": _launch_cols}
+
 
 def fused_attention_double_backward(q, k, v, o, lse, do, gdq, gdk, gdv, *, causal, window, scale):
     """Gradients of <gdq, dq> + <gdk, dk> + <gdv, dv> w.r.t. (q, k, v, do).
@@ -499,7 +487,7 @@ def fused_attention_double_backward(q, k, v, o, lse, do, gdq, gdk, gdv, *, causa
     extra = [("o", o, q), ("do", do, q)]
     extra += [(n, t, like) for n, t, like in (("gdq", gdq, q), ("gdk", gdk, k), ("gdv", gdv, v))]
     extra = [e for e in extra if e[1] is not None]
-    is_causal, window, scale = check_attention_inputs(
+    is_causal, window, scale = check_launch_inputs(
         q, k, v, lse, causal=causal, window=window, scale=scale, extra=extra
     )
     batch, heads, t_q, head_dim = q.shape
