@@ -3,9 +3,9 @@
 Why: a training step at a small shape is bound by host time, not GPU time. At the
 seed shape (B2 H4 T2048 D128) the fused backward does 0.16-0.2 ms of GPU work, and
 going through ``kernel[grid](...)`` for its three kernels (two since delta moved into
-the dQ kernel) took 0.41 ms of host time on the H100 (scripts/gpu_overhead_probe.py,
+the dQ kernel) took 0.41 ms of host time on the H100 (docs/probes.md, gpu_overhead_probe,
 2026-11-25); with this cache the two launches' launcher took 0.10 ms
-(scripts/gpu_step_probe.py). Per launch, Triton's Python
+(docs/probes.md, gpu_step_probe). Per launch, Triton's Python
 path builds the autotuner key, binds and specializes ~40 arguments (each int is
 checked for ``== 1`` and ``% 16``, each pointer for 16-byte alignment) and hashes
 the result into its kernel-cache key, before the C launcher runs.

@@ -12,12 +12,11 @@ Conventions for all kernels in this package:
 - ``HEAD_DIM`` is the real D; ``BLOCK_D`` the next power of two (Triton tiles are
   powers of two), loads masked on d < HEAD_DIM. D=80 pays 128/80 = 1.6x in dot work.
 - ``DOT_FP32``: under ``TRITON_INTERPRET=1`` a bf16 ``tl.dot`` multiplies raw bit
-  patterns (DESIGN.md trap 1), so operands go to fp32 there and only there.
+  patterns (docs/design.md trap 1), so operands go to fp32 there and only there.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 
 import triton
@@ -28,7 +27,7 @@ LN2 = 0.6931471805599453
 
 
 # Read once, at import: Triton decides interpreter or compiler when each @triton.jit
-# function is created (DESIGN.md trap 2), so a later change of the variable would not
+# function is created (docs/design.md trap 2), so a later change of the variable would not
 # reach the kernels anyway; and the launchers ask on every launch (~3 us an env read).
 _INTERPRETER_ACTIVE = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -166,14 +165,6 @@ def unmasked_key_range(
     return full_lo, full_hi
 
 
-def length_bucket(t: int) -> int:
-    """Autotune key for a sequence length: the next power of two (>= 16).
-
-    T=1000 and T=1024 then share one tuning; a new bucket re-tunes.
-    """
-    return next_power_of_2(max(int(t), 16))
-
-
 @triton.jit
 def tile_fully_visible(
     start_m,
@@ -214,31 +205,3 @@ def store_tile(base, value, offs_t, offs_d, stride_t, stride_d, T, HEAD_DIM: tl.
     ptrs = base + offs_t[:, None] * stride_t + offs_d[None, :] * stride_d
     mask = (offs_t[:, None] < T) & (offs_d[None, :] < HEAD_DIM)
     tl.store(ptrs, value.to(base.dtype.element_ty), mask=mask)
-
-
-def autotune_configs(candidates, interpreter_config):
-    """The config list every kernel's ``triton.autotune`` gets.
-
-    - Under the interpreter: ``interpreter_config`` alone (several configs fail
-      there with "0 active drivers", DESIGN.md trap 3).
-    - With ``KERNELS_AUTOTUNE=0``: the first candidate alone, the measured-good
-      default. GPU test runs set it: every new (D, T bucket, mask) key would
-      otherwise compile and time every candidate; on the H100 that made the
-      kernel test suite spend minutes in autotuning.
-    - Otherwise all candidates (benchmarks, users).
-    """
-    if interpreter_active():
-        return [interpreter_config]
-    if os.environ.get("KERNELS_AUTOTUNE", "1") == "0":
-        return list(candidates[:1])
-    return list(candidates)
-
-
-# Autotune results kept on disk (triton >= 3.2; keyed by kernel source, tuning key and
-# configs): asv measures each preset in its own process, and without this every process
-# re-timed every candidate of every kernel for every shape key it met.
-AUTOTUNE_DISK_CACHE = (
-    {"cache_results": True}
-    if "cache_results" in inspect.signature(triton.autotune).parameters
-    else {}
-)

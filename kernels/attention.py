@@ -1,7 +1,8 @@
 """The public ``attention`` and its autograd Functions, one per backward mode.
 
 Layers: Triton kernels (forward.py, fused_backward.py, fused_gradgrad.py) ->
-launchers -> the autograd Functions here -> ``attention``.
+launchers -> the autograd Functions here -> ``attention``. What it accepts:
+contract.py; how the kernels are tuned: tuning.py.
 
 The double backward is explicit: ``_TritonAttention.backward`` calls a second
 autograd Function (``_SavedPBackward``, ``_DvOnlyBackward``, ``_FusedBackward``)
@@ -23,87 +24,20 @@ Memory per mode, one (batch, head), Tq x Tk scores:
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
 from . import reference
 from ._triton_common import interpreter_active
+from .contract import BWD_MODES, TRITON_DTYPES, check_inputs
 
-BWD_MODES = ("recompute", "save_p", "dv_only", "fused")
-TRITON_DTYPES = (torch.float16, torch.bfloat16)
-MATH_DTYPES = (torch.float32, torch.float64)
-# Head dims the Triton kernels take: tiles are padded to the next power of two
-# (D=80 -> 128), rows must be 16-byte aligned for fp16/bf16 loads (D % 8 == 0).
-MAX_TRITON_HEAD_DIM = 128
-MIN_TRITON_HEAD_DIM = 16
+__all__ = ["attention", "BWD_MODES"]
+
 # The PyTorch-backed modes (recompute, save_p, dv_only) compute their first-order
 # backward in the input dtype, as the math path does: in fp32 their grad-grad was
 # 2.2-2.5x slower than math on the H100 (fp32 matmuls skip the bf16 tensor cores; asv
 # run 2026-11-25), for an accuracy the 2x-of-math rule does not ask for. The explicit
 # double-backward formulas (save_p, dv_only) stay fp32: their terms cancel.
 SAME_DTYPE_RECOMPUTE_UPCAST = False
-
-
-def _check_inputs(q, k, v, causal, window, scale, bwd_mode):
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 4:
-            raise ValueError(
-                f"{name} must have rank 4 (B, H, T, D), got rank {t.dim()} with shape "
-                f"{tuple(t.shape)}"
-            )
-    if bwd_mode not in BWD_MODES:
-        raise ValueError(f"bwd_mode must be one of {BWD_MODES}, got {bwd_mode!r}")
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
-    if window is not None:
-        if isinstance(window, bool) or not isinstance(window, numbers.Integral):
-            raise TypeError(f"window must be an int or None, got {type(window).__name__}")
-        if window < 1:
-            raise ValueError(f"window must be >= 1 (keys at distance 0..window-1), got {window}")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
-        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
-
-    bq, hq, tq, dq = q.shape
-    bk, hk, tk, dk = k.shape
-    bv, hv, tv, dv = v.shape
-    if (bq, hq) != (bk, hk) or (bq, hq) != (bv, hv):
-        raise ValueError(
-            f"q, k, v must share batch and heads (B, H): got q {tuple(q.shape)}, "
-            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
-    if tk != tv:
-        raise ValueError(f"k and v must have the same length T: got k Tk={tk}, v Tk={tv}")
-    if not (dq == dk == dv):
-        raise ValueError(f"q, k, v must share the head dim D: got q D={dq}, k D={dk}, v D={dv}")
-    if tq == 0 or tk == 0:
-        raise ValueError(f"q and k must have at least one position: got Tq={tq}, Tk={tk}")
-    if (causal or window is not None) and tq > tk:
-        raise ValueError(
-            f"causal/window attention needs Tq <= Tk (queries are the last Tq of the Tk keys): "
-            f"got Tq={tq} > Tk={tk}"
-        )
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(f"q, k, v must share a dtype: got q {q.dtype}, k {k.dtype}, v {v.dtype}")
-    if q.dtype not in TRITON_DTYPES + MATH_DTYPES:
-        raise TypeError(
-            f"q dtype must be one of float16, bfloat16 (Triton) or float32, float64 (math path), "
-            f"got {q.dtype}"
-        )
-    if not (q.device == k.device == v.device):
-        raise ValueError(
-            f"q, k, v must be on one device: got q {q.device}, k {k.device}, v {v.device}"
-        )
-    if q.dtype in TRITON_DTYPES and not (
-        MIN_TRITON_HEAD_DIM <= dq <= MAX_TRITON_HEAD_DIM and dq % 8 == 0
-    ):
-        raise ValueError(
-            f"head dim D={dq} is not supported for {q.dtype}: the Triton kernels take "
-            f"D in {MIN_TRITON_HEAD_DIM}..{MAX_TRITON_HEAD_DIM} with D % 8 == 0 "
-            f"(64, 80, 96, 128 ...); use float32 for the math path"
-        )
 
 
 def _uses_triton(q) -> bool:
@@ -313,7 +247,7 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, bwd_mode="recom
     take the PyTorch math path (kernels.reference), where autograd gives every
     derivative order and ``bwd_mode`` changes nothing.
     """
-    _check_inputs(q, k, v, causal, window, scale, bwd_mode)
+    check_inputs(q, k, v, causal=causal, window=window, scale=scale, bwd_mode=bwd_mode)
     scale = reference.default_scale(q.shape[-1]) if scale is None else float(scale)
     window = None if window is None else int(window)
     if not _uses_triton(q):

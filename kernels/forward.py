@@ -1,7 +1,8 @@
 """Triton forward: O = softmax(scale * Q K^T) V and the row logsumexp, FlashAttention-2 style.
 
 Layers: ``_attention_forward_kernel`` (jit) -> ``attention_forward`` (launcher:
-checks, allocates, picks the grid). The autograd Functions live in attention.py.
+allocates, picks the grid; kernels.attention checked the inputs, kernels/contract.py)
+-> the autograd Functions in attention.py -> ``kernels.attention``. Tuning: tuning.py.
 
 One program owns BLOCK_M query rows of one (batch, head) and streams the key
 tiles it can see (``key_range``), keeping a running max ``m_i`` and sum ``l_i``
@@ -17,62 +18,22 @@ import triton.language as tl
 
 from ._launch import CachedLauncher
 from ._triton_common import (
-    AUTOTUNE_DISK_CACHE,
     LOG2E,
-    autotune_configs,
-    block_d,
     ceil_div,
     interpreter_active,
     key_range,
-    length_bucket,
     mm,
     unmasked_key_range,
     visible,
 )
-
-# Candidates measured on the H100 (scripts/gpu_forward_check.py, 2026-11-25): (64, 64, 4 warps,
-# 3 stages) won at D=128 T=4096-8192 and D=64 causal; (128, 64, 4, 4) at D=64 T=4096. The first
-# is the default when autotuning is off.
-_FORWARD_CANDIDATES = [
-    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
-    for bm, bn, w, st in [
-        (64, 64, 4, 3),
-        (128, 64, 4, 4),
-        (128, 64, 4, 3),
-        (128, 64, 8, 3),
-        (128, 128, 8, 2),
-        (64, 128, 4, 2),
-        (64, 32, 4, 4),
-    ]
-]
-
-
-def _forward_configs():
-    # The interpreter's single config uses small tiles so CPU tests stay quick.
-    interp = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)
-    return autotune_configs(_FORWARD_CANDIDATES, interp)
-
-
-def _prune_forward_configs(configs, named_args, **kwargs):
-    """Drop tiles that cannot be fast or do not fit.
-
-    Shared memory per stage ~ (BLOCK_N * BLOCK_D) * 2 tensors * 2 bytes; a
-    128x128 K/V tile pair at D=128 is 64 KiB a stage, so 4 stages exceed the
-    H100's 227 KiB with the Q tile. 8 warps only pay off on 128-row tiles.
-    """
-    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    kept = []
-    for c in configs:
-        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
-        smem = (bm * bd + c.num_stages * 2 * bn * bd) * 2
-        if smem > 200 * 1024:
-            continue
-        if c.num_warps == 8 and bm < 128:
-            continue
-        if bd >= 128 and bn > 64 and c.num_stages > 2:
-            continue
-        kept.append(c)
-    return kept or configs[:1]
+from .tuning import (
+    FORWARD_CONFIGS,
+    TUNING_KEY,
+    block_d,
+    length_bucket,
+    prune_forward_configs,
+    tuned,
+)
 
 
 @triton.jit
@@ -123,12 +84,7 @@ def _forward_step(
     return acc, l_i, m_new
 
 
-@triton.autotune(
-    configs=_forward_configs(),
-    key=["HEAD_DIM", "T_Q_BUCKET", "T_K_BUCKET", "IS_CAUSAL", "HAS_WINDOW"],
-    prune_configs_by={"early_config_prune": _prune_forward_configs},
-    **AUTOTUNE_DISK_CACHE,
-)
+@tuned(FORWARD_CONFIGS, TUNING_KEY, prune_forward_configs)
 @triton.jit
 def _attention_forward_kernel(
     Q,
@@ -226,6 +182,12 @@ def _attention_forward_kernel(
 
 # Cached launches (kernels/_launch.py): q, k, v, out, lse lead the signature.
 _launch_forward = CachedLauncher(_attention_forward_kernel, n_tensors=5)
+
+# Public handles for tools and tests (scripts/, tests/test_launch.py): the autotuned kernel
+# (a triton Autotuner: ``.configs``, ``.fn``, ``.cache``) and its cached launcher (a
+# kernels._launch.CachedLauncher: counters ``cached_launches``, ``direct_launches``).
+AUTOTUNED = {"forward": _attention_forward_kernel}
+LAUNCHERS = {"forward": _launch_forward}
 
 
 def attention_forward(q, k, v, *, causal: bool, window: int | None, scale: float):

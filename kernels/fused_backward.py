@@ -1,10 +1,11 @@
 """Triton backward of attention from the saved logsumexp, FlashAttention-2 style.
 
 Layers: private ``@triton.jit`` kernels -> launchers (``fused_attention_backward``,
-``attention_backward_dv``: validate, allocate, pick the grid, launch). The
-autograd Functions that use them live in attention.py.
+``attention_backward_dv``: validate (kernels/contract.py), allocate, pick the grid,
+launch) -> the autograd Functions in attention.py -> ``kernels.attention``. Tuning
+(config tables, pruning, keys): tuning.py.
 
-Math (one head, c = scale; kernels/GRADGRAD.md, kernels/reference.py):
+Math (one head, c = scale; docs/gradgrad.md, kernels/reference.py):
 P = exp(c Q K^T - lse), delta = rowsum(dO * O), dP = dO V^T, dS = P * (dP - delta),
 dQ = c dS K, dK = c dS^T Q, dV = P^T dO.
 
@@ -20,7 +21,7 @@ Two launches, no atomics, so the result is deterministic (bit-identical run to r
 
 delta is formed inside the dQ kernel, not in a pass of its own, because at small
 shapes a training step is bound by host time per launch, not by GPU time (the seed
-shape: ~0.18 ms of GPU work, ~0.5 ms of host time; scripts/gpu_overhead_probe.py).
+shape: ~0.18 ms of GPU work, ~0.5 ms of host time; docs/probes.md, gpu_overhead_probe).
 
 So the backward costs 7 matmuls of 2 * Tq * Tk * D FLOPs, times the visible
 fraction (FA2 with an atomic dQ does 5; we pay 2 for determinism and no
@@ -29,22 +30,16 @@ zero-init/fp32 dQ buffer).
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import triton
 import triton.language as tl
 
 from ._launch import CachedLauncher
 from ._triton_common import (
-    AUTOTUNE_DISK_CACHE,
     LOG2E,
-    autotune_configs,
-    block_d,
     ceil_div,
     interpreter_active,
     key_range,
-    length_bucket,
     load_tile,
     mm,
     query_range,
@@ -52,86 +47,34 @@ from ._triton_common import (
     tile_fully_visible,
     visible,
 )
+from .contract import check_launch_inputs
+from .tuning import (
+    DKDV_CONFIGS,
+    DKDV_KEY,
+    DQ_CONFIGS,
+    TUNING_KEY,
+    block_d,
+    length_bucket,
+    prune_by_head_dim,
+    tuned,
+)
 
 __all__ = [
+    "AUTOTUNED",
+    "LAUNCHERS",
     "fused_attention_backward",
     "backward_of_validated",
     "attention_backward_dv",
 ]
 
 _LOG2E = tl.constexpr(LOG2E)
-_MAX_HEAD_DIM = 128
-_MIN_HEAD_DIM = 16
-
-
-# ---------------------------------------------------------------------------
-# autotuning
-
-
-# id(triton.Config) -> the largest BLOCK_D its tiles fit (the configs live as long as the module)
-_MAX_BLOCK_D: dict[int, int] = {}
-
-
-def _configs(shapes):
-    """triton.Configs from (BLOCK_M, BLOCK_N, num_warps, num_stages, max BLOCK_D) tuples.
-
-    Through ``autotune_configs``: under the interpreter ONE config of 16x16 tiles (fast
-    per op, and still several tiles and masked edges at T=17..113); with
-    KERNELS_AUTOTUNE=0 the first tuple, which fits every D. ``max BLOCK_D``: the largest
-    BLOCK_D the tiles fit without register spills (``prune_by_head_dim``).
-    """
-    candidates = []
-    for m, n, w, s, max_bd in shapes:
-        config = triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-        _MAX_BLOCK_D[id(config)] = max_bd
-        candidates.append(config)
-    interp = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)
-    return autotune_configs(candidates, interp)
-
-
-def prune_by_head_dim(configs, named_args, **kwargs):
-    """early_config_prune: keep the configs whose max BLOCK_D covers this BLOCK_D.
-
-    The tables below come from compiling every (BLOCK_M, BLOCK_N, warps) for sm_90
-    with ptxas (triton 3.9, bf16, causal, no GPU needed) and reading the register and
-    spill counts: e.g. the dK/dV kernel at 64 x 128 tiles, 8 warps, has no spill at
-    D=64 and spills 88 B/thread at D=128. Tiles whose score dots have fewer than 64
-    rows per warpgroup fall back from wgmma (HGMMA) to mma.sync (HMMA), so those are
-    kept only where nothing else fits.
-    """
-    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    kept = [c for c in configs if _MAX_BLOCK_D.get(id(c), 128) >= bd]
-    return kept or configs[:1]
-
-
-def _tuned(configs, key):
-    """triton.autotune with our pruning; key on the bucketed lengths and the compile-time flags."""
-    return triton.autotune(
-        configs=configs,
-        key=key,
-        prune_configs_by={"early_config_prune": prune_by_head_dim},
-        **AUTOTUNE_DISK_CACHE,
-    )
-
-
-_TUNING_KEY = ["HEAD_DIM", "T_Q_BUCKET", "T_K_BUCKET", "IS_CAUSAL", "HAS_WINDOW"]
-
-# dK/dV: a program holds K, V and the fp32 dK, dV for BLOCK_N keys and streams Q, dO
-# tiles of BLOCK_M rows; score tiles are (BLOCK_N, BLOCK_M), so BLOCK_N >= 64 keeps wgmma.
-_DKDV_CONFIGS = _configs(
-    [(32, 64, 4, 3, 128), (32, 128, 8, 2, 128), (64, 64, 8, 2, 128), (64, 128, 8, 2, 64)]
-)
-# dQ: holds Q, dO and the fp32 dQ for BLOCK_M rows, streams K, V; BLOCK_M >= 64 for wgmma.
-_DQ_CONFIGS = _configs(
-    [(64, 32, 4, 3, 128), (64, 64, 4, 2, 128), (128, 32, 8, 2, 128), (128, 64, 8, 2, 128)]
-)
 
 
 # ---------------------------------------------------------------------------
 # kernels
 
 
-@_tuned(_DKDV_CONFIGS, _TUNING_KEY + ["DV_ONLY"])
+@tuned(DKDV_CONFIGS, DKDV_KEY, prune_by_head_dim)
 @triton.jit
 def _dkdv_kernel(
     Q,
@@ -256,7 +199,7 @@ def _dkdv_kernel(
         )
 
 
-@_tuned(_DQ_CONFIGS, _TUNING_KEY)
+@tuned(DQ_CONFIGS, TUNING_KEY, prune_by_head_dim)
 @triton.jit
 def _dq_kernel(
     Q,
@@ -372,70 +315,11 @@ def _dq_kernel(
 _launch_dkdv_kernel = CachedLauncher(_dkdv_kernel, n_tensors=8)
 _launch_dq = CachedLauncher(_dq_kernel, n_tensors=8)
 
-
-def check_attention_inputs(q, k, v, lse, *, causal, window, scale, extra=()):
-    """Validate the tensors every fused launcher takes; returns (is_causal, window_int, scale).
-
-    ``extra``: (name, tensor, like) pairs that must have ``like``'s shape, dtype and
-    device (o, dO, cotangents).
-    """
-    for name, t in (("q", q), ("k", k), ("v", v), ("lse", lse)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(
-            "q, k, v must be 4-D (B, H, T, D); got "
-            f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
-    if q.dtype not in (torch.float16, torch.bfloat16):
-        raise TypeError(f"q must be float16 or bfloat16 for the Triton kernels, got {q.dtype}")
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise TypeError(f"q, k, v must share a dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
-    batch, heads, t_q, head_dim = q.shape
-    if k.shape != v.shape or k.shape[:2] != (batch, heads) or k.shape[3] != head_dim:
-        raise ValueError(
-            f"k and v must be (B, H, Tk, D) = ({batch}, {heads}, Tk, {head_dim}); "
-            f"got k {tuple(k.shape)}, v {tuple(v.shape)}"
-        )
-    if not _MIN_HEAD_DIM <= head_dim <= _MAX_HEAD_DIM:
-        raise ValueError(
-            f"head dim D must be in [{_MIN_HEAD_DIM}, {_MAX_HEAD_DIM}] for the fused kernels, "
-            f"got {head_dim}"
-        )
-    t_k = k.shape[2]
-    if lse.shape != (batch, heads, t_q) or lse.dtype != torch.float32 or not lse.is_contiguous():
-        raise ValueError(
-            f"lse must be a contiguous float32 ({batch}, {heads}, {t_q}) tensor; got "
-            f"{lse.dtype} {tuple(lse.shape)} contiguous={lse.is_contiguous()}"
-        )
-    for name, t, like in extra:
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.shape != like.shape or t.dtype != like.dtype:
-            raise ValueError(
-                f"{name} must match shape {tuple(like.shape)} and dtype {like.dtype}; "
-                f"got {tuple(t.shape)} {t.dtype}"
-            )
-    devices = {t.device for t in (q, k, v, lse)} | {t.device for _, t, _ in extra}
-    if len(devices) != 1:
-        raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
-    if q.device.type != "cuda" and not interpreter_active():
-        raise ValueError(
-            f"the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
-        )
-    if window is not None:
-        if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
-            raise ValueError(f"window must be a positive int or None, got {window!r}")
-    is_causal = bool(causal) or window is not None
-    if is_causal and t_q > t_k:
-        raise ValueError(
-            f"causal / window attention needs Tq <= Tk (queries are the last Tq keys); "
-            f"got Tq={t_q}, Tk={t_k}"
-        )
-    if scale is None:
-        scale = head_dim**-0.5
-    scale = float(scale)
-    return is_causal, (int(window) if window is not None else 0), scale
+# Public handles for tools and tests (scripts/, tests/test_launch.py): the autotuned kernels
+# (triton Autotuners: ``.configs``, ``.fn``, ``.cache``) and their cached launchers
+# (kernels._launch.CachedLauncher: counters ``cached_launches``, ``direct_launches``).
+AUTOTUNED = {"dkdv": _dkdv_kernel, "dq": _dq_kernel}
+LAUNCHERS = {"dkdv": _launch_dkdv_kernel, "dq": _launch_dq}
 
 
 def _launch_dkdv(q, k, v, do, lse, delta, dk, dv, *, is_causal, window, scale, dv_only):
@@ -485,7 +369,7 @@ def fused_attention_backward(q, k, v, o, lse, do, *, causal, window, scale):
     (B, H, Tq), natural-log logsumexp of the masked scale * q k^T (the forward's).
     ``window`` (int) implies causal. Returns contiguous tensors in the input dtype.
     """
-    is_causal, window, scale = check_attention_inputs(
+    is_causal, window, scale = check_launch_inputs(
         q, k, v, lse, causal=causal, window=window, scale=scale, extra=(("o", o, q), ("do", do, q))
     )
     return backward_of_validated(
@@ -565,7 +449,7 @@ def attention_backward_dv(q, k, v, lse, do, *, causal, window, scale):
 
     Same conventions as ``fused_attention_backward``.
     """
-    is_causal, window, scale = check_attention_inputs(
+    is_causal, window, scale = check_launch_inputs(
         q, k, v, lse, causal=causal, window=window, scale=scale, extra=(("do", do, q),)
     )
     dv = torch.empty(v.shape, device=q.device, dtype=q.dtype)

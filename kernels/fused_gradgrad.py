@@ -1,12 +1,13 @@
 """Triton double backward of attention: the backward of ``fused_attention_backward``.
 
-Layers: private ``@triton.jit`` kernels -> launcher ``fused_attention_double_backward``
-(validate, allocate, pick the grid, launch). attention.py's ``_FusedBackward.backward``
-calls it.
+Layers: private ``@triton.jit`` kernels (their loop bodies in ``@triton.jit`` helpers,
+which Triton inlines) -> launcher ``fused_attention_double_backward`` (validate with
+kernels/contract.py, allocate, pick the grid, launch) -> attention.py's
+``_FusedBackward.backward`` -> ``kernels.attention``. Tuning: tuning.py.
 
 Given cotangents u, w, z of (dQ, dK, dV) (any may be None = zero), returns the
 gradients of <u, dQ> + <w, dK> + <z, dV> w.r.t. (Q, K, V, dO). Terms (c = scale;
-kernels/GRADGRAD.md, kernels/reference.py ``attention_double_backward``):
+docs/gradgrad.md, kernels/reference.py ``attention_double_backward``):
 
     P = exp(c Q K^T - lse), dP = dO V^T, delta = rowsum(P * dP), dS = P * (dP - delta)
     G = c (u K^T + Q w^T)                         H = dO z^T
@@ -49,11 +50,9 @@ import triton.language as tl
 from ._launch import CachedLauncher
 from ._triton_common import (
     LOG2E,
-    block_d,
     ceil_div,
     interpreter_active,
     key_range,
-    length_bucket,
     load_tile,
     mm,
     query_range,
@@ -61,9 +60,18 @@ from ._triton_common import (
     tile_fully_visible,
     visible,
 )
-from .fused_backward import _configs, _tuned, check_attention_inputs
+from .contract import check_launch_inputs
+from .tuning import (
+    GRADGRAD_COLS_CONFIGS,
+    GRADGRAD_KEY,
+    GRADGRAD_ROWS_CONFIGS,
+    block_d,
+    length_bucket,
+    prune_by_head_dim,
+    tuned,
+)
 
-__all__ = ["fused_attention_double_backward", "gradgrad_matmul_count"]
+__all__ = ["AUTOTUNED", "LAUNCHERS", "fused_attention_double_backward", "gradgrad_matmul_count"]
 
 _LOG2E = tl.constexpr(LOG2E)
 
@@ -84,31 +92,6 @@ def gradgrad_matmul_count(has_gdq: bool = True, has_gdk: bool = True, has_gdv: b
     return loop1 + loop2 + cols
 
 
-_TUNING_KEY = [
-    "HEAD_DIM",
-    "T_Q_BUCKET",
-    "T_K_BUCKET",
-    "IS_CAUSAL",
-    "HAS_WINDOW",
-    "HAS_GDQ",
-    "HAS_GDK",
-    "HAS_GDV",
-]
-
-# Rows: holds Q, dO, u and the fp32 grad Q, grad dO for BLOCK_M rows, streams K, V, w, z;
-# up to seven (BLOCK_M, BLOCK_N) fp32 tiles live in loop 2. At D=128 no wgmma tile
-# compiles spill-free (ptxas, sm_90): 128 x 32 / 8 warps spills 24 B/thread, 64 x 32 /
-# 8 warps 48 B; 32 x 64 / 8 warps has no spill but uses mma.sync. Autotuning picks.
-_ROWS_CONFIGS = _configs(
-    [(128, 32, 8, 2, 128), (64, 32, 8, 2, 128), (32, 64, 8, 2, 128), (64, 32, 4, 2, 64)]
-)
-# Columns: holds K, V, w, z and the fp32 grad K, grad V for BLOCK_N keys, streams Q, dO, u.
-# D=128: 32 x 128 / 8 warps spills 24 B/thread (wgmma), 64 x 32 / 8 warps none (mma.sync).
-_COLS_CONFIGS = _configs(
-    [(32, 128, 8, 2, 128), (64, 32, 8, 2, 128), (32, 64, 4, 2, 64), (32, 64, 8, 2, 64)]
-)
-
-
 @triton.jit
 def _g_scores(
     q, u, k, w, scale, HAS_GDQ: tl.constexpr, HAS_GDK: tl.constexpr, DOT_FP32: tl.constexpr
@@ -124,83 +107,118 @@ def _g_scores(
     return g * scale
 
 
-@_tuned(_ROWS_CONFIGS, _TUNING_KEY)
+@triton.jit
+def _row_probs(
+    q, k, lse_log2, qk_scale_log2, start_m, start_n, offs_m, offs_n, T_Q, T_K, WINDOW,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, DOT_FP32: tl.constexpr,
+):  # fmt: skip
+    """P (rows x keys) of one tile from the saved lse; zero where a key is masked."""
+    p = tl.exp2(mm(q, tl.trans(k), DOT_FP32) * qk_scale_log2 - lse_log2[:, None])
+    if not tile_fully_visible(
+        start_m, start_n, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW
+    ):
+        p = tl.where(visible(offs_m, offs_n, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW), p, 0.0)
+    return p
+
+
+@triton.jit
+def _rows_stats_step(
+    delta, gamma, rho, grad_do, q, u, do, lse_log2, qk_scale_log2, scale,
+    start_m, start_n, offs_m, offs_d, K_bh, V_bh, W_bh, Z_bh,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_wn, stride_wd, stride_zn, stride_zd,
+    T_Q, T_K, WINDOW,
+    HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HAS_GDQ: tl.constexpr, HAS_GDK: tl.constexpr, HAS_GDV: tl.constexpr, HAS_G: tl.constexpr,
+    DOT_FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Loop 1, one key tile: adds to delta, gamma, rho (before its -2 delta gamma) and P z."""
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    k = load_tile(K_bh, offs_n, offs_d, stride_kn, stride_kd, T_K, HEAD_DIM)
+    p = _row_probs(
+        q, k, lse_log2, qk_scale_log2, start_m, start_n, offs_m, offs_n, T_Q, T_K, WINDOW,
+        BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW, DOT_FP32,
+    )  # fmt: skip
+    if HAS_G:
+        w = k  # placeholder, never read without HAS_GDK
+        if HAS_GDK:
+            w = load_tile(W_bh, offs_n, offs_d, stride_wn, stride_wd, T_K, HEAD_DIM)
+        v = load_tile(V_bh, offs_n, offs_d, stride_vn, stride_vd, T_K, HEAD_DIM)
+        pg = p * _g_scores(q, u, k, w, scale, HAS_GDQ, HAS_GDK, DOT_FP32)
+        dp = mm(do, tl.trans(v), DOT_FP32)
+        delta += tl.sum(p * dp, 1)
+        gamma += tl.sum(pg, 1)
+        rho += tl.sum(pg * dp, 1)
+    if HAS_GDV:
+        z = load_tile(Z_bh, offs_n, offs_d, stride_zn, stride_zd, T_K, HEAD_DIM)
+        grad_do += mm(p.to(q.dtype), z, DOT_FP32)
+    return delta, gamma, rho, grad_do
+
+
+@triton.jit
+def _rows_grad_step(
+    grad_q, grad_do, delta, gamma, rho, q, u, do, lse_log2, qk_scale_log2, scale,
+    start_m, start_n, offs_m, offs_d, K_bh, V_bh, W_bh, Z_bh,
+    stride_kn, stride_kd, stride_vn, stride_vd, stride_wn, stride_wd, stride_zn, stride_zd,
+    T_Q, T_K, WINDOW,
+    HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HAS_GDQ: tl.constexpr, HAS_GDK: tl.constexpr, HAS_GDV: tl.constexpr, HAS_G: tl.constexpr,
+    DOT_FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Loop 2, one key tile: adds to grad Q (before its factor c) and to grad dO (A V)."""
+    dtype = q.dtype
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    k = load_tile(K_bh, offs_n, offs_d, stride_kn, stride_kd, T_K, HEAD_DIM)
+    p = _row_probs(
+        q, k, lse_log2, qk_scale_log2, start_m, start_n, offs_m, offs_n, T_Q, T_K, WINDOW,
+        BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW, DOT_FP32,
+    )  # fmt: skip
+    # inner = G (dP - delta) - gamma dP + H - rho, so that C = P * inner
+    inner = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32) - rho[:, None]
+    if HAS_G:
+        w = k
+        if HAS_GDK:
+            w = load_tile(W_bh, offs_n, offs_d, stride_wn, stride_wd, T_K, HEAD_DIM)
+        v = load_tile(V_bh, offs_n, offs_d, stride_vn, stride_vd, T_K, HEAD_DIM)
+        g = _g_scores(q, u, k, w, scale, HAS_GDQ, HAS_GDK, DOT_FP32)
+        dp = mm(do, tl.trans(v), DOT_FP32)
+        inner += g * (dp - delta[:, None]) - gamma[:, None] * dp
+        a = p * (g - gamma[:, None])
+        grad_do += mm(a.to(dtype), v, DOT_FP32)
+        if HAS_GDK:
+            ds = p * (dp - delta[:, None])
+            grad_q += mm(ds.to(dtype), w, DOT_FP32)
+    if HAS_GDV:
+        z = load_tile(Z_bh, offs_n, offs_d, stride_zn, stride_zd, T_K, HEAD_DIM)
+        inner += mm(do, tl.trans(z), DOT_FP32)
+    grad_q += mm((p * inner).to(dtype), k, DOT_FP32)
+    return grad_q, grad_do
+
+
+@tuned(GRADGRAD_ROWS_CONFIGS, GRADGRAD_KEY, prune_by_head_dim)
 @triton.jit
 def _gradgrad_rows_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    U,
-    W,
-    Z,
-    Lse,
-    Delta,
-    Gamma,
-    Rho,
-    GQ,
-    GDO,
-    stride_qb,
-    stride_qh,
-    stride_qm,
-    stride_qd,
-    stride_kb,
-    stride_kh,
-    stride_kn,
-    stride_kd,
-    stride_vb,
-    stride_vh,
-    stride_vn,
-    stride_vd,
-    stride_dob,
-    stride_doh,
-    stride_dom,
-    stride_dod,
-    stride_ub,
-    stride_uh,
-    stride_um,
-    stride_ud,
-    stride_wb,
-    stride_wh,
-    stride_wn,
-    stride_wd,
-    stride_zb,
-    stride_zh,
-    stride_zn,
-    stride_zd,
-    stride_gqb,
-    stride_gqh,
-    stride_gqm,
-    stride_gqd,
-    stride_gdob,
-    stride_gdoh,
-    stride_gdom,
-    stride_gdod,
-    H,
-    T_Q,
-    T_K,
-    WINDOW,
-    scale,
-    T_Q_BUCKET,
-    T_K_BUCKET,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    IS_CAUSAL: tl.constexpr,
-    HAS_WINDOW: tl.constexpr,
-    HAS_GDQ: tl.constexpr,
-    HAS_GDK: tl.constexpr,
-    HAS_GDV: tl.constexpr,
-    HAS_G: tl.constexpr,
-    DOT_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
+    Q, K, V, DO, U, W, Z, Lse, Delta, Gamma, Rho, GQ, GDO,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_ub, stride_uh, stride_um, stride_ud,
+    stride_wb, stride_wh, stride_wn, stride_wd,
+    stride_zb, stride_zh, stride_zn, stride_zd,
+    stride_gqb, stride_gqh, stride_gqm, stride_gqd,
+    stride_gdob, stride_gdoh, stride_gdom, stride_gdod,
+    H, T_Q, T_K, WINDOW, scale, T_Q_BUCKET, T_K_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, HAS_GDQ: tl.constexpr, HAS_GDK: tl.constexpr,
+    HAS_GDV: tl.constexpr, HAS_G: tl.constexpr, DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
     """Passes 1 and 2 for BLOCK_M query rows: gamma, rho, grad Q, grad dO."""
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    dtype = Q.dtype.element_ty
     qk_scale_log2 = scale * _LOG2E
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -235,26 +253,13 @@ def _gradgrad_rows_kernel(
     rho = tl.zeros([BLOCK_M], dtype=tl.float32)
     grad_do = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(lo, hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_tile(K_bh, offs_n, offs_d, stride_kn, stride_kd, T_K, HEAD_DIM)
-        p = tl.exp2(mm(q, tl.trans(k), DOT_FP32) * qk_scale_log2 - lse_log2[:, None])
-        if not tile_fully_visible(
-            start_m, start_n, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW
-        ):
-            p = tl.where(visible(offs_m, offs_n, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW), p, 0.0)
-        if HAS_G:
-            w = k  # placeholder, never read without HAS_GDK
-            if HAS_GDK:
-                w = load_tile(W_bh, offs_n, offs_d, stride_wn, stride_wd, T_K, HEAD_DIM)
-            v = load_tile(V_bh, offs_n, offs_d, stride_vn, stride_vd, T_K, HEAD_DIM)
-            pg = p * _g_scores(q, u, k, w, scale, HAS_GDQ, HAS_GDK, DOT_FP32)
-            dp = mm(do, tl.trans(v), DOT_FP32)
-            delta += tl.sum(p * dp, 1)
-            gamma += tl.sum(pg, 1)
-            rho += tl.sum(pg * dp, 1)
-        if HAS_GDV:
-            z = load_tile(Z_bh, offs_n, offs_d, stride_zn, stride_zd, T_K, HEAD_DIM)
-            grad_do += mm(p.to(dtype), z, DOT_FP32)
+        delta, gamma, rho, grad_do = _rows_stats_step(
+            delta, gamma, rho, grad_do, q, u, do, lse_log2, qk_scale_log2, scale,
+            start_m, start_n, offs_m, offs_d, K_bh, V_bh, W_bh, Z_bh,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_wn, stride_wd, stride_zn, stride_zd,
+            T_Q, T_K, WINDOW, HEAD_DIM, IS_CAUSAL, HAS_WINDOW, HAS_GDQ, HAS_GDK, HAS_GDV, HAS_G,
+            DOT_FP32, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
     if HAS_GDV:
         # rowsum(P * (dO z^T)) = rowsum(dO * (P z)): no T x T matmul for the H part of rho.
         rho += tl.sum(do.to(tl.float32) * grad_do, 1)
@@ -266,32 +271,13 @@ def _gradgrad_rows_kernel(
     # ---- loop 2: grad Q = c (dS w + C K), grad dO = P z + A V
     grad_q = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start_n in range(lo, hi, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = load_tile(K_bh, offs_n, offs_d, stride_kn, stride_kd, T_K, HEAD_DIM)
-        p = tl.exp2(mm(q, tl.trans(k), DOT_FP32) * qk_scale_log2 - lse_log2[:, None])
-        if not tile_fully_visible(
-            start_m, start_n, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW
-        ):
-            p = tl.where(visible(offs_m, offs_n, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW), p, 0.0)
-        # inner = G (dP - delta) - gamma dP + H - rho, so that C = P * inner
-        inner = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32) - rho[:, None]
-        if HAS_G:
-            w = k
-            if HAS_GDK:
-                w = load_tile(W_bh, offs_n, offs_d, stride_wn, stride_wd, T_K, HEAD_DIM)
-            v = load_tile(V_bh, offs_n, offs_d, stride_vn, stride_vd, T_K, HEAD_DIM)
-            g = _g_scores(q, u, k, w, scale, HAS_GDQ, HAS_GDK, DOT_FP32)
-            dp = mm(do, tl.trans(v), DOT_FP32)
-            inner += g * (dp - delta[:, None]) - gamma[:, None] * dp
-            a = p * (g - gamma[:, None])
-            grad_do += mm(a.to(dtype), v, DOT_FP32)
-            if HAS_GDK:
-                ds = p * (dp - delta[:, None])
-                grad_q += mm(ds.to(dtype), w, DOT_FP32)
-        if HAS_GDV:
-            z = load_tile(Z_bh, offs_n, offs_d, stride_zn, stride_zd, T_K, HEAD_DIM)
-            inner += mm(do, tl.trans(z), DOT_FP32)
-        grad_q += mm((p * inner).to(dtype), k, DOT_FP32)
+        grad_q, grad_do = _rows_grad_step(
+            grad_q, grad_do, delta, gamma, rho, q, u, do, lse_log2, qk_scale_log2, scale,
+            start_m, start_n, offs_m, offs_d, K_bh, V_bh, W_bh, Z_bh,
+            stride_kn, stride_kd, stride_vn, stride_vd, stride_wn, stride_wd, stride_zn, stride_zd,
+            T_Q, T_K, WINDOW, HEAD_DIM, IS_CAUSAL, HAS_WINDOW, HAS_GDQ, HAS_GDK, HAS_GDV, HAS_G,
+            DOT_FP32, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
 
     store_tile(
         GQ + b * stride_gqb + h * stride_gqh,
@@ -315,77 +301,71 @@ def _gradgrad_rows_kernel(
     )
 
 
-@_tuned(_COLS_CONFIGS, _TUNING_KEY)
+@triton.jit
+def _cols_step(
+    grad_k, grad_v, k, v, w, z, qk_scale_log2, scale, start_m, start_n, offs_n, offs_d,
+    Q_bh, DO_bh, U_bh, Lse, Delta, Gamma, Rho, row_base,
+    stride_qm, stride_qd, stride_dom, stride_dod, stride_um, stride_ud,
+    T_Q, T_K, WINDOW,
+    HEAD_DIM: tl.constexpr, IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+    HAS_GDQ: tl.constexpr, HAS_GDK: tl.constexpr, HAS_GDV: tl.constexpr, HAS_G: tl.constexpr,
+    DOT_FP32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Pass 3, one query tile: adds to grad K (before its factor c) and grad V."""
+    dtype = k.dtype
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < T_Q
+    q = load_tile(Q_bh, offs_m, offs_d, stride_qm, stride_qd, T_Q, HEAD_DIM)
+    do = load_tile(DO_bh, offs_m, offs_d, stride_dom, stride_dod, T_Q, HEAD_DIM)
+    lse_log2 = tl.load(Lse + row_base + offs_m, mask=row_ok, other=0.0) * _LOG2E
+    rho = tl.load(Rho + row_base + offs_m, mask=row_ok, other=0.0)
+    p_t = tl.exp2(mm(k, tl.trans(q), DOT_FP32) * qk_scale_log2 - lse_log2[None, :])
+    if not tile_fully_visible(
+        start_m, start_n, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW
+    ):
+        vis = visible(offs_m, offs_n, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW)
+        p_t = tl.where(tl.trans(vis), p_t, 0.0)
+    inner_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32) - rho[None, :]
+    if HAS_G:
+        u = q
+        if HAS_GDQ:
+            u = load_tile(U_bh, offs_m, offs_d, stride_um, stride_ud, T_Q, HEAD_DIM)
+        delta = tl.load(Delta + row_base + offs_m, mask=row_ok, other=0.0)
+        gamma = tl.load(Gamma + row_base + offs_m, mask=row_ok, other=0.0)
+        # G^T = c (w Q^T + K u^T): _g_scores with (q, u) and (k, w) swapped, flags too.
+        g_t = _g_scores(k, w, q, u, scale, HAS_GDK, HAS_GDQ, DOT_FP32)
+        dp_t = mm(v, tl.trans(do), DOT_FP32)
+        inner_t += g_t * (dp_t - delta[None, :]) - gamma[None, :] * dp_t
+        a_t = p_t * (g_t - gamma[None, :])
+        grad_v += mm(a_t.to(dtype), do, DOT_FP32)
+        if HAS_GDQ:
+            ds_t = p_t * (dp_t - delta[None, :])
+            grad_k += mm(ds_t.to(dtype), u, DOT_FP32)
+    if HAS_GDV:
+        inner_t += mm(z, tl.trans(do), DOT_FP32)
+    grad_k += mm((p_t * inner_t).to(dtype), q, DOT_FP32)
+    return grad_k, grad_v
+
+
+@tuned(GRADGRAD_COLS_CONFIGS, GRADGRAD_KEY, prune_by_head_dim)
 @triton.jit
 def _gradgrad_cols_kernel(
-    Q,
-    K,
-    V,
-    DO,
-    U,
-    W,
-    Z,
-    Lse,
-    Delta,
-    Gamma,
-    Rho,
-    GK,
-    GV,
-    stride_qb,
-    stride_qh,
-    stride_qm,
-    stride_qd,
-    stride_kb,
-    stride_kh,
-    stride_kn,
-    stride_kd,
-    stride_vb,
-    stride_vh,
-    stride_vn,
-    stride_vd,
-    stride_dob,
-    stride_doh,
-    stride_dom,
-    stride_dod,
-    stride_ub,
-    stride_uh,
-    stride_um,
-    stride_ud,
-    stride_wb,
-    stride_wh,
-    stride_wn,
-    stride_wd,
-    stride_zb,
-    stride_zh,
-    stride_zn,
-    stride_zd,
-    stride_gkb,
-    stride_gkh,
-    stride_gkn,
-    stride_gkd,
-    stride_gvb,
-    stride_gvh,
-    stride_gvn,
-    stride_gvd,
-    H,
-    T_Q,
-    T_K,
-    WINDOW,
-    scale,
-    T_Q_BUCKET,
-    T_K_BUCKET,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    IS_CAUSAL: tl.constexpr,
-    HAS_WINDOW: tl.constexpr,
-    HAS_GDQ: tl.constexpr,
-    HAS_GDK: tl.constexpr,
-    HAS_GDV: tl.constexpr,
-    HAS_G: tl.constexpr,
-    DOT_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
+    Q, K, V, DO, U, W, Z, Lse, Delta, Gamma, Rho, GK, GV,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_ub, stride_uh, stride_um, stride_ud,
+    stride_wb, stride_wh, stride_wn, stride_wd,
+    stride_zb, stride_zh, stride_zn, stride_zd,
+    stride_gkb, stride_gkh, stride_gkn, stride_gkd,
+    stride_gvb, stride_gvh, stride_gvn, stride_gvd,
+    H, T_Q, T_K, WINDOW, scale, T_Q_BUCKET, T_K_BUCKET,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IS_CAUSAL: tl.constexpr,
+    HAS_WINDOW: tl.constexpr, HAS_GDQ: tl.constexpr, HAS_GDK: tl.constexpr,
+    HAS_GDV: tl.constexpr, HAS_G: tl.constexpr, DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
     """Pass 3 for BLOCK_N keys: grad K = c (dS^T u + C^T Q), grad V = A^T dO.
 
     Transposed orientation (keys x queries): every score-sized tile here is the
@@ -395,7 +375,6 @@ def _gradgrad_cols_kernel(
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    dtype = Q.dtype.element_ty
     qk_scale_log2 = scale * _LOG2E
 
     offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -428,37 +407,13 @@ def _gradgrad_cols_kernel(
     grad_v = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     lo, hi = query_range(start_n, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW)
     for start_m in range(lo, hi, BLOCK_M):
-        offs_m = start_m + tl.arange(0, BLOCK_M)
-        row_ok = offs_m < T_Q
-        q = load_tile(Q_bh, offs_m, offs_d, stride_qm, stride_qd, T_Q, HEAD_DIM)
-        do = load_tile(DO_bh, offs_m, offs_d, stride_dom, stride_dod, T_Q, HEAD_DIM)
-        lse_log2 = tl.load(Lse + row_base + offs_m, mask=row_ok, other=0.0) * _LOG2E
-        rho = tl.load(Rho + row_base + offs_m, mask=row_ok, other=0.0)
-        p_t = tl.exp2(mm(k, tl.trans(q), DOT_FP32) * qk_scale_log2 - lse_log2[None, :])
-        if not tile_fully_visible(
-            start_m, start_n, T_Q, T_K, WINDOW, BLOCK_M, BLOCK_N, IS_CAUSAL, HAS_WINDOW
-        ):
-            vis = visible(offs_m, offs_n, T_Q, T_K, WINDOW, IS_CAUSAL, HAS_WINDOW)
-            p_t = tl.where(tl.trans(vis), p_t, 0.0)
-        inner_t = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32) - rho[None, :]
-        if HAS_G:
-            u = q
-            if HAS_GDQ:
-                u = load_tile(U_bh, offs_m, offs_d, stride_um, stride_ud, T_Q, HEAD_DIM)
-            delta = tl.load(Delta + row_base + offs_m, mask=row_ok, other=0.0)
-            gamma = tl.load(Gamma + row_base + offs_m, mask=row_ok, other=0.0)
-            # G^T = c (w Q^T + K u^T): _g_scores with (q, u) and (k, w) swapped, flags too.
-            g_t = _g_scores(k, w, q, u, scale, HAS_GDK, HAS_GDQ, DOT_FP32)
-            dp_t = mm(v, tl.trans(do), DOT_FP32)
-            inner_t += g_t * (dp_t - delta[None, :]) - gamma[None, :] * dp_t
-            a_t = p_t * (g_t - gamma[None, :])
-            grad_v += mm(a_t.to(dtype), do, DOT_FP32)
-            if HAS_GDQ:
-                ds_t = p_t * (dp_t - delta[None, :])
-                grad_k += mm(ds_t.to(dtype), u, DOT_FP32)
-        if HAS_GDV:
-            inner_t += mm(z, tl.trans(do), DOT_FP32)
-        grad_k += mm((p_t * inner_t).to(dtype), q, DOT_FP32)
+        grad_k, grad_v = _cols_step(
+            grad_k, grad_v, k, v, w, z, qk_scale_log2, scale, start_m, start_n, offs_n, offs_d,
+            Q_bh, DO_bh, U_bh, Lse, Delta, Gamma, Rho, row_base,
+            stride_qm, stride_qd, stride_dom, stride_dod, stride_um, stride_ud,
+            T_Q, T_K, WINDOW, HEAD_DIM, IS_CAUSAL, HAS_WINDOW, HAS_GDQ, HAS_GDK, HAS_GDV, HAS_G,
+            DOT_FP32, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
 
     store_tile(
         GK + b * stride_gkb + h * stride_gkh,
@@ -486,6 +441,12 @@ def _gradgrad_cols_kernel(
 _launch_rows = CachedLauncher(_gradgrad_rows_kernel, n_tensors=13)
 _launch_cols = CachedLauncher(_gradgrad_cols_kernel, n_tensors=13)
 
+# Public handles for tools and tests (scripts/, tests/test_launch.py): the autotuned kernels
+# (triton Autotuners: ``.configs``, ``.fn``, ``.cache``) and their cached launchers
+# (kernels._launch.CachedLauncher: counters ``cached_launches``, ``direct_launches``).
+AUTOTUNED = {"rows": _gradgrad_rows_kernel, "cols": _gradgrad_cols_kernel}
+LAUNCHERS = {"rows": _launch_rows, "cols": _launch_cols}
+
 
 def fused_attention_double_backward(q, k, v, o, lse, do, gdq, gdk, gdv, *, causal, window, scale):
     """Gradients of <gdq, dq> + <gdk, dk> + <gdv, dv> w.r.t. (q, k, v, do).
@@ -499,7 +460,7 @@ def fused_attention_double_backward(q, k, v, o, lse, do, gdq, gdk, gdv, *, causa
     extra = [("o", o, q), ("do", do, q)]
     extra += [(n, t, like) for n, t, like in (("gdq", gdq, q), ("gdk", gdk, k), ("gdv", gdv, v))]
     extra = [e for e in extra if e[1] is not None]
-    is_causal, window, scale = check_attention_inputs(
+    is_causal, window, scale = check_launch_inputs(
         q, k, v, lse, causal=causal, window=window, scale=scale, extra=extra
     )
     batch, heads, t_q, head_dim = q.shape

@@ -119,7 +119,7 @@ def attention_double_backward(
 ):
     """Gradients of <gdq, dq> + <gdk, dk> + <gdv, dv> w.r.t. (q, k, v, do).
 
-    The terms of ../shared/notes/gradgrad_math.md (kernels/GRADGRAD.md), written
+    The terms of docs/gradgrad.md, written
     out so the streaming Triton kernels have a readable twin. ``gdq``/``gdk``/
     ``gdv`` may be None (autograd's zero). Built from differentiable ops, so a
     third derivative through it is still correct.

@@ -3,8 +3,9 @@
 Triton's front end plus the ptxas that ships in the triton wheel build the real H100
 binary; cuobjdump then reads its registers, spills (stack bytes, LDL/STL count),
 shared memory and whether the dots became wgmma (HGMMA) or mma.sync (HMMA). This is
-how the config tables in kernels/fused_backward.py and kernels/fused_gradgrad.py
-were chosen. Costs no GPU time; the local triton may differ from the H100's (3.9 vs 3.6).
+how the backward / grad-grad config tables in kernels/tuning.py were chosen. Costs no
+GPU time; the local triton may differ from the H100's (3.9 vs 3.6). Reaches the kernels
+through their public ``AUTOTUNED`` handles; ``--limit N`` compiles the first N tiles only.
 
     PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py rows --head-dim 128
     PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py dkdv --head-dim 64 --window
@@ -30,14 +31,10 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from kernels import fused_backward, fused_gradgrad  # noqa: E402
-from kernels._triton_common import block_d  # noqa: E402
+from kernels.tuning import block_d, prune_by_head_dim  # noqa: E402
 
-KERNELS = {
-    "dkdv": fused_backward._dkdv_kernel,
-    "dq": fused_backward._dq_kernel,
-    "rows": fused_gradgrad._gradgrad_rows_kernel,
-    "cols": fused_gradgrad._gradgrad_cols_kernel,
-}
+# The public handles of the autotuned kernels: dkdv, dq (backward), rows, cols (grad-grad).
+KERNELS = {**fused_backward.AUTOTUNED, **fused_gradgrad.AUTOTUNED}
 SCALAR_INTS = ("H", "T_Q", "T_K", "WINDOW", "T_Q_BUCKET", "T_K_BUCKET")
 FP32_POINTERS = ("Lse", "Delta", "Gamma", "Rho")
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
@@ -85,7 +82,7 @@ def compile_sm90(jit_fn, dtype, constexprs, num_warps, num_stages):
     )
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kernel", choices=sorted(KERNELS))
     parser.add_argument("--head-dim", type=int, default=128)
@@ -99,8 +96,14 @@ def main():
         action="store_true",
         help="every BLOCK_M, BLOCK_N in {32,64,128} x warps {4,8} (stages 2), not the config table",
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--limit", type=int, default=0, help="compile only the first N tiles (0: all)"
+    )
+    return parser.parse_args(argv)
 
+
+def main(argv=None):
+    args = parse_args(argv)
     tuner = KERNELS[args.kernel]
     consts = dict(
         HEAD_DIM=args.head_dim,
@@ -120,11 +123,13 @@ def main():
             for m, n, w in itertools.product((32, 64, 128), (32, 64, 128), (4, 8))
         ]
     else:
-        kept = fused_backward.prune_by_head_dim(tuner.configs, {}, **consts)
+        kept = prune_by_head_dim(tuner.configs, {}, **consts)
         tiles = [
             (c.kwargs, c.num_warps, c.num_stages, "kept" if c in kept else "pruned")
             for c in tuner.configs
         ]
+    if args.limit:
+        tiles = tiles[: args.limit]
     print(f"{args.kernel} {consts}")
     for kwargs, warps, stages, tag in tiles:
         label = f"M{kwargs['BLOCK_M']:<3} N{kwargs['BLOCK_N']:<3} w{warps} s{stages} {tag:6s}"

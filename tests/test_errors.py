@@ -119,3 +119,26 @@ def test_empty_sequence(device):
     q, k, v = _qkv(device, tq=0)
     with pytest.raises(ValueError, match=r"at least one position"):
         kernels.attention(q, k, v)
+
+
+@pytest.mark.parametrize("d", [20, 136])
+def test_attention_and_launchers_share_the_head_dim_rule(device, d):
+    """One rule (kernels/contract.py) for kernels.attention and the Triton launchers."""
+    from kernels.fused_backward import fused_attention_backward
+
+    q, k, v = _qkv(device, d=d)
+    lse = torch.zeros(q.shape[:3], device=device, dtype=torch.float32)
+    message = rf"head dim D={d} is not supported .*D % 8 == 0"
+    with pytest.raises(ValueError, match=message):
+        kernels.attention(q, k, v)
+    with pytest.raises(ValueError, match=message):
+        fused_attention_backward(q, k, v, q, lse, q, causal=False, window=None, scale=None)
+
+
+def test_launcher_window_of_the_wrong_type(device):
+    from kernels.fused_backward import attention_backward_dv
+
+    q, k, v = _qkv(device)
+    lse = torch.zeros(q.shape[:3], device=device, dtype=torch.float32)
+    with pytest.raises(TypeError, match=r"window must be an int"):
+        attention_backward_dv(q, k, v, lse, q, causal=True, window=2.5, scale=None)

@@ -137,7 +137,7 @@ def test_double_backward_shared_offset(dtype, device):
     G, dP and H then have large row means that C must cancel. Measured on this shape
     (bf16, 6-8 seeds, ratio = error / math error): the kernels <= 1.07; delta taken from
     the 16-bit O instead of rowsum(P * dP) 2.96 on grad K; the rejected rewrite
-    A V = (P * G) V - gamma O up to 8.2 on grad K (kernels/GRADGRAD.md).
+    A V = (P * G) V - gamma O up to 8.2 on grad K (docs/gradgrad.md).
     """
     _check_double_backward((1, 2, 64, 96, 64, True, None), dtype, device, shift=5.0)
 
@@ -192,7 +192,7 @@ def test_deterministic(device):
 
 
 def test_matmul_count():
-    """The FLOP model's numbers (kernels/GRADGRAD.md): 21 with every cotangent, fewer without."""
+    """The FLOP model's numbers (docs/gradgrad.md): 21 with every cotangent, fewer without."""
     assert gradgrad_matmul_count(True, True, True) == 21
     assert gradgrad_matmul_count(True, True, False) == 18
     assert gradgrad_matmul_count(True, False, False) == 14
@@ -211,7 +211,8 @@ def test_matmul_count():
         (dict(tq=40, tk=17, causal=True), "Tq <= Tk"),
         (dict(window=0), "window must be"),
         (dict(do_shape_off=1), "do must match"),
-        (dict(rank3=True), "4-D"),
+        (dict(rank3=True), "q must have rank 4"),
+        (dict(d=20), r"head dim D=20 is not supported.*D % 8 == 0"),
     ],
 )
 def test_bad_input_is_rejected(change, message, device):

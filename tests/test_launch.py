@@ -204,9 +204,16 @@ def test_launch_mode_from_the_environment(monkeypatch):
 @pytest.mark.gpu
 def test_cached_launches_match_tritons_bit_for_bit(device, monkeypatch):
     """Fused backward and double backward: cached launches give Triton's exact bits."""
+    from kernels import fused_backward, fused_gradgrad
     from kernels.forward import attention_forward
-    from kernels.fused_backward import _launch_dkdv_kernel, _launch_dq, fused_attention_backward
-    from kernels.fused_gradgrad import _launch_rows, fused_attention_double_backward
+    from kernels.fused_backward import fused_attention_backward
+    from kernels.fused_gradgrad import fused_attention_double_backward
+
+    launchers = (
+        fused_backward.LAUNCHERS["dkdv"],
+        fused_backward.LAUNCHERS["dq"],
+        fused_gradgrad.LAUNCHERS["rows"],
+    )
 
     h, t, d = 2, 200, 64
     args = dict(causal=True, window=None, scale=d**-0.5)
@@ -225,9 +232,9 @@ def test_cached_launches_match_tritons_bit_for_bit(device, monkeypatch):
     through_triton = run(*one), run(*two)
     monkeypatch.delenv("KERNELS_LAUNCH_CACHE")
     run(*one)  # fills the cache
-    counts = [x.cached_launches for x in (_launch_dkdv_kernel, _launch_dq, _launch_rows)]
+    counts = [x.cached_launches for x in launchers]
     cached = run(*one), run(*two)
-    after = [x.cached_launches for x in (_launch_dkdv_kernel, _launch_dq, _launch_rows)]
+    after = [x.cached_launches for x in launchers]
     assert all(a == c + 1 for a, c in zip(after, counts)), (counts, after)
     for want, got in zip(through_triton, cached):
         for a, c in zip(want, got):
@@ -242,11 +249,16 @@ def test_direct_launches_match_tritons_runner_bit_for_bit(device, monkeypatch, c
     Odd T (masked tails), a window and a strided (transposed) q: scalars of every kind
     the kernels take go through the packed parameter block.
     """
-    from kernels.forward import _launch_forward, attention_forward
-    from kernels.fused_backward import _launch_dkdv_kernel, _launch_dq, fused_attention_backward
-    from kernels.fused_gradgrad import _launch_cols, _launch_rows, fused_attention_double_backward
+    from kernels import forward, fused_backward, fused_gradgrad
+    from kernels.forward import attention_forward
+    from kernels.fused_backward import fused_attention_backward
+    from kernels.fused_gradgrad import fused_attention_double_backward
 
-    launchers = (_launch_forward, _launch_dkdv_kernel, _launch_dq, _launch_rows, _launch_cols)
+    launchers = (
+        *forward.LAUNCHERS.values(),
+        *fused_backward.LAUNCHERS.values(),
+        *fused_gradgrad.LAUNCHERS.values(),
+    )
     b, h, t, d = 2, 3, 333, 96
     window = 100 if causal else None
     args = dict(causal=causal, window=window, scale=0.3)

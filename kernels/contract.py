@@ -1,0 +1,180 @@
+"""What the kernels accept: the input checks, the dtype sets and the head-dim limits.
+
+Two entry points, built from the same pieces so a rule lives in one place:
+
+- ``check_inputs``: what ``kernels.attention`` takes (any float dtype; fp16/bf16 go to
+  Triton, fp32/fp64 to the math path).
+- ``check_launch_inputs``: what the Triton launchers take (fp16/bf16 only, the saved
+  logsumexp, cotangents shaped like their primal, CUDA or the interpreter).
+
+Bad input raises ValueError (values, shapes, devices) or TypeError (types, dtypes)
+naming the argument, never a Triton error.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from ._triton_common import interpreter_active
+
+__all__ = [
+    "BWD_MODES",
+    "MATH_DTYPES",
+    "MAX_HEAD_DIM",
+    "MIN_HEAD_DIM",
+    "TRITON_DTYPES",
+    "check_head_dim",
+    "check_inputs",
+    "check_launch_inputs",
+    "head_dim_supported",
+]
+
+BWD_MODES = ("recompute", "save_p", "dv_only", "fused")
+TRITON_DTYPES = (torch.float16, torch.bfloat16)
+MATH_DTYPES = (torch.float32, torch.float64)
+# Head dims the Triton kernels take: tiles are padded to the next power of two
+# (D=80 -> 128), rows must be 16-byte aligned for fp16/bf16 loads (D % 8 == 0).
+MAX_HEAD_DIM = 128
+MIN_HEAD_DIM = 16
+HEAD_DIM_MULTIPLE = 8
+
+
+def head_dim_supported(head_dim: int) -> bool:
+    """True when the Triton kernels take this head dim (fp16/bf16)."""
+    return MIN_HEAD_DIM <= head_dim <= MAX_HEAD_DIM and head_dim % HEAD_DIM_MULTIPLE == 0
+
+
+def check_head_dim(head_dim: int, dtype) -> None:
+    """ValueError unless the Triton kernels take head dim ``head_dim``."""
+    if not head_dim_supported(head_dim):
+        raise ValueError(
+            f"head dim D={head_dim} is not supported for {dtype}: the Triton kernels take "
+            f"D in {MIN_HEAD_DIM}..{MAX_HEAD_DIM} with D % {HEAD_DIM_MULTIPLE} == 0 "
+            f"(64, 80, 96, 128 ...); use float32 for the math path"
+        )
+
+
+def _check_tensors(named):
+    """Each (name, t) is a tensor; q, k, v also of rank 4."""
+    for name, t in named:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if name in ("q", "k", "v") and t.dim() != 4:
+            raise ValueError(
+                f"{name} must have rank 4 (B, H, T, D), got rank {t.dim()} with shape "
+                f"{tuple(t.shape)}"
+            )
+
+
+def _check_window(window) -> None:
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, numbers.Integral):
+            raise TypeError(f"window must be an int or None, got {type(window).__name__}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1 (keys at distance 0..window-1), got {window}")
+
+
+def _check_shapes(q, k, v) -> None:
+    """(B, H) shared, Tk shared by k and v, D shared by all three."""
+    bq, hq, _, dq = q.shape
+    bk, hk, tk, dk = k.shape
+    bv, hv, tv, dv = v.shape
+    if (bq, hq) != (bk, hk) or (bq, hq) != (bv, hv):
+        raise ValueError(
+            f"q, k, v must share batch and heads (B, H): got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if tk != tv:
+        raise ValueError(f"k and v must have the same length T: got k Tk={tk}, v Tk={tv}")
+    if not (dq == dk == dv):
+        raise ValueError(f"q, k, v must share the head dim D: got q D={dq}, k D={dk}, v D={dv}")
+
+
+def _check_masked_lengths(is_masked: bool, tq: int, tk: int) -> None:
+    if is_masked and tq > tk:
+        raise ValueError(
+            f"causal/window attention needs Tq <= Tk (queries are the last Tq of the Tk keys): "
+            f"got Tq={tq} > Tk={tk}"
+        )
+
+
+def _check_same_dtype(q, k, v) -> None:
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v must share a dtype: got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+
+
+def check_inputs(q, k, v, *, causal=False, window=None, scale=None, bwd_mode="recompute"):
+    """Validate the arguments of ``kernels.attention``; returns None."""
+    _check_tensors((("q", q), ("k", k), ("v", v)))
+    if bwd_mode not in BWD_MODES:
+        raise ValueError(f"bwd_mode must be one of {BWD_MODES}, got {bwd_mode!r}")
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    _check_window(window)
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, numbers.Real)):
+        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+
+    _check_shapes(q, k, v)
+    tq, tk = q.shape[2], k.shape[2]
+    if tq == 0 or tk == 0:
+        raise ValueError(f"q and k must have at least one position: got Tq={tq}, Tk={tk}")
+    _check_masked_lengths(causal or window is not None, tq, tk)
+    _check_same_dtype(q, k, v)
+    if q.dtype not in TRITON_DTYPES + MATH_DTYPES:
+        raise TypeError(
+            f"q dtype must be one of float16, bfloat16 (Triton) or float32, float64 (math path), "
+            f"got {q.dtype}"
+        )
+    if not (q.device == k.device == v.device):
+        raise ValueError(
+            f"q, k, v must be on one device: got q {q.device}, k {k.device}, v {v.device}"
+        )
+    if q.dtype in TRITON_DTYPES:
+        check_head_dim(q.shape[3], q.dtype)
+
+
+def check_launch_inputs(q, k, v, lse, *, causal, window, scale, extra=()):
+    """Validate the tensors every Triton launcher takes; returns (is_causal, window_int, scale).
+
+    ``extra``: (name, tensor, like) pairs that must have ``like``'s shape, dtype and
+    device (o, dO, cotangents). Empty sequences pass (the launchers return zeros).
+    ``window`` (an int >= 1) implies causal; ``window_int`` is 0 for none; ``scale``
+    None means 1/sqrt(D).
+    """
+    _check_tensors((("q", q), ("k", k), ("v", v), ("lse", lse)))
+    if q.dtype not in TRITON_DTYPES:
+        raise TypeError(f"q must be float16 or bfloat16 for the Triton kernels, got {q.dtype}")
+    _check_same_dtype(q, k, v)
+    _check_shapes(q, k, v)
+    batch, heads, t_q, head_dim = q.shape
+    check_head_dim(head_dim, q.dtype)
+    t_k = k.shape[2]
+    if lse.shape != (batch, heads, t_q) or lse.dtype != torch.float32 or not lse.is_contiguous():
+        raise ValueError(
+            f"lse must be a contiguous float32 ({batch}, {heads}, {t_q}) tensor; got "
+            f"{lse.dtype} {tuple(lse.shape)} contiguous={lse.is_contiguous()}"
+        )
+    for name, t, like in extra:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.shape != like.shape or t.dtype != like.dtype:
+            raise ValueError(
+                f"{name} must match shape {tuple(like.shape)} and dtype {like.dtype}; "
+                f"got {tuple(t.shape)} {t.dtype}"
+            )
+    devices = {t.device for t in (q, k, v, lse)} | {t.device for _, t, _ in extra}
+    if len(devices) != 1:
+        raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
+    if q.device.type != "cuda" and not interpreter_active():
+        raise ValueError(
+            f"the Triton kernels need CUDA tensors (or TRITON_INTERPRET=1), got {q.device}"
+        )
+    _check_window(window)
+    is_causal = bool(causal) or window is not None
+    _check_masked_lengths(is_causal, t_q, t_k)
+    if scale is None:
+        scale = head_dim**-0.5
+    scale = float(scale)
+    return is_causal, (int(window) if window is not None else 0), scale

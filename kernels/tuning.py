@@ -1,0 +1,212 @@
+"""Autotuning for every kernel of this package: config tables, pruning, keys, switches.
+
+forward.py, fused_backward.py and fused_gradgrad.py decorate their kernels with
+``tuned(CONFIGS, KEY, prune)`` from here and nothing else, so the tuning rules live
+in one place:
+
+- ``autotune_configs``: the interpreter gets ONE small config; ``KERNELS_AUTOTUNE=0``
+  keeps the first candidate of each table (the measured-good default); otherwise all.
+- Config tables, one per kernel: ``FORWARD_CONFIGS``, ``DKDV_CONFIGS``, ``DQ_CONFIGS``,
+  ``GRADGRAD_ROWS_CONFIGS``, ``GRADGRAD_COLS_CONFIGS``.
+- Pruning: ``prune_forward_configs`` (shared memory, warps), ``prune_by_head_dim``
+  (the largest BLOCK_D a backward / grad-grad tile fits without register spills).
+- Keys: ``TUNING_KEY`` (head dim, bucketed lengths, mask flags), ``DKDV_KEY``,
+  ``GRADGRAD_KEY``; ``length_bucket`` makes the bucketed lengths.
+
+scripts/sm90_resources.py rebuilds the backward / grad-grad tables (registers and
+spills per tile, compiled for sm_90 without a GPU).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+import triton
+
+from ._triton_common import block_d, interpreter_active, next_power_of_2
+
+__all__ = [
+    "AUTOTUNE_DISK_CACHE",
+    "DKDV_CONFIGS",
+    "DKDV_KEY",
+    "DQ_CONFIGS",
+    "FORWARD_CONFIGS",
+    "GRADGRAD_COLS_CONFIGS",
+    "GRADGRAD_KEY",
+    "GRADGRAD_ROWS_CONFIGS",
+    "TUNING_KEY",
+    "autotune_configs",
+    "block_d",
+    "configs_from_table",
+    "length_bucket",
+    "prune_by_head_dim",
+    "prune_forward_configs",
+    "tuned",
+]
+
+
+def autotune_configs(candidates, interpreter_config):
+    """The config list every kernel's ``triton.autotune`` gets.
+
+    - Under the interpreter: ``interpreter_config`` alone (several configs fail
+      there with "0 active drivers", docs/design.md trap 3).
+    - With ``KERNELS_AUTOTUNE=0``: the first candidate alone, the measured-good
+      default. GPU test runs set it: every new (D, T bucket, mask) key would
+      otherwise compile and time every candidate; on the H100 that made the
+      kernel test suite spend minutes in autotuning.
+    - Otherwise all candidates (benchmarks, users).
+    """
+    if interpreter_active():
+        return [interpreter_config]
+    if os.environ.get("KERNELS_AUTOTUNE", "1") == "0":
+        return list(candidates[:1])
+    return list(candidates)
+
+
+# Autotune results kept on disk (triton >= 3.2; keyed by kernel source, tuning key and
+# configs): asv measures each preset in its own process, and without this every process
+# re-timed every candidate of every kernel for every shape key it met.
+AUTOTUNE_DISK_CACHE = (
+    {"cache_results": True}
+    if "cache_results" in inspect.signature(triton.autotune).parameters
+    else {}
+)
+
+
+def length_bucket(t: int) -> int:
+    """Autotune key for a sequence length: the next power of two (>= 16).
+
+    T=1000 and T=1024 then share one tuning; a new bucket re-tunes.
+    """
+    return next_power_of_2(max(int(t), 16))
+
+
+# Every kernel keys on the head dim, the bucketed lengths and the mask flags; the
+# backward's dK/dV kernel also on DV_ONLY, the grad-grad kernels on which cotangents exist.
+TUNING_KEY = ["HEAD_DIM", "T_Q_BUCKET", "T_K_BUCKET", "IS_CAUSAL", "HAS_WINDOW"]
+DKDV_KEY = TUNING_KEY + ["DV_ONLY"]
+GRADGRAD_KEY = TUNING_KEY + ["HAS_GDQ", "HAS_GDK", "HAS_GDV"]
+
+
+def tuned(configs, key, prune):
+    """``triton.autotune`` with ``prune`` as early_config_prune and the disk cache."""
+    return triton.autotune(
+        configs=configs,
+        key=key,
+        prune_configs_by={"early_config_prune": prune},
+        **AUTOTUNE_DISK_CACHE,
+    )
+
+
+# ---------------------------------------------------------------------------
+# forward
+
+# Candidates measured on the H100 (docs/probes.md, gpu_forward_check, 2026-11-25): (64, 64,
+# 4 warps, 3 stages) won at D=128 T=4096-8192 and D=64 causal; (128, 64, 4, 4) at D=64
+# T=4096. The first is the default when autotuning is off.
+_FORWARD_CANDIDATES = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
+    for bm, bn, w, st in [
+        (64, 64, 4, 3),
+        (128, 64, 4, 4),
+        (128, 64, 4, 3),
+        (128, 64, 8, 3),
+        (128, 128, 8, 2),
+        (64, 128, 4, 2),
+        (64, 32, 4, 4),
+    ]
+]
+
+
+def _forward_configs():
+    # The interpreter's single config uses small tiles so CPU tests stay quick.
+    interp = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)
+    return autotune_configs(_FORWARD_CANDIDATES, interp)
+
+
+FORWARD_CONFIGS = _forward_configs()
+
+
+def prune_forward_configs(configs, named_args, **kwargs):
+    """Drop forward tiles that cannot be fast or do not fit.
+
+    Shared memory per stage ~ (BLOCK_N * BLOCK_D) * 2 tensors * 2 bytes; a
+    128x128 K/V tile pair at D=128 is 64 KiB a stage, so 4 stages exceed the
+    H100's 227 KiB with the Q tile. 8 warps only pay off on 128-row tiles.
+    """
+    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    kept = []
+    for c in configs:
+        bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
+        smem = (bm * bd + c.num_stages * 2 * bn * bd) * 2
+        if smem > 200 * 1024:
+            continue
+        if c.num_warps == 8 and bm < 128:
+            continue
+        if bd >= 128 and bn > 64 and c.num_stages > 2:
+            continue
+        kept.append(c)
+    return kept or configs[:1]
+
+
+# ---------------------------------------------------------------------------
+# backward and grad-grad
+
+# id(triton.Config) -> the largest BLOCK_D its tiles fit (the configs live as long as the module)
+_MAX_BLOCK_D: dict[int, int] = {}
+
+
+def configs_from_table(shapes):
+    """triton.Configs from (BLOCK_M, BLOCK_N, num_warps, num_stages, max BLOCK_D) tuples.
+
+    Through ``autotune_configs``: under the interpreter ONE config of 16x16 tiles; with
+    KERNELS_AUTOTUNE=0 the first tuple, which fits every D. ``max BLOCK_D``: the largest
+    BLOCK_D the tiles fit without register spills (``prune_by_head_dim``).
+    """
+    candidates = []
+    for m, n, w, s, max_bd in shapes:
+        config = triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+        _MAX_BLOCK_D[id(config)] = max_bd
+        candidates.append(config)
+    interp = triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=4, num_stages=1)
+    return autotune_configs(candidates, interp)
+
+
+def prune_by_head_dim(configs, named_args, **kwargs):
+    """early_config_prune: keep the configs whose max BLOCK_D covers this BLOCK_D.
+
+    The tables below come from compiling every (BLOCK_M, BLOCK_N, warps) for sm_90
+    with ptxas (triton 3.9, bf16, causal, no GPU needed; scripts/sm90_resources.py) and
+    reading the register and spill counts: e.g. the dK/dV kernel at 64 x 128 tiles,
+    8 warps, has no spill at D=64 and spills 88 B/thread at D=128. Tiles whose score
+    dots have fewer than 64 rows per warpgroup fall back from wgmma (HGMMA) to
+    mma.sync (HMMA), so those are kept only where nothing else fits.
+    """
+    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    kept = [c for c in configs if _MAX_BLOCK_D.get(id(c), 128) >= bd]
+    return kept or configs[:1]
+
+
+# dK/dV: a program holds K, V and the fp32 dK, dV for BLOCK_N keys and streams Q, dO
+# tiles of BLOCK_M rows; score tiles are (BLOCK_N, BLOCK_M), so BLOCK_N >= 64 keeps wgmma.
+DKDV_CONFIGS = configs_from_table(
+    [(32, 64, 4, 3, 128), (32, 128, 8, 2, 128), (64, 64, 8, 2, 128), (64, 128, 8, 2, 64)]
+)
+# dQ: holds Q, dO and the fp32 dQ for BLOCK_M rows, streams K, V; BLOCK_M >= 64 for wgmma.
+DQ_CONFIGS = configs_from_table(
+    [(64, 32, 4, 3, 128), (64, 64, 4, 2, 128), (128, 32, 8, 2, 128), (128, 64, 8, 2, 128)]
+)
+# Grad-grad rows: holds Q, dO, u and the fp32 grad Q, grad dO for BLOCK_M rows, streams
+# K, V, w, z; up to seven (BLOCK_M, BLOCK_N) fp32 tiles live in loop 2. At D=128 no wgmma
+# tile compiles spill-free (ptxas, sm_90): 128 x 32 / 8 warps spills 24 B/thread, 64 x 32 /
+# 8 warps 48 B; 32 x 64 / 8 warps has no spill but uses mma.sync. Autotuning picks.
+GRADGRAD_ROWS_CONFIGS = configs_from_table(
+    [(128, 32, 8, 2, 128), (64, 32, 8, 2, 128), (32, 64, 8, 2, 128), (64, 32, 4, 2, 64)]
+)
+# Grad-grad columns: holds K, V, w, z and the fp32 grad K, grad V for BLOCK_N keys, streams
+# Q, dO, u. D=128: 32 x 128 / 8 warps spills 24 B/thread (wgmma), 64 x 32 / 8 warps none
+# (mma.sync).
+GRADGRAD_COLS_CONFIGS = configs_from_table(
+    [(32, 128, 8, 2, 128), (64, 32, 8, 2, 128), (32, 64, 4, 2, 64), (32, 64, 8, 2, 64)]
+)
