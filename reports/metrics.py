@@ -19,9 +19,9 @@ H100 80GB HBM3, 2026-11-25, 68 series per metric. What it showed:
 
 - timings of 3 ms and more moved at most 0.3% between the runs; timings under 3 ms
   moved up to 39% of run 1's value (0.078 then 0.047 ms): at those sizes a step is
-  bound by the host's Python and launch path (scripts/gpu_overhead_probe.py: 1.10 ms
-  of host time per fused training step at the seed shape against 0.16 ms of GPU
-  backward), and the host is noisy. So ms
+  bound by the host's Python and launch path (the retired gpu_overhead_probe.py,
+  docs/probes.md: 1.10 ms of host time per fused training step at the seed shape
+  against 0.16 ms of GPU backward), and the host is noisy. So ms
   and TFLOP/s have two regimes, split on the benchmark's own ms (``HOST_BOUND_BELOW_MS``).
 - peak MiB and parity were bit-identical for every math and Triton row; only ``sdpa``
   moved (MiB 25%, parity 16%), because the suite keeps the fastest SDPA backend that
@@ -78,7 +78,7 @@ UNIT_RULES: dict[str, UnitRule] = {
     ),
     # bench_suite's host time per call (perf_counter, first 20 timed calls). No A/A yet; the
     # same step in fresh allocations in one process on the lent H100 gave host times
-    # spanning 1.57-1.86x (scripts/gpu_tuning_stability.py --placement, 2026-11-25), so
+    # spanning 1.57-1.86x (gpu_tuning_stability.py --placement, 2026-11-25, docs/probes.md), so
     # it flags only on doubling, and never under 0.05 ms.
     "host ms": UnitRule(LOWER_IS_BETTER, 1.0, 0.05, "host time (ms)"),
     # max error vs fp64 / same-dtype math error. A/A: identical but SDPA (16%, implied 24%);

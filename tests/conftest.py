@@ -1,7 +1,7 @@
 """Test configuration: the Triton interpreter on CPU, real kernels with --gpu.
 
 TRITON_INTERPRET must be set before any @triton.jit function is created
-(DESIGN.md trap 2), so it is decided here, at import time, from sys.argv.
+(docs/design.md trap 2), so it is decided here, at import time, from sys.argv.
 
 - ``pytest``        : CPU; Triton kernels run in the interpreter; tests marked
                       ``gpu`` are skipped.
