@@ -6,11 +6,36 @@ quick CLI tests/test_harness_quick.py.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from harness import flops, grid, impls, measure, parity, timing
 from kernels import reference
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- imports ----------------------------------------------------------------------------
+
+
+def test_the_suite_and_the_harness_import_no_torch():
+    """asv's forkserver imports the suite before it forks: nothing may touch the GPU then."""
+    modules = [f"harness.{m}" for m in ("grid", "flops", "impls", "parity", "timing")]
+    modules += ["harness.measure", "harness.quick", "bench_suite.base"]
+    modules += [f"bench_suite.bench_{path}" for path in grid.PATHS]
+    code = (
+        f"import sys, {', '.join(modules)}; print(sorted({{'torch', 'triton'}} & set(sys.modules)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
 
 # --- FLOP model -----------------------------------------------------------------------
 
