@@ -1,58 +1,58 @@
 """Forward: o = attention(q, k, v), inputs requiring grad as in training.
 
-One class per preset (common.PRESETS); each measures all its combinations in its
-setup_cache process (common.measure_preset) and its track_* methods look the numbers up.
-Each class needs its own setup_cache line: asv keys the cache by source line.
+One class per preset (harness.grid.PRESETS), each with its own setup_cache: see base.py.
 """
 
-from bench_suite import common
+from bench_suite.base import PresetBenchmark
+from harness import measure as common  # setup_cache's source is hashed by asv: see base.py
+from harness.grid import asv_params
 
 PATH = "forward"
 
 
-class Seed(common.PresetBenchmark):
+class Seed(PresetBenchmark):
     path, preset = PATH, "seed"
-    params = common.asv_params(preset, PATH)
+    params = asv_params(preset, PATH)
 
     def setup_cache(self):
         return common.measure_preset(self.preset, self.path)
 
 
-class TTT(common.PresetBenchmark):
+class TTT(PresetBenchmark):
     path, preset = PATH, "ttt"
-    params = common.asv_params(preset, PATH)
+    params = asv_params(preset, PATH)
 
     def setup_cache(self):
         return common.measure_preset(self.preset, self.path)
 
 
-class Long(common.PresetBenchmark):
+class Long(PresetBenchmark):
     path, preset = PATH, "long"
-    params = common.asv_params(preset, PATH)
+    params = asv_params(preset, PATH)
 
     def setup_cache(self):
         return common.measure_preset(self.preset, self.path)
 
 
-class Grid(common.PresetBenchmark):
+class Grid(PresetBenchmark):
     path, preset = PATH, "grid"
-    params = common.asv_params(preset, PATH)
+    params = asv_params(preset, PATH)
 
     def setup_cache(self):
         return common.measure_preset(self.preset, self.path)
 
 
-class Short(common.PresetBenchmark):
+class Short(PresetBenchmark):
     path, preset = PATH, "short"
-    params = common.asv_params(preset, PATH)
+    params = asv_params(preset, PATH)
 
     def setup_cache(self):
         return common.measure_preset(self.preset, self.path)
 
 
-class CPU(common.PresetBenchmark):
+class CPU(PresetBenchmark):
     path, preset = PATH, "cpu"
-    params = common.asv_params(preset, PATH)
+    params = asv_params(preset, PATH)
 
     def setup_cache(self):
         return common.measure_preset(self.preset, self.path)

@@ -54,7 +54,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench_suite import common  # noqa: E402  (standard library only at import)
+from harness import grid as common  # noqa: E402  (standard library only at import)
 
 WORKTREES = REPO_ROOT / ".asv" / "worktrees"
 

@@ -207,11 +207,11 @@ def test_plan_puts_the_heaviest_unit_alone_and_is_deterministic():
 
 
 def test_every_preset_class_has_a_cost_estimate():
-    from bench_suite import common  # standard library only at import time
+    from harness import grid  # standard library only at import time
 
-    classes = {p.class_name for p in common.PRESETS.values()}
+    classes = {p.class_name for p in grid.PRESETS.values()}
     assert set(shards.COST_BY_PRESET) == classes
-    assert {common.PRESETS[p].class_name for p in common.GRIDS["gpu"]} == set(GPU_CLASSES)
+    assert {grid.PRESETS[p].class_name for p in grid.GRIDS["gpu"]} == set(GPU_CLASSES)
 
 
 def test_measured_durations_replace_the_estimate(tmp_path):

@@ -1,15 +1,15 @@
 """A quick look at one shape without asv (the seed's CLI), on the suite's own helpers.
 
-    python -m bench_suite.quick --b 2 --h 4 --t 2048 --d 128 --dtype fp16 --iters 50 \\
+    python -m harness.quick --b 2 --h 4 --t 2048 --d 128 --dtype fp16 --iters 50 \\
         [--device cpu] [--mode fwd|bwd|gradgrad|all] [--bwd-mode recompute] [--compile] \\
         [--sdpa] [--causal] [--window N] [--tk N] [--interpret] [--no-parity]
 
 Prints one line per path and implementation, e.g. ``math forward:   0.392 ms``, with the
-speedup over math, peak memory (GPU) and the parity ratio (common.parity) after it.
+speedup over math, peak memory (GPU) and the parity ratio (harness.parity) after it.
 GPU times are CUDA-event medians; CPU times are CPU wall-clock (perf_counter) medians.
 Triton runs on CPU only with --interpret (the Triton interpreter: a check, not a speed).
-Nothing here is imported at module level beyond the standard library: asv imports this
-module during discovery.
+torch is imported in main(), after --interpret has set TRITON_INTERPRET; the harness
+modules imported at the top import only the standard library until they are called.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+from harness import grid, impls, measure, parity, timing
+from harness.flops import config_flops
 
 DTYPE_ALIASES = {
     "fp16": "float16",
@@ -32,9 +35,7 @@ PATH_ALIASES = {"fwd": "forward", "bwd": "backward", "gradgrad": "gradgrad"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m bench_suite.quick", description=__doc__.split("\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m harness.quick", description=__doc__.split("\n")[0])
     p.add_argument("--b", type=int, default=2, help="batch")
     p.add_argument("--h", type=int, default=4, help="heads")
     p.add_argument("--t", type=int, default=2048, help="queries (and keys unless --tk)")
@@ -64,58 +65,56 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.interpret:  # before anything imports triton.jit functions (DESIGN.md trap 2)
+    if args.interpret:  # before anything imports triton.jit functions (docs/design.md trap 2)
         os.environ["TRITON_INTERPRET"] = "1"
     import torch
-
-    from bench_suite import common
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: use --device cpu", file=sys.stderr)
         return 2
-    if args.bwd_mode not in common.KERNEL_MODES:
-        print(f"--bwd-mode must be one of {common.KERNEL_MODES}", file=sys.stderr)
+    if args.bwd_mode not in grid.KERNEL_MODES:
+        print(f"--bwd-mode must be one of {grid.KERNEL_MODES}", file=sys.stderr)
         return 2
     tk = args.tk or args.t
     masked = args.causal or args.window is not None
-    mask = common.mask_name(masked, args.window)
+    mask = grid.mask_name(masked, args.window)
     dtype = DTYPE_ALIASES[args.dtype]
-    cfg = common.Config(args.b, args.h, common.t_name(args.t, tk), args.d, dtype, mask)
-    paths = common.PATHS if args.mode == "all" else (PATH_ALIASES[args.mode],)
+    cfg = grid.Config(args.b, args.h, grid.t_name(args.t, tk), args.d, dtype, mask)
+    paths = grid.PATHS if args.mode == "all" else (PATH_ALIASES[args.mode],)
     on_cpu = device.type != "cuda"
     where = torch.cuda.get_device_name(device) if not on_cpu else "CPU (wall-clock, perf_counter)"
     print(f"{cfg.label()} on {where}, median of {args.iters} iterations")
 
-    impls = [("math", "math")]
+    compared = [("math", "math")]
     if args.compile:
-        impls.append(("compiled", "compiled"))
+        compared.append(("compiled", "compiled"))
     if args.sdpa:
-        impls.append(("sdpa", "sdpa"))
+        compared.append(("sdpa", "sdpa"))
     triton_note = ""
     if not on_cpu:
-        impls.append(("triton", args.bwd_mode))
+        compared.append(("triton", args.bwd_mode))
     elif args.interpret:
-        impls.append(("triton", args.bwd_mode))
+        compared.append(("triton", args.bwd_mode))
         triton_note = " (interpreter, not a speed)"
     else:
         print("triton: skipped on CPU (pass --interpret to run the Triton interpreter)")
-    if dtype == "float32" and any(name == "triton" for name, _ in impls):
+    if dtype == "float32" and any(name == "triton" for name, _ in compared):
         print("note: kernels.attention computes float32 with the math path, not Triton")
 
-    inp = common.make_inputs(cfg, device)
-    width = max(len(f"{n} {p}:") for n, _ in impls for p in paths) + 1
+    inp = impls.make_inputs(cfg, device)
+    width = max(len(f"{n} {p}:") for n, _ in compared for p in paths) + 1
     for path in paths:
         ref64 = math_same = None
         if not args.no_parity:
-            ref64 = common.reference_outputs(path, cfg, inp, torch.float64)
-            math_same, _ = common.same_dtype_math_outputs(path, cfg, inp)
+            ref64 = parity.reference_outputs(path, cfg, inp, torch.float64)
+            math_same, _ = parity.same_dtype_math_outputs(path, cfg, inp)
         math_ms = None
-        for name, mode in impls:
-            if path == "gradgrad" and mode in common.NO_DOUBLE_BACKWARD:
-                print(f"{f'{name} {path}:':<{width}} n/a ({common.NO_DOUBLE_BACKWARD[mode]})")
+        for name, mode in compared:
+            if path == "gradgrad" and mode in grid.NO_DOUBLE_BACKWARD:
+                print(f"{f'{name} {path}:':<{width}} n/a ({grid.NO_DOUBLE_BACKWARD[mode]})")
                 continue
-            rec = _measure(common, path, cfg, mode, inp, ref64, math_same, device, args.iters)
+            rec = _measure(path, cfg, mode, inp, ref64, math_same, device, args.iters)
             label = f"{name} {path}:"
             if rec.status != "ok":
                 print(f"{label:<{width}} {rec.line()}")
@@ -136,19 +135,17 @@ def main(argv=None) -> int:
     return 0
 
 
-def _measure(common, path, cfg, mode, inp, ref64, math_same, device, iters):
-    """common.measure_mode, or without the parity gate when --no-parity."""
+def _measure(path, cfg, mode, inp, ref64, math_same, device, iters):
+    """measure.measure_mode, or without the parity gate when --no-parity."""
     if ref64 is not None:
-        return common.measure_mode(path, cfg, mode, inp, ref64, math_same, device, iters=iters)
+        return measure.measure_mode(path, cfg, mode, inp, ref64, math_same, device, iters=iters)
     try:
-        (label, attn), *_ = common.implementations(mode, cfg, device)
-        ms = common.median_ms(lambda: common.run_path(path, attn, inp), device, iters=iters)
-        mib = common.peak_mib(lambda: common.run_path(path, attn, inp), device)
+        (label, attn), *_ = impls.implementations(mode, cfg, device)
+        ms = timing.median_ms(lambda: impls.run_path(path, attn, inp), device, iters=iters)
+        mib = timing.peak_mib(lambda: impls.run_path(path, attn, inp), device)
     except NotImplementedError as exc:
-        return common.Record("skip", str(exc))
-    return common.Record(
-        "ok", ms=ms, peak_mib=mib, tflops=common.config_flops(path, cfg) / ms / 1e9
-    )
+        return measure.Record("skip", str(exc))
+    return measure.Record("ok", ms=ms, peak_mib=mib, tflops=config_flops(path, cfg) / ms / 1e9)
 
 
 if __name__ == "__main__":

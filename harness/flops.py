@@ -1,0 +1,61 @@
+"""The one FLOP model: every TFLOP/s in the results divides these FLOPs by a time.
+
+Only visible (query, key) pairs are counted, so a causal or windowed problem is not
+credited the work its mask skips. Every mode of a configuration is credited the same
+FLOPs, whatever it actually executes, so TFLOP/s ranks like 1/ms within a config.
+"""
+
+from __future__ import annotations
+
+from harness.grid import Config, check_path, parse_mask
+
+# Matmuls of 2*Tq*Tk*D FLOPs each (per batch and head, on visible pairs), per stage: the
+# convention of docs/gradgrad.md ("FLOP model"). Forward: S = QK^T, O = PV. Backward:
+# 5, the FA2 count (S, dP = dO V^T, dV, dQ, dK), i.e. 2.5x the forward (FA3 paper 4.1;
+# the fused kernel executes 7, paying 2 for determinism). Double backward: 21,
+# what the fused kernel executes with all three cotangents (gradgrad_matmul_count(): rows
+# pass 5, rows pass 8, columns pass 8; docs/gradgrad.md estimated ~19).
+MATMULS_FORWARD = 2
+MATMULS_BACKWARD = 5
+MATMULS_DOUBLE_BACKWARD = 21
+MATMULS_PER_PATH = {
+    "forward": MATMULS_FORWARD,
+    "backward": MATMULS_FORWARD + MATMULS_BACKWARD,  # 7 = 3.5x forward
+    "gradgrad": MATMULS_FORWARD + MATMULS_BACKWARD + MATMULS_DOUBLE_BACKWARD,  # 28 = 14x
+}
+
+
+def _sum_range(lo: int, hi: int) -> int:
+    """lo + (lo+1) + ... + hi, 0 when hi < lo."""
+    return (lo + hi) * (hi - lo + 1) // 2 if hi >= lo else 0
+
+
+def visible_pairs(tq: int, tk: int, mask: str) -> int:
+    """Number of (query, key) pairs the mask lets through, in closed form.
+
+    Queries are the last Tq of Tk positions (bottom-right): query i sits at position
+    p = i + Tk - Tq and sees m = p + 1 keys when causal, min(window, m) with a window.
+    m runs over Tk - Tq + 1 .. Tk.
+    """
+    causal, window = parse_mask(mask)
+    if not causal:
+        return tq * tk
+    first, last = tk - tq + 1, tk
+    if window is None or window >= last:
+        return _sum_range(first, last)
+    # rows with m < window see m keys, the rest see window keys
+    return _sum_range(first, min(last, window - 1)) + window * (last - max(first, window) + 1)
+
+
+def flops(path: str, B: int, H: int, Tq: int, Tk: int, D: int, mask: str) -> float:
+    """FLOPs of one call of ``path``, counting only visible (query, key) pairs.
+
+    forward = 4*B*H*Tq*Tk*D * visible fraction (square causal: (T+1)/(2T));
+    backward path = forward + backward = 3.5x forward; grad-grad path = 14x forward.
+    """
+    check_path(path)
+    return 2.0 * MATMULS_PER_PATH[path] * B * H * visible_pairs(Tq, Tk, mask) * D
+
+
+def config_flops(path: str, cfg: Config) -> float:
+    return flops(path, cfg.B, cfg.H, cfg.tq, cfg.tk, cfg.D, cfg.mask)

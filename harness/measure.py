@@ -1,0 +1,302 @@
+"""Measuring a preset: the body of every asv class's ``setup_cache``, and its progress.
+
+Why one process measures a whole preset
+---------------------------------------
+asv runs every benchmark *and every parameter combination* in a fresh process.
+Measuring in those processes would pay torch/CUDA start-up and Triton compilation
+hundreds of times (docs/design.md trap 10). So each asv class (one preset x one path)
+measures all of its combinations once, in its ``setup_cache`` process
+(:func:`measure_preset`): inputs, fp64 reference, parity gate, first call
+(compile / autotune), memory, timing. It returns a dict keyed by the asv
+parameter tuple. ``setup`` then raises ``NotImplementedError`` for skipped
+combinations (asv records "skipped") and the ``track_*`` methods are one-line
+lookups run in cheap forks (``--launch-method forkserver``; this package imports
+only the standard library at import time, torch is imported inside functions).
+
+Rules every measurement follows
+-------------------------------
+- Parity gate first (harness.parity): a combination above ``PARITY_LIMIT`` is
+  recorded as FAILED: ``track_ms``/``track_tflops``/``track_peak_mib`` raise,
+  ``track_parity`` returns the ratio (the evidence). It is never timed.
+- Then peak memory and time (harness.timing), and TFLOP/s from harness.flops.
+- Combinations that cannot run (mode not landed, out of memory, no CUDA) are
+  skipped, never failed; any other exception is a failure.
+- Progress: see :func:`measure_preset`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+
+from harness import impls
+from harness.flops import config_flops
+from harness.grid import PROGRESS_ENV, check_path, get_preset
+from harness.impls import make_inputs, run_path
+from harness.parity import PARITY_LIMIT, parity, reference_outputs, same_dtype_math_outputs
+from harness.timing import free_memory, peak_mib, step_timing
+
+
+@dataclasses.dataclass
+class Record:
+    """What one (config, mode) measured. status: "ok", "skip" or "fail"."""
+
+    status: str
+    reason: str = ""
+    ms: float | None = None
+    tflops: float | None = None
+    peak_mib: float | None = None
+    parity: float | None = None
+    host_ms: float | None = None  # host time per call (step_timing); None on CPU
+    impl: str = ""  # which candidate (sdpa backend) was kept
+    first_call_s: float = 0.0  # first call: compilation, autotuning, caches
+    measure_s: float = 0.0  # parity check, memory and timing
+
+    def line(self) -> str:
+        if self.status == "skip":
+            return f"skipped: {self.reason}"
+        if self.status == "fail":
+            par = "" if self.parity is None else f" (parity {self.parity:.3g})"
+            return f"FAILED{par}: {self.reason}"
+        mem = "" if self.peak_mib is None else f", {self.peak_mib:.1f} MiB"
+        impl = f" [{self.impl}]" if self.impl else ""
+        notes = f" (also tried: {self.reason})" if self.reason else ""
+        tflops = f"{self.tflops:.4g} TFLOP/s"
+        host = "" if self.host_ms is None else f" (host {self.host_ms:.3g} ms)"
+        return f"{self.ms:.4g} ms{host}, {tflops}{mem}, parity {self.parity:.3g}{impl}{notes}"
+
+
+def measure_mode(path, cfg, mode, inp, ref64, math_same, device, *, iters=None, rep_ms=None):
+    """Parity gate, then memory and time, for every candidate of ``mode``; keep the fastest."""
+    t0 = time.perf_counter()
+    try:
+        candidates = impls.implementations(mode, cfg, device)  # looked up late: tests replace it
+    except NotImplementedError as exc:
+        return Record("skip", str(exc) or type(exc).__name__)
+    setup_s = time.perf_counter() - t0  # imports (torch._dynamo for compiled), wrappers
+    recs = []
+    for label, attn in candidates:
+        rec = _measure_candidate(
+            path, cfg, label, attn, inp, ref64, math_same, device, iters, rep_ms
+        )
+        recs.append((label, rec))
+        free_memory()
+    ok = [r for _, r in recs if r.status == "ok"]
+    if len(recs) == 1:
+        best = recs[0][1]
+    elif ok:  # several candidates (SDPA backends): the fastest correct one, others noted
+        best = min(ok, key=lambda r: r.ms)
+        best.reason = "; ".join(f"{lbl}: {r.line()}" for lbl, r in recs if r is not best)
+    else:  # none usable: a failure if one gave a wrong answer, else a skip
+        wrong = [r for _, r in recs if r.status == "fail"]
+        best = Record(
+            "fail" if wrong else "skip", "; ".join(f"{lbl}: {r.reason}" for lbl, r in recs)
+        )
+        best.parity = min((r.parity for r in wrong if r.parity is not None), default=None)
+    # time accounting covers every candidate tried
+    best.first_call_s = setup_s + sum(r.first_call_s for _, r in recs)
+    best.measure_s = sum(r.measure_s for _, r in recs)
+    return best
+
+
+def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, iters, rep_ms):
+    import torch
+
+    def call():
+        return run_path(path, attn, inp)
+
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    oom = False
+    try:
+        t0 = time.perf_counter()
+        outs = call()
+        sync()
+        first_call_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        par = parity(path, outs, ref64, math_same, cfg.torch_dtype)
+        del outs
+        if not par.passed:
+            return Record(
+                "fail",
+                f"parity {par.ratio:.3g} > {PARITY_LIMIT} on {par.worst} ({par.detail})",
+                parity=par.ratio,
+                impl=label,
+                first_call_s=first_call_s,
+            )
+        mib = peak_mib(call, device)
+        ms, host_ms = step_timing(call, device, iters=iters, rep_ms=rep_ms)
+        measure_s = time.perf_counter() - t0
+    except NotImplementedError as exc:
+        return Record("skip", f"{label}: {exc}" if str(exc) else f"{label}: not implemented")
+    except torch.cuda.OutOfMemoryError:
+        oom = True  # free outside the except block: the traceback pins the tensors
+    except Exception as exc:  # noqa: BLE001 -- any other error is this kernel's failure
+        if isinstance(exc, RuntimeError) and _OOM_MESSAGES.search(str(exc)):
+            oom = True  # cuBLAS / cuDNN workspaces fail as RuntimeError, not OutOfMemoryError
+        elif _is_sdpa_refusal(label, exc):
+            return Record("skip", f"{label} refused this problem: {_short(exc)}")
+        else:
+            return Record("fail", f"{type(exc).__name__}: {_short(exc)}", impl=label)
+    if oom:
+        free_memory()
+        where = "host"
+        if torch.device(device).type == "cuda":
+            where = f"{torch.cuda.get_device_properties(device).total_memory / 2**30:.0f} GiB card"
+        return Record("skip", f"out of memory ({where})", impl=label)
+    tflops = config_flops(path, cfg) / (ms * 1e-3) / 1e12
+    return Record(
+        "ok",
+        ms=ms,
+        tflops=tflops,
+        peak_mib=mib,
+        parity=par.ratio,
+        host_ms=host_ms,
+        impl=label if label.startswith("sdpa(") else "",
+        first_call_s=first_call_s,
+        measure_s=measure_s,
+    )
+
+
+_OOM_MESSAGES = re.compile(r"out of memory|ALLOC_FAILED", re.IGNORECASE)
+
+
+def _is_sdpa_refusal(label: str, exc: Exception) -> bool:
+    """SDPA backends raise RuntimeError('No available kernel...') for problems they do not take."""
+    return label.startswith("sdpa(") and isinstance(exc, RuntimeError)
+
+
+def _short(exc: Exception, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def measure_preset(preset: str, path: str, *, iters=None, rep_ms=None, modes=None) -> dict:
+    """Measure every (config, mode) of a preset for one path: the asv ``setup_cache`` body.
+
+    Returns {asv param tuple: Record}, plus "unavailable": reason when the preset's
+    device is missing. Progress goes to stderr and, as JSON lines, to the file named
+    by grid.PROGRESS_ENV (runner/asv_run.py prints it while asv runs): asv itself
+    shows a setup_cache's output only after it ends, and only with --show-stderr.
+    """
+    tag = f"{path}/{preset}"
+    try:
+        return _measure_preset(tag, get_preset(preset), path, iters, rep_ms, modes)
+    except BaseException as exc:
+        _progress(
+            tag,
+            f"setup_cache FAILED: {type(exc).__name__}: {_short(exc, 2000)}",
+            event="class_failed",
+        )
+        raise
+
+
+def _measure_preset(tag, p, path, iters, rep_ms, modes):
+    import warnings
+
+    import torch
+
+    check_path(path)
+    started = time.perf_counter()
+    if p.device == "cuda" and not torch.cuda.is_available():
+        _progress(tag, "skipped: no CUDA device", event="unavailable")
+        return {"unavailable": "no CUDA device"}
+    device = torch.device(p.device)
+    if device.type == "cuda":
+        torch.cuda.init()
+    modes = p.modes_for(path) if modes is None else modes
+    kernels_dir = _kernels_dir()
+    startup_s = _seconds_since_process_start()
+    _progress(
+        tag,
+        f"{len(p.configs())} configs x {len(modes)} modes, kernels from {kernels_dir}",
+        event="class_start",
+        kernels_dir=kernels_dir,
+        startup_s=startup_s,
+    )
+    results: dict = {}
+    totals = {"reference_s": 0.0, "first_call_s": 0.0, "measure_s": 0.0}
+    warnings.filterwarnings("ignore", message=".*[Ff]lash|.*[Mm]emory [Ee]fficient|.*cuDNN")
+    for cfg in p.configs():
+        t0 = time.perf_counter()
+        try:
+            inp = make_inputs(cfg, device)
+            ref64 = reference_outputs(path, cfg, inp, torch.float64)
+            math_same, which = same_dtype_math_outputs(path, cfg, inp)
+        except torch.cuda.OutOfMemoryError:
+            # Seen on the H100 at forward T=32768 after a fragmented T=16384 config: skip
+            # the config (every mode), free the tensors outside the except block, go on.
+            inp = ref64 = math_same = None
+            which = "oom"
+        totals["reference_s"] += time.perf_counter() - t0
+        if which == "oom":
+            free_memory()
+            for mode in modes:
+                rec = Record("skip", "out of memory computing the parity references")
+                results[dataclasses.astuple(cfg) + (mode,)] = rec
+                _progress(tag, f"{cfg.label()} {mode}: {rec.line()}", event="record",
+                          config=dataclasses.asdict(cfg), mode=mode,
+                          record=dataclasses.asdict(rec))  # fmt: skip
+            continue
+        if which != "math":
+            _progress(tag, f"{cfg.label()}: parity denominator from {which}", event="note")
+        for mode in modes:
+            rec = measure_mode(
+                path, cfg, mode, inp, ref64, math_same, device, iters=iters, rep_ms=rep_ms
+            )
+            totals["first_call_s"] += rec.first_call_s
+            totals["measure_s"] += rec.measure_s
+            results[dataclasses.astuple(cfg) + (mode,)] = rec
+            _progress(
+                tag,
+                f"{cfg.label()} {mode}: {rec.line()}",
+                event="record",
+                config=dataclasses.asdict(cfg),
+                mode=mode,
+                record=dataclasses.asdict(rec),
+            )
+        del inp, ref64, math_same
+        free_memory()
+    total_s = time.perf_counter() - started
+    other_s = total_s - sum(totals.values())
+    _progress(
+        tag,
+        f"done in {total_s:.1f} s: references {totals['reference_s']:.1f} s, "
+        f"first calls {totals['first_call_s']:.1f} s, measuring "
+        f"{totals['measure_s']:.1f} s, other {other_s:.1f} s",
+        event="class_done",
+        total_s=total_s,
+        startup_s=startup_s,
+        **totals,
+    )
+    return results
+
+
+def _kernels_dir() -> str:
+    import kernels
+
+    return os.path.dirname(os.path.abspath(kernels.__file__))
+
+
+def _seconds_since_process_start() -> float | None:
+    """Seconds since this process started (Linux /proc), to account start-up and imports."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _progress(tag: str, msg: str, **data) -> None:
+    line = f"[{tag}] {msg}"
+    print(line, file=sys.stderr, flush=True)
+    path = os.environ.get(PROGRESS_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"tag": tag, "msg": msg, "time": time.time(), **data}) + "\n")

@@ -1,0 +1,208 @@
+"""The harness package: FLOP model, presets, inputs, references, parity gate, timers.
+
+CPU only. The asv classes and the runner built on it are tests/test_bench_suite.py, the
+quick CLI tests/test_harness_quick.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness import flops, grid, impls, measure, parity, timing
+from kernels import reference
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- imports ----------------------------------------------------------------------------
+
+
+def test_the_suite_and_the_harness_import_no_torch():
+    """asv's forkserver imports the suite before it forks: nothing may touch the GPU then."""
+    modules = [f"harness.{m}" for m in ("grid", "flops", "impls", "parity", "timing")]
+    modules += ["harness.measure", "harness.quick", "bench_suite.base"]
+    modules += [f"bench_suite.bench_{path}" for path in grid.PATHS]
+    code = (
+        f"import sys, {', '.join(modules)}; print(sorted({{'torch', 'triton'}} & set(sys.modules)))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+# --- FLOP model -----------------------------------------------------------------------
+
+
+def brute_force_visible(tq, tk, mask):
+    causal, window = grid.parse_mask(mask)
+    m = reference.visible_mask(tq, tk, causal=causal, window=window)
+    return tq * tk if m is None else int(m.sum())
+
+
+@pytest.mark.parametrize(
+    "tq, tk, mask, visible",
+    [
+        (4, 4, "none", 16),
+        (4, 4, "causal", 10),  # 1 + 2 + 3 + 4
+        (2, 5, "causal", 9),  # rows at positions 3, 4 see 4 and 5 keys
+        (5, 5, "window3", 12),  # 1 + 2 + 3 + 3 + 3
+        (3, 7, "window4", 12),  # rows at 4, 5, 6 see 4 keys each
+        (1024, 9216, "window8192", 1024 * 8192),  # TTT: every query sees a full window
+    ],
+)
+def test_visible_pairs_by_hand(tq, tk, mask, visible):
+    assert flops.visible_pairs(tq, tk, mask) == visible
+    if tq * tk <= 10_000:
+        assert brute_force_visible(tq, tk, mask) == visible
+
+
+def test_visible_pairs_match_the_mask_everywhere():
+    for tq in (1, 2, 7, 16):
+        for tk in (tq, tq + 1, tq + 9):
+            for mask in ("none", "causal", "window1", "window3", "window8", "window40"):
+                assert flops.visible_pairs(tq, tk, mask) == brute_force_visible(tq, tk, mask)
+
+
+def test_flops_hand_counts():
+    # square, no mask: 2 matmuls x 2*T*T*D per head
+    assert flops.flops("forward", 2, 4, 2048, 2048, 128, "none") == 4 * 2 * 4 * 2048**2 * 128
+    # square causal: (T+1)/(2T) of that
+    f = flops.flops("forward", 1, 8, 8192, 8192, 128, "causal")
+    assert f == 4 * 8 * 8192**2 * 128 * (8192 + 1) / (2 * 8192)
+    # TTT: 1024 queries each see 8192 keys
+    assert flops.flops("forward", 1, 12, 1024, 9216, 64, "window8192") == 4 * 12 * 1024 * 8192 * 64
+    # Tq < Tk causal (rows see Tk-Tq+1 .. Tk keys)
+    assert flops.flops("forward", 1, 1, 2, 5, 8, "causal") == 4 * (4 + 5) * 8
+    for args in [(2, 4, 2048, 2048, 128, "none"), (1, 12, 1024, 9216, 80, "window8192")]:
+        fwd = flops.flops("forward", *args)
+        assert flops.flops("backward", *args) == 3.5 * fwd  # forward + 2.5x forward
+        assert flops.flops("gradgrad", *args) == 14 * fwd  # (2 + 5 + 21) matmuls / 2
+    with pytest.raises(ValueError, match="path"):
+        flops.flops("sideways", 1, 1, 4, 4, 8, "none")
+    with pytest.raises(ValueError, match="mask"):
+        flops.flops("forward", 1, 1, 4, 4, 8, "window0")
+
+
+# --- presets and timers ---------------------------------------------------------------
+
+
+def test_short_preset_is_the_issue6_target_grid_at_2048():
+    """Issue 6: fused fwd+bwd >= 1.0x SDPA flash for T >= 2048, D 64/128, causal and not, bf16."""
+    short = grid.PRESETS["short"]
+    assert short.class_name == "Short" and short.device == "cuda"
+    assert "short" in grid.GRIDS["gpu"]
+    targets = {("2048", d, "bfloat16", m) for d in (64, 128) for m in ("none", "causal")}
+    assert {(c.T, c.D, c.dtype, c.mask) for c in short.configs()} == targets
+    assert len(short.configs()) == len(targets)  # one B and H: 4 configs, cheap
+    assert {"fused", "flash", "sdpa"} <= set(short.modes_for("backward"))
+    assert set(short.modes_for("forward")) == set(short.modes_for("backward"))
+    # no SDPA double backward: grad-grad keeps fused alone, still a valid (non-empty) axis
+    assert short.modes_for("gradgrad") == ("fused",)
+    assert grid.asv_params("short", "gradgrad")[-1] == ["fused"]
+    # Seed (fp16, one D, no mask) does not cover these shapes; Grid is T=4096 only
+    seed = {(c.T, c.D, c.dtype, c.mask) for c in grid.PRESETS["seed"].configs()}
+    assert not seed & targets
+    assert grid.PRESETS["grid"].T == ("4096",)
+
+
+def test_flash_baseline_is_sdpa_pinned_to_flash_and_needs_cuda():
+    cfg = grid.preset_configs("seed")[0]
+    with pytest.raises(NotImplementedError, match="CUDA"):
+        impls.implementations("flash", cfg, "cpu")
+    assert grid.PRESETS["cpu"].modes_for("gradgrad") == ("math",)
+
+
+def test_step_timing_has_no_host_time_on_cpu():
+    calls = []
+    ms, host = timing.step_timing(lambda: calls.append(1), "cpu", iters=7, warmup_ms=0.0)
+    assert host is None and ms >= 0.0
+    assert len(calls) == 1 + 1 + 7  # estimate, one warm-up, the timed calls
+    assert timing.median_ms(lambda: None, "cpu", iters=3) >= 0.0
+
+
+# --- references and the parity gate ---------------------------------------------------
+
+
+@pytest.mark.parametrize("mask", ["none", "causal", "window5"])
+@pytest.mark.parametrize("path", grid.PATHS)
+def test_chunked_reference_is_the_whole_problem(path, mask):
+    cfg = grid.Config(2, 2, "13/21" if mask != "none" else "17", 16, "float32", mask)
+    inp = impls.make_inputs(cfg, "cpu")
+    whole = [t.double() for t in parity.reference_outputs(path, cfg, inp, torch.float64)]
+    rows_per_chunk = 3
+    chunked = parity.reference_outputs(
+        path, cfg, inp, torch.float64, chunk_scores=rows_per_chunk * cfg.B * cfg.H * cfg.tk
+    )
+    direct = impls.run_path(path, impls.math_attention(cfg), _as_fp64(inp))
+    for a, b, c in zip(whole, chunked, direct):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(a, c.detach(), rtol=1e-10, atol=1e-12)
+
+
+def _as_fp64(inp):
+    leaf = lambda t: t.detach().double().requires_grad_()
+    return impls.Inputs(
+        leaf(inp.q), leaf(inp.k), leaf(inp.v), inp.do.double(), tuple(t.double() for t in inp.r)
+    )
+
+
+def test_inputs_are_seeded_and_never_zero():
+    cfg = grid.Config(1, 2, "8/12", 16, "bfloat16", "causal")
+    a, b = impls.make_inputs(cfg, "cpu"), impls.make_inputs(cfg, "cpu")
+    for x, y in zip((a.q, a.k, a.v, a.do, *a.r), (b.q, b.k, b.v, b.do, *b.r)):
+        assert torch.equal(x, y) and x.abs().sum() > 0 and x.dtype == torch.bfloat16
+    assert a.q.shape == (1, 2, 8, 16) and a.k.shape == (1, 2, 12, 16)
+    assert a.q.requires_grad and not a.do.requires_grad
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("path", grid.PATHS)
+def test_parity_gate_rejects_a_wrong_kernel_and_accepts_math(path, dtype, monkeypatch):
+    cfg = grid.Config(1, 2, "24/40", 16, dtype, "causal")
+    inp = impls.make_inputs(cfg, "cpu")
+    ref64 = parity.reference_outputs(path, cfg, inp, torch.float64)
+    math_same, which = parity.same_dtype_math_outputs(path, cfg, inp)
+    assert which == "math"
+
+    good = measure.measure_mode(path, cfg, "math", inp, ref64, math_same, "cpu", iters=2)
+    assert good.status == "ok" and good.parity <= parity.PARITY_LIMIT and good.ms > 0
+
+    def five_percent_off(q, k, v):  # plausible-looking output, 7x the bf16 math error
+        return reference.attention(q * 1.05, k, v, causal=True)
+
+    def ignores_the_mask(q, k, v):
+        return reference.attention(q, k, v, causal=False)
+
+    for wrong in (five_percent_off, ignores_the_mask):
+        monkeypatch.setattr(impls, "implementations", lambda *a, w=wrong: [("wrong", w)])
+        rec = measure.measure_mode(path, cfg, "recompute", inp, ref64, math_same, "cpu", iters=2)
+        assert rec.status == "fail", (wrong.__name__, rec)
+        assert rec.parity > parity.PARITY_LIMIT and rec.ms is None and rec.tflops is None
+
+
+def test_modes_that_cannot_run_are_skipped_not_failed(monkeypatch):
+    cfg = grid.Config(1, 1, "8", 16, "float32", "none")
+    inp = impls.make_inputs(cfg, "cpu")
+    ref64 = parity.reference_outputs("backward", cfg, inp, torch.float64)
+    math_same, _ = parity.same_dtype_math_outputs("backward", cfg, inp)
+
+    def not_landed(q, k, v):
+        raise NotImplementedError("fused backward not in this build")
+
+    monkeypatch.setattr(impls, "implementations", lambda *a: [("kernels", not_landed)])
+    rec = measure.measure_mode("backward", cfg, "fused", inp, ref64, math_same, "cpu")
+    assert rec.status == "skip" and "not in this build" in rec.reason
+
+    def crashes(q, k, v):
+        raise IndexError("a kernel bug")
+
+    monkeypatch.setattr(impls, "implementations", lambda *a: [("kernels", crashes)])
+    rec = measure.measure_mode("backward", cfg, "fused", inp, ref64, math_same, "cpu")
+    assert rec.status == "fail" and "IndexError" in rec.reason
