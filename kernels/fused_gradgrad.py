@@ -79,7 +79,7 @@ _LOG2E = tl.constexpr(LOG2E)
 def gradgrad_matmul_count(has_gdq: bool = True, has_gdk: bool = True, has_gdv: bool = True) -> int:
     """Matmuls of 2 * Tq * Tk * D FLOPs (times the visible fraction) the double backward does.
 
-    The FLOP model of bench_suite reads this; it follows the constexpr branches of
+    The FLOP model (harness/flops.py) reads this; it follows the constexpr branches of
     the two kernels below (loop 1 + loop 2 + pass 3).
     """
     has_g = has_gdq or has_gdk

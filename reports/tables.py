@@ -26,7 +26,7 @@ from reports import metrics
 # Display order of bwd_mode values (bench_suite contract); others follow alphabetically.
 MODE_ORDER = ["math", "sdpa", "flash", "compiled", "recompute", "save_p", "dv_only", "fused"]
 FAMILY_ORDER = ["forward", "backward", "gradgrad"]
-# bench_suite's classes (common.PRESETS), headline first
+# bench_suite's classes (harness.grid.PRESETS), headline first
 PRESET_ORDER = ["Seed", "TTT", "Long", "Grid", "Short", "CPU"]
 BASELINE_MODE = "math"
 # The fused kernels' yardsticks (bench_suite: "flash" = SDPA pinned to FlashAttention-2,

@@ -23,7 +23,6 @@ from reports.tables import (
     BASELINE_MODE,
     FUSED_MODE,
     HEADLINE_PRESETS,
-    PRESET_ORDER,  # noqa: F401  (re-exported: tests read text.PRESET_ORDER)
     YARDSTICK_MODES,
     config_table,
     family_sort_key,

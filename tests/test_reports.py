@@ -1128,10 +1128,10 @@ def test_host_bound_timings_need_a_larger_step():
 
 def test_preset_order_lists_every_bench_suite_class():
     from harness import grid  # standard library only at import time
-    from reports import text
+    from reports import tables
 
-    assert sorted(text.PRESET_ORDER) == sorted(p.class_name for p in grid.PRESETS.values())
-    assert text.PRESET_ORDER.index("Short") == text.PRESET_ORDER.index("Grid") + 1
+    assert sorted(tables.PRESET_ORDER) == sorted(p.class_name for p in grid.PRESETS.values())
+    assert tables.PRESET_ORDER.index("Short") == tables.PRESET_ORDER.index("Grid") + 1
 
 
 def test_a_preset_without_math_still_reports_against_flash():
