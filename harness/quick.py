@@ -1,8 +1,14 @@
 """A quick look at one shape without asv (the seed's CLI), on the suite's own helpers.
 
-    python -m harness.quick --b 2 --h 4 --t 2048 --d 128 --dtype fp16 --iters 50 \\
-        [--device cpu] [--mode fwd|bwd|gradgrad|all] [--bwd-mode recompute] [--compile] \\
+    python -m harness.quick [--b 2 --h 4 --t 2048 --d 128 --dtype fp16 --iters 50] \\
+        [--device cpu] [--mode fwd|bwd|gradgrad|all] [--bwd-mode fused] [--compile] \\
         [--sdpa] [--causal] [--window N] [--tk N] [--interpret] [--no-parity]
+
+Defaults: the seed's shape (B2 H4 T2048 D128 fp16, 50 iterations) on a GPU; on a CPU
+a shape that answers in seconds (B1 H2 T256 D64 fp32, 10 iterations), because the
+seed's shape there takes 7.7 s per math forward call (500 s for the defaults).
+Any shape flag given is used as given. ``--bwd-mode`` defaults to ``fused``, the
+kernels' fast mode (and ``kernels.attention``'s default).
 
 Prints one line per path and implementation, e.g. ``math forward:   0.392 ms``, with the
 speedup over math, peak memory (GPU) and the parity ratio (harness.parity) after it.
@@ -36,16 +42,16 @@ PATH_ALIASES = {"fwd": "forward", "bwd": "backward", "gradgrad": "gradgrad"}
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m harness.quick", description=__doc__.split("\n")[0])
-    p.add_argument("--b", type=int, default=2, help="batch")
-    p.add_argument("--h", type=int, default=4, help="heads")
-    p.add_argument("--t", type=int, default=2048, help="queries (and keys unless --tk)")
+    p.add_argument("--b", type=int, help="batch (default 2 on GPU, 1 on CPU)")
+    p.add_argument("--h", type=int, help="heads (default 4 on GPU, 2 on CPU)")
+    p.add_argument("--t", type=int, help="queries, and keys unless --tk (2048 GPU, 256 CPU)")
     p.add_argument("--tk", type=int, help="keys, when more than queries (bottom-right aligned)")
-    p.add_argument("--d", type=int, default=128, help="head dim")
-    p.add_argument("--dtype", default="fp16", choices=sorted(DTYPE_ALIASES))
-    p.add_argument("--iters", type=int, default=50, help="timed iterations (median)")
+    p.add_argument("--d", type=int, help="head dim (default 128 on GPU, 64 on CPU)")
+    p.add_argument("--dtype", choices=sorted(DTYPE_ALIASES), help="default fp16 GPU, fp32 CPU")
+    p.add_argument("--iters", type=int, help="timed iterations, median (50 GPU, 10 CPU)")
     p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     p.add_argument("--mode", default="all", choices=["fwd", "bwd", "gradgrad", "all"])
-    p.add_argument("--bwd-mode", default="recompute", help="kernels.attention bwd_mode")
+    p.add_argument("--bwd-mode", default="fused", help="kernels.attention bwd_mode")
     p.add_argument("--causal", action="store_true")
     p.add_argument("--window", type=int, help="sliding window (implies causal)")
     p.add_argument("--compile", action="store_true", help="also torch.compile'd math")
@@ -54,17 +60,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-parity", action="store_true", help="skip the fp64 parity check")
     args = p.parse_args(argv)
     for name in ("b", "h", "t", "d", "iters"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.tk is not None and args.tk < args.t:
+    if args.tk is not None and args.t is not None and args.tk < args.t:
         p.error(f"--tk must be >= --t ({args.t}), got {args.tk}")
     if args.window is not None and args.window < 1:
         p.error(f"--window must be >= 1, got {args.window}")
     return args
 
 
+# (b, h, t, d, dtype, iters) when not given: the seed's shape on a GPU, and on a CPU one
+# whose every line (math, fp64 parity reference, three paths) comes back in seconds.
+GPU_DEFAULTS = {"b": 2, "h": 4, "t": 2048, "d": 128, "dtype": "fp16", "iters": 50}
+CPU_DEFAULTS = {"b": 1, "h": 2, "t": 256, "d": 64, "dtype": "fp32", "iters": 10}
+
+
+def _fill_defaults(args: argparse.Namespace, on_cpu: bool) -> list[str]:
+    """Fill the shape flags left out; returns the names filled (to say so)."""
+    defaults = CPU_DEFAULTS if on_cpu else GPU_DEFAULTS
+    filled = [name for name, value in defaults.items() if getattr(args, name) is None]
+    for name in filled:
+        setattr(args, name, defaults[name])
+    return filled
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Each line as it is measured: a pipe or a log file would otherwise hold them all
+    # back until the end (a whole default run on a GPU is ~30 s of compile and tuning).
+    sys.stdout.reconfigure(line_buffering=True)
     if args.interpret:  # before anything imports triton.jit functions (docs/design.md trap 2)
         os.environ["TRITON_INTERPRET"] = "1"
     import torch
@@ -76,15 +100,22 @@ def main(argv=None) -> int:
     if args.bwd_mode not in grid.KERNEL_MODES:
         print(f"--bwd-mode must be one of {grid.KERNEL_MODES}", file=sys.stderr)
         return 2
+    on_cpu = device.type != "cuda"
+    filled = _fill_defaults(args, on_cpu)
+    if args.tk is not None and args.tk < args.t:
+        print(f"--tk must be >= --t ({args.t}), got {args.tk}", file=sys.stderr)
+        return 2
     tk = args.tk or args.t
     masked = args.causal or args.window is not None
     mask = grid.mask_name(masked, args.window)
     dtype = DTYPE_ALIASES[args.dtype]
     cfg = grid.Config(args.b, args.h, grid.t_name(args.t, tk), args.d, dtype, mask)
     paths = grid.PATHS if args.mode == "all" else (PATH_ALIASES[args.mode],)
-    on_cpu = device.type != "cuda"
     where = torch.cuda.get_device_name(device) if not on_cpu else "CPU (wall-clock, perf_counter)"
-    print(f"{cfg.label()} on {where}, median of {args.iters} iterations")
+    print(f"{cfg.label()} on {where}, median of {args.iters} iterations, bwd_mode {args.bwd_mode}")
+    if filled:
+        kind = "CPU" if on_cpu else "GPU"
+        print(f"({kind} defaults for {', '.join('--' + n for n in filled)}: pass them to change)")
 
     compared = [("math", "math")]
     if args.compile:

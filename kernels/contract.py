@@ -105,7 +105,7 @@ def _check_same_dtype(q, k, v) -> None:
         raise TypeError(f"q, k, v must share a dtype: got q {q.dtype}, k {k.dtype}, v {v.dtype}")
 
 
-def check_inputs(q, k, v, *, causal=False, window=None, scale=None, bwd_mode="recompute"):
+def check_inputs(q, k, v, *, causal=False, window=None, scale=None, bwd_mode="fused"):
     """Validate the arguments of ``kernels.attention``; returns None."""
     _check_tensors((("q", q), ("k", k), ("v", v)))
     if bwd_mode not in BWD_MODES:

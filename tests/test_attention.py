@@ -146,3 +146,13 @@ def test_noncontiguous_inputs(device):
     out = kernels.attention(q, k, v, causal=True)
     ref64 = reference.attention(q.double(), k.double(), v.double(), causal=True)
     assert_within_rule("o", out, ref64, reference.attention(q, k, v, causal=True))
+
+
+def test_fused_is_the_default_bwd_mode():
+    """A plain call gets the fast mode; the PyTorch-backed ones are opt-in baselines."""
+    import inspect
+
+    from kernels import contract
+
+    assert inspect.signature(kernels.attention).parameters["bwd_mode"].default == "fused"
+    assert inspect.signature(contract.check_inputs).parameters["bwd_mode"].default == "fused"

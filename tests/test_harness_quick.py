@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from harness import grid
@@ -86,3 +87,23 @@ def test_quick_cli_rejects_bad_input():
         text=True,
     )
     assert proc.returncode == 2 and "--t must be >= 1" in proc.stderr
+
+
+def test_quick_cli_defaults_answer_in_seconds_on_cpu():
+    """No flags on a CPU: a small shape, every line in seconds, the fused mode named."""
+    t0 = time.perf_counter()
+    out = run_quick("--device", "cpu")
+    elapsed = time.perf_counter() - t0
+    assert "bwd_mode fused" in out.splitlines()[0]
+    assert "CPU defaults for --b, --h, --t, --d, --dtype, --iters" in out
+    assert [ln.split(":")[0] for ln in out.splitlines() if ln.startswith("math ")] == [
+        f"math {path}" for path in grid.PATHS
+    ]
+    # the seed's shape took 7.7 s per math forward call here (500 s for 50 iterations x 3)
+    assert elapsed < 60, f"defaults on CPU took {elapsed:.0f} s"
+
+
+def test_quick_cli_shape_flags_override_the_cpu_defaults():
+    out = run_quick("--device", "cpu", "--t", "40", "--d", "16", "--mode", "fwd")
+    first = out.splitlines()[0]
+    assert first.startswith("B1 H2 T40 D16 float32") and "--t" not in out.splitlines()[1]
