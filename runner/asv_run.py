@@ -507,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_table(mine, f"{path.parent.name}/{path.name}")
     failed = failures(events)
     if failed:
-        print(f"{failed} benchmark values FAILED (see the table above): exit status 2")
+        print(f"{failed} failures (records, classes or asv runs; see above): exit status 2")
         return 2
     return 0
 

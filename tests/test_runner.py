@@ -349,6 +349,57 @@ def test_resolve_commits(fake):
         git.resolve_commit("HEAD", fake["root"])  # not a repository
 
 
+# --- the machine and the end-of-run table ----------------------------------------------------
+
+
+def test_machine_names(monkeypatch):
+    from runner import machine
+
+    assert machine.gpu_slug("NVIDIA H100 80GB HBM3", 81559) == "h100-sxm-80gb"
+    assert machine.gpu_slug("NVIDIA H100 PCIe", 81559) == "h100-pcie-80gb"
+    assert machine.gpu_slug("NVIDIA H100 NVL", 95830) == "h100-nvl-94gb"
+    assert machine.gpu_slug("NVIDIA H200", 143771) == "h200-sxm-140gb"
+    assert machine.gpu_slug("NVIDIA A100-SXM4-80GB", 81920) == "a100-sxm-80gb"
+    monkeypatch.setattr(machine, "_nvidia_smi_gpus", lambda: [("NVIDIA H100 80GB HBM3", 81559)])
+    assert machine.machine_name() == "h100-sxm-80gb"
+    assert machine.machine_name(n_gpus=1) == "h100-sxm-80gb"
+    assert machine.machine_name(n_gpus=2) == "h100-sxm-80gb-x2"
+    assert machine.default_grid() == "gpu"
+    monkeypatch.setattr(machine, "_nvidia_smi_gpus", lambda: [])
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    assert machine.machine_name() == "cpu-x86_64"
+
+
+def test_table_and_failures_come_from_the_suites_records(capsys):
+    from runner import asv_run
+
+    config = {"B": 2, "H": 4, "T": "2048", "D": 128, "dtype": "float16", "mask": "causal"}
+    ok = {"status": "ok", "ms": 2.0, "tflops": 50.0, "peak_mib": 10.0, "parity": 0.5}
+    events = [
+        {"event": "record", "tag": "gradgrad/seed", "config": config, "mode": "math",
+         "record": {**ok, "ms": 4.0}},
+        {"event": "record", "tag": "gradgrad/seed", "config": config, "mode": "fused",
+         "record": ok},
+        {"event": "record", "tag": "gradgrad/seed", "config": config, "mode": "recompute",
+         "record": {"status": "fail", "reason": "parity", "parity": 9.0}},
+        {"event": "record", "tag": "gradgrad/seed", "config": config, "mode": "flash",
+         "record": {"status": "skip", "reason": "n/a"}},
+        {"event": "class_done", "tag": "gradgrad/seed", "measure_s": 1.0},
+    ]  # fmt: skip
+    asv_run.print_table(events, "m/abcd1234-env.json")
+    out = capsys.readouterr().out
+    assert "m/abcd1234-env.json" in out and "gradgrad Seed B2 H4 T2048 D128 float16 causal" in out
+    assert re.search(r"fused\s+2\s+2\.00x\s+10\.0\s+50\s+0\.50", out)
+    assert re.search(r"recompute\s+failed\s+\(parity 9\)", out)
+    assert re.search(r"flash\s+skipped", out)
+    assert asv_run.failures(events) == 1
+    broken = [{"event": "class_failed", "tag": "forward/ttt", "msg": "setup_cache FAILED: X"}]
+    asv_run.print_table(broken)
+    assert "forward TTT: setup_cache FAILED: X" in capsys.readouterr().out
+    assert asv_run.failures(broken) == 1
+    assert asv_run.failures([{"event": "asv_failed"}]) == 1 and asv_run.failures(events[:2]) == 0
+
+
 # --- merging ----------------------------------------------------------------------------------
 
 
