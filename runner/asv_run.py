@@ -10,7 +10,7 @@ Decisions (docs/design.md traps 6, 9, 10):
 - Code under test: asv does not install anything into an existing environment, so the
   benchmarks import ``kernels`` from PYTHONPATH, which this module points at the source
   tree of the commit: the checkout itself for HEAD, else a ``git worktree add --detach``
-  of the commit (runner/git.py :func:`~runner.git.worktree`, removed afterwards). The worktree's own
+  of the commit (:func:`runner.git.worktree`, removed afterwards). The worktree's own
   ``bench_suite`` and ``asv.conf.json`` are used too. Each setup_cache logs the folder it
   imported ``kernels`` from.
 - Machine: pinned by name (runner/machine.py), its machine file written per run into a
