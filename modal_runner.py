@@ -34,7 +34,7 @@ VOLUME_MOUNT = "/shards"
 # free sooner, and an H200 has 43% more memory bandwidth (4.8 vs 3.35 TB/s), so one
 # machine's history would mix two cards. We track H100 timings.
 GPU = "H100!"
-GRID = "gpu"  # the GPU grid (Seed, TTT, Long, Grid, Short classes) of runner.asv_run
+GRID = "gpu"  # the GPU grid (Seed, TTT, Long, Grid, Short classes) of harness/grid.py
 # Whose measured durations balance the shards: the single-H100 history, the same card.
 COST_MACHINE = "h100-sxm-80gb"
 # One shard is at most a few classes of the grid; the heaviest class (Long grad-grad) is
@@ -66,7 +66,7 @@ image = (
     modal.Image.debian_slim(python_version="3.12")
     .apt_install("git")
     # The CUDA 13.0 build of torch 2.11 with its triton 3.6.0: the versions of the lent H100
-    # that the committed results come from (shared/anchors).
+    # that the committed results come from (docs/baselines.md).
     .pip_install(
         "torch==2.11.0",
         "triton==3.6.0",
@@ -104,13 +104,13 @@ def run_shard(
     bench: str | None = None,
     machine: str | None = None,
     out_root: str | None = None,
-    runner: str | None = None,
+    run_commit=None,
 ) -> dict:
     """Run one shard of one commit; its folder on the Volume is committed when it is done.
 
     Under ``.local()`` (no container, so no Volume) the folder is ``out_root`` or
-    .asv/modal_local/. ``runner`` ("module:function", runner.asv_run.run_commit's signature)
-    replaces the asv runner in tests.
+    .asv/modal_local/. ``run_commit`` (a callable with runner.asv_run.run_commit's
+    signature) replaces the asv runner in tests.
     """
     _import_project()
     from runner import shards as sharding
@@ -123,12 +123,8 @@ def run_shard(
         volume.reload()  # see shards other containers finished since this one started
     else:
         root = LOCAL_SHARDS
-    if runner:
-        run_commit = sharding.load_callable(runner)
-    else:
-        run_commit = sharding.default_run_commit()
     if machine is None:
-        from runner.asv_run import machine_name
+        from runner.machine import machine_name
 
         machine = machine_name()
     result = sharding.run_shard(
@@ -236,10 +232,10 @@ def orchestrate(
     every commit is complete and merged, 1 otherwise (the finished shards stay put).
     """
     _import_project()
-    from runner import merge
+    from runner import git, merge
     from runner import shards as sharding
 
-    hashes = sharding.resolve_commits(commits, repo)
+    hashes = git.resolve_commits(commits, repo)
     if grid_regex is None:
         from runner.asv_run import bench_regex
 

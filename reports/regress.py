@@ -17,13 +17,12 @@ failed, never as fast.
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pandas as pd
 
 from reports import metrics
 from reports.load import SERIES_KEYS
+from runner import git  # the project's one git helper (standard library only)
 
 REGRESSION = "regression"
 FAILED = "failed"
@@ -209,13 +208,8 @@ def resolve_commit(df: pd.DataFrame, ref: str, repo: str | None = ".") -> str:
         raise CommitNotFound(f"commit prefix {ref!r} is ambiguous: {', '.join(hits[:5])}")
     if repo is not None:
         try:
-            full = subprocess.run(
-                ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", ref + "^{commit}"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
+            full = git.resolve_commit(ref, repo)
+        except git.GitError:  # not a repository, or no such ref
             full = ""
         if full and (commits["commit"] == full).any():
             return full

@@ -3,22 +3,18 @@
     python -m runner.asv_run [--grid gpu|cpu] [--presets seed,ttt] [--results-dir results]
                              [--machine NAME] [--commit HEAD | --range A..B] [--bench REGEX]
 
-Decisions (DESIGN.md traps 6, 9, 10):
+Decisions (docs/design.md traps 6, 9, 10):
 
 - Environment: asv's ``existing`` environment, the python that runs this (or ``--python``),
   with ``--set-commit-hash`` so results are saved; nothing is reinstalled per commit.
 - Code under test: asv does not install anything into an existing environment, so the
   benchmarks import ``kernels`` from PYTHONPATH, which this module points at the source
   tree of the commit: the checkout itself for HEAD, else a ``git worktree add --detach``
-  of the commit (``.asv/worktrees/<sha8>``, removed afterwards). The worktree's own
+  of the commit (:func:`runner.git.worktree`, removed afterwards). The worktree's own
   ``bench_suite`` and ``asv.conf.json`` are used too. Each setup_cache logs the folder it
   imported ``kernels`` from.
-- Machine: pinned by name (:func:`machine_name`: the GPU model, or ``cpu-<arch>``), never
-  the hostname. ``asv machine --yes --machine NAME`` records only the fields that differ
-  from its defaults (so just the name), so the runner writes asv's machine file itself,
-  with os/cpu/ram and the GPU model, into a per-run temporary file (no race between
-  parallel shards, nothing left in ~/.asv-machine.json); ``asv run`` copies it into
-  ``results/<machine>/machine.json``, the record that is committed with the results.
+- Machine: pinned by name (runner/machine.py), its machine file written per run into a
+  temporary file (no race between parallel shards, nothing left in ~/.asv-machine.json).
 - Launch: ``--launch-method forkserver`` (20 s instead of 113 s of process start-up on
   the H100 for 12 benchmarks); the suite touches no GPU at import time.
 - Config: a temporary copy of the source tree's asv.conf.json with absolute paths
@@ -30,16 +26,16 @@ Decisions (DESIGN.md traps 6, 9, 10):
   machine costs the preset that was running, not the presets before it, and the runner
   says which presets to run again. Each extra ``asv run`` costs its start-up and
   benchmark discovery, a few seconds.
+- Output: the table at the end is built from the suite's own progress records (the
+  PROGRESS_ENV file, read live), not by parsing asv's result JSON again: reports/ is the
+  one reader of result files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import platform
-import re
 import shutil
 import signal
 import subprocess
@@ -54,9 +50,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
     sys.path.insert(0, str(REPO_ROOT))
 
-from harness import grid as common  # noqa: E402  (standard library only at import)
-
-WORKTREES = REPO_ROOT / ".asv" / "worktrees"
+from harness import grid as grids  # noqa: E402  (standard library only)
+from runner import git  # noqa: E402
+from runner.machine import default_grid, machine_name, write_machine_file  # noqa: E402
 
 # asv reads its machine file from ~/.asv-machine.json only; this runs asv with that path
 # pointed at a per-run file (argv[1]), leaving the rest of asv untouched.
@@ -68,180 +64,33 @@ _ASV_MAIN = (
 
 
 # --------------------------------------------------------------------------------------
-# Hardware: machine names and grids
+# Grids
 # --------------------------------------------------------------------------------------
-
-
-def _nvidia_smi_gpus() -> list[tuple[str, int]]:
-    """(name, memory MiB) per GPU that this process may use, from nvidia-smi (no CUDA init)."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for line in out.strip().splitlines():
-        name, _, mem = line.rpartition(",")
-        try:
-            gpus.append((name.strip(), int(float(mem))))
-        except ValueError:
-            continue
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = [d.strip() for d in visible.split(",") if d.strip()]
-        if not ids or ids[0] == "-1":
-            return []
-        if all(d.isdigit() for d in ids):
-            gpus = [gpus[int(d)] for d in ids if int(d) < len(gpus)]
-    return gpus
-
-
-def gpu_slug(name: str, memory_mib: int) -> str:
-    """'NVIDIA H100 80GB HBM3', 81559 -> 'h100-sxm-80gb'; 'NVIDIA H100 PCIe' -> 'h100-pcie-80gb'.
-
-    Model, form factor (H100/H200 without a hint are SXM: PCIe and NVL say so in their
-    names), memory from the name's "<N>GB" or else the size rounded to GiB.
-    """
-    words = [w for w in re.split(r"[\s_-]+", name) if w and w not in ("NVIDIA", "Tesla")]
-    model = next(
-        (
-            w
-            for w in words
-            if re.fullmatch(r"[A-Za-z]{1,4}\d+[A-Za-z]*", w)
-            and not w.upper().startswith(("SXM", "HBM", "PCIE"))
-            and not w.upper().endswith("GB")
-        ),
-        None,
-    )
-    model = (model or "-".join(words) or "gpu").lower()
-    upper = name.upper()
-    if "PCIE" in upper:
-        form = "pcie"
-    elif "NVL" in upper:
-        form = "nvl"
-    elif "SXM" in upper or "HBM3" in upper or model in ("h100", "h200", "b200", "gh200"):
-        form = "sxm"
-    else:
-        form = ""
-    m = re.search(r"(\d+)\s*GB", upper)
-    mem = int(m.group(1)) if m else round(memory_mib / 1024)
-    return "-".join(p for p in (model, form, f"{mem}gb") if p)
-
-
-def machine_name(n_gpus: int | None = None) -> str:
-    """Stable asv machine name: the GPU ('h100-sxm-80gb', '-x2' for 2 GPUs) or 'cpu-<arch>'."""
-    gpus = _nvidia_smi_gpus()
-    if not gpus:
-        return f"cpu-{platform.machine() or 'unknown'}"
-    name = gpu_slug(*gpus[0])
-    return f"{name}-x{n_gpus}" if n_gpus and n_gpus > 1 else name
-
-
-def _cuda_visible_by_torch(python: str = sys.executable) -> bool:
-    """torch.cuda.is_available() in a child process: the parent never initialises CUDA."""
-    probe = "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
-    try:
-        return (
-            subprocess.run([python, "-c", probe], capture_output=True, timeout=300).returncode == 0
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def default_grid() -> str:
-    """'gpu' when a CUDA GPU is usable here, else 'cpu' (nvidia-smi; torch in a child if absent)."""
-    if _nvidia_smi_gpus():
-        return "gpu"
-    if shutil.which("nvidia-smi") is None and os.path.exists("/dev/nvidiactl"):
-        return "gpu" if _cuda_visible_by_torch() else "cpu"
-    return "cpu"
 
 
 def bench_regex(grid: str, presets: Sequence[str] | None = None) -> str:
     """asv --bench regex selecting the classes of ``grid`` (or of the given presets of it)."""
-    if grid not in common.GRIDS:
-        raise ValueError(f"grid must be one of {sorted(common.GRIDS)}, got {grid!r}")
-    chosen = list(common.GRIDS[grid]) if not presets else [p.strip().lower() for p in presets]
-    bad = [p for p in chosen if p not in common.GRIDS[grid]]
+    if grid not in grids.GRIDS:
+        raise ValueError(f"grid must be one of {sorted(grids.GRIDS)}, got {grid!r}")
+    chosen = list(grids.GRIDS[grid]) if not presets else [p.strip().lower() for p in presets]
+    bad = [p for p in chosen if p not in grids.GRIDS[grid]]
     if bad:
-        raise ValueError(f"presets {bad} are not in the {grid} grid {common.GRIDS[grid]}")
-    classes = "|".join(common.PRESETS[p].class_name for p in chosen)
-    families = "|".join(common.PATHS)
+        raise ValueError(f"presets {bad} are not in the {grid} grid {grids.GRIDS[grid]}")
+    classes = "|".join(grids.PRESETS[p].class_name for p in chosen)
+    families = "|".join(grids.PATHS)
     return rf"^bench_({families})\.({classes})\.track_"
 
 
 def preset_chunks(grid: str, presets: Sequence[str] | None = None) -> list[tuple[str, str]]:
     """(preset, --bench regex) per preset of ``grid`` (or of ``presets``): one asv run each."""
     bench_regex(grid, presets)  # the same checks of grid and presets, the same errors
-    chosen = list(common.GRIDS[grid]) if not presets else [p.strip().lower() for p in presets]
+    chosen = list(grids.GRIDS[grid]) if not presets else [p.strip().lower() for p in presets]
     return [(p, bench_regex(grid, [p])) for p in chosen]
-
-
-def machine_info(name: str, python: str = sys.executable) -> dict:
-    """asv machine fields (as strings, as asv writes them) plus the GPU and software."""
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
-            )
-    except OSError:
-        pass
-    try:
-        ram = str(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        ram = ""
-    info = {
-        "machine": name,
-        "os": f"{platform.system()} {platform.release()}",
-        "arch": platform.machine(),
-        "cpu": cpu,
-        "num_cpu": str(os.cpu_count() or ""),
-        "ram": ram,
-    }
-    gpus = _nvidia_smi_gpus()
-    if gpus:
-        info["gpu"] = gpus[0][0]
-        info["gpu_count"] = str(len(gpus))
-    probe = (
-        "from importlib.metadata import version\n"
-        "for p in ('torch', 'triton'):\n"
-        "    try: print(p, version(p))\n"
-        "    except Exception: print(p, '-')\n"
-    )
-    try:
-        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
-        for line in out.stdout.splitlines():
-            pkg, _, ver = line.partition(" ")
-            info[pkg] = ver
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
 
 
 # --------------------------------------------------------------------------------------
 # Running asv
 # --------------------------------------------------------------------------------------
-
-
-def _git(*args: str, cwd: Path = REPO_ROOT) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def resolve_commit(commit: str, cwd: Path = REPO_ROOT) -> str:
-    try:
-        return _git("rev-parse", "--verify", f"{commit}^{{commit}}", cwd=cwd)
-    except subprocess.CalledProcessError as exc:
-        raise ValueError(
-            f"not a commit in {cwd} (a git checkout is needed): {commit!r} ({exc.stderr.strip()})"
-        ) from None
 
 
 def load_asv_conf(path: Path) -> dict:
@@ -268,7 +117,7 @@ def _write_run_conf(src: Path, results_dir: Path, tmp: Path) -> Path:
 
 
 class _ProgressTail:
-    """Prints the suite's progress lines (common.PROGRESS_ENV file) while asv runs."""
+    """Prints the suite's progress lines (grids.PROGRESS_ENV file) while asv runs."""
 
     def __init__(self, path: Path):
         self.path, self.events = path, []
@@ -319,12 +168,8 @@ def _source_env(src: Path, env: dict | None, progress: Path | None) -> dict:
     # allocated (what the suite records) does not depend on this setting.
     run_env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if progress is not None:
-        run_env[common.PROGRESS_ENV] = str(progress)
+        run_env[grids.PROGRESS_ENV] = str(progress)
     return run_env
-
-
-def _dirty(src: Path) -> bool:
-    return bool(_git("status", "--porcelain", "--", "kernels", "bench_suite", cwd=src))
 
 
 def run_commit(
@@ -339,6 +184,7 @@ def run_commit(
     worktree: str | os.PathLike | None = None,
     extra_args: Sequence[str] = (),
     presets: Sequence[str] | None = None,
+    events: list[dict] | None = None,
 ) -> Path:
     """Run the suite for one commit into ``results_dir/<machine>/``; return the result JSON.
 
@@ -349,11 +195,14 @@ def run_commit(
     without one, HEAD is measured in this checkout and any other commit in a temporary
     worktree. ``env``: the environment for asv (default os.environ); the source tree goes
     first on the benchmarks' import path (ASV_PYTHONPATH: asv makes it their PYTHONPATH).
-    asv's own output streams through; so do the suite's progress lines.
+    asv's own output streams through; so do the suite's progress lines. ``events``: a list
+    that receives the suite's progress events, each with ``"commit": sha`` added
+    (:func:`print_table` reads them), plus one ``{"event": "asv_failed"}`` per ``asv run``
+    that exited 2 (a benchmark failed).
     """
-    sha = resolve_commit(commit)
-    if worktree is None and sha != resolve_commit("HEAD"):
-        with _temporary_worktree(sha) as wt:
+    sha = git.resolve_commit(commit)
+    if worktree is None and sha != git.resolve_commit("HEAD"):
+        with git.worktree(sha) as wt:
             return run_commit(
                 sha,
                 machine=machine,
@@ -365,9 +214,10 @@ def run_commit(
                 worktree=wt,
                 extra_args=extra_args,
                 presets=presets,
+                events=events,
             )
     src = Path(worktree).resolve() if worktree is not None else REPO_ROOT
-    if worktree is None and _dirty(src):
+    if worktree is None and git.dirty(src, "kernels", "bench_suite"):
         print(
             f"note: kernels/ or bench_suite/ has uncommitted changes; they are measured "
             f"and recorded as {sha[:8]}",
@@ -383,10 +233,7 @@ def run_commit(
     with tempfile.TemporaryDirectory(prefix="asv-run-") as tmp_name:
         tmp = Path(tmp_name)
         conf = _write_run_conf(src, results_dir, tmp)
-        machine_file = tmp / "asv-machine.json"
-        machine_file.write_text(
-            json.dumps({"version": 1, machine: machine_info(machine, python)}, indent=2)
-        )
+        machine_file = write_machine_file(tmp / "asv-machine.json", machine, python)
         progress = tmp / "progress.jsonl"
         base_cmd = [
             python,
@@ -420,10 +267,14 @@ def run_commit(
                     raise
                 if proc.returncode in (0, 2):  # 2: results saved, some benchmarks failed
                     finished.append(label)
-                    some_failed |= proc.returncode == 2
+                    if proc.returncode == 2:
+                        some_failed = True
+                        tail.events.append({"event": "asv_failed", "tag": label, "commit": sha})
                 else:
                     broken.append((label, proc.returncode))
         wall_s = time.time() - started
+    if events is not None:
+        events.extend({**e, "commit": sha} for e in tail.events)
     if broken:
         saved = f"; {', '.join(finished)} saved" if finished else ""
         what = ", ".join(f"{label} (exit {code})" for label, code in broken)
@@ -463,43 +314,6 @@ def _result_file(folder: Path, sha: str, since: float) -> Path:
     return max(files, key=lambda p: p.stat().st_mtime)
 
 
-class _temporary_worktree:
-    """``git worktree add --detach`` of a commit at .asv/worktrees/<sha8>-<random>, removed
-    on exit (a folder of its own: parallel runs of one commit never share one)."""
-
-    def __init__(self, sha: str):
-        self.sha = sha
-
-    def __enter__(self) -> Path:
-        WORKTREES.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix=f"{self.sha[:8]}-", dir=WORKTREES))
-        _git("worktree", "add", "--detach", "--force", str(self.path), self.sha)
-        return self.path
-
-    def __exit__(self, *exc):
-        self._remove()
-
-    def _remove(self):
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(self.path)],
-            cwd=REPO_ROOT,
-            capture_output=True,
-        )
-        shutil.rmtree(self.path, ignore_errors=True)
-        subprocess.run(["git", "worktree", "prune"], cwd=REPO_ROOT, capture_output=True)
-
-
-def commits_in(range_spec: str) -> list[str]:
-    """Commits of ``A..B`` (git's meaning: in B, not in A), oldest first; one for a single rev."""
-    if ".." not in range_spec:
-        return [resolve_commit(range_spec)]
-    out = _git("rev-list", "--reverse", range_spec)
-    commits = out.split()
-    if not commits:
-        raise ValueError(f"{range_spec!r} holds no commits")
-    return commits
-
-
 def run_history(
     range_spec: str,
     *,
@@ -511,6 +325,7 @@ def run_history(
     env: dict | None = None,
     extra_args: Sequence[str] = (),
     presets: Sequence[str] | None = None,
+    events: list[dict] | None = None,
 ) -> list[Path]:
     """One result file per commit of ``range_spec``, each measured from its own worktree.
 
@@ -518,12 +333,10 @@ def run_history(
     are reported and skipped.
     """
     paths = []
-    commits = commits_in(range_spec)
+    commits = git.resolve_commits(range_spec)
     for i, sha in enumerate(commits, 1):
-        print(
-            f"=== {i}/{len(commits)}: {sha[:8]} {_git('log', '-1', '--format=%s', sha)}", flush=True
-        )
-        with _temporary_worktree(sha) as wt:
+        print(f"=== {i}/{len(commits)}: {sha[:8]} {git.subject(sha)}", flush=True)
+        with git.worktree(sha) as wt:
             if not (wt / "asv.conf.json").is_file() or not (wt / "bench_suite").is_dir():
                 print(f"skipping {sha[:8]}: it has no asv.conf.json / bench_suite", flush=True)
                 continue
@@ -539,13 +352,14 @@ def run_history(
                     worktree=wt,
                     extra_args=extra_args,
                     presets=presets,
+                    events=events,
                 )
             )
     return paths
 
 
 # --------------------------------------------------------------------------------------
-# Reading results back: the short table and the overhead line
+# What the run measured: the overhead line and the table, from the suite's own records
 # --------------------------------------------------------------------------------------
 
 
@@ -570,86 +384,68 @@ def print_overhead(events: list[dict], wall_s: float) -> None:
     )
 
 
-def _unquote(value: str):
-    try:
-        return json.loads(value.replace("'", '"'))
-    except ValueError:
-        return value
+def _class_of(tag: str) -> tuple[str, str]:
+    """A progress tag "<path>/<preset>" -> (path, the preset's asv class name)."""
+    path, _, preset = tag.partition("/")
+    known = grids.PRESETS.get(preset)
+    return path, known.class_name if known is not None else preset
 
 
-def load_rows(result_json: str | os.PathLike) -> list[dict]:
-    """Tidy rows from one asv result file: family, preset, config, mode, metric, value.
-
-    value: a float, "skipped" (asv NaN) or "failed" (asv null).
-    """
-    data = json.loads(Path(result_json).read_text())
-    columns = data["result_columns"]
-    rows = []
-    for name, entry in data["results"].items():
-        m = re.fullmatch(r"bench_(\w+)\.(\w+)\.track_(\w+)", name)
-        if not m:
-            continue
-        family, klass, metric = m.groups()
-        fields = dict(zip(columns, entry))
-        params = [[_unquote(v) for v in axis] for axis in fields.get("params") or []]
-        combos = list(_product(params)) if params else [()]
-        values = fields["result"]
-        if not isinstance(values, list):  # asv writes one null when every combination failed
-            values = [values] * len(combos)
-        for combo, value in zip(combos, values):
-            if value is None:
-                value = "failed"
-            elif isinstance(value, float) and math.isnan(value):
-                value = "skipped"
-            row = dict(zip(common.PARAM_NAMES, combo))
-            row.update(family=family, preset=klass, metric=metric, value=value)
-            rows.append(row)
-    return rows
-
-
-def _product(axes):
-    import itertools
-
-    return itertools.product(*axes)
+def failures(events: list[dict]) -> int:
+    """Failed values among the events: failed records, failed classes, asv runs that said so."""
+    n = sum(1 for e in events if (e.get("record") or {}).get("status") == "fail")
+    n += sum(1 for e in events if e.get("event") == "class_failed")
+    return n or sum(1 for e in events if e.get("event") == "asv_failed")
 
 
 def _fmt(value, spec: str, width: int) -> str:
-    return format(value, spec).rjust(width) if isinstance(value, float) else "-".rjust(width)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return format(value, spec).rjust(width) if ok else "-".rjust(width)
 
 
-def print_table(result_json: str | os.PathLike) -> None:
+def print_table(events: list[dict], title: str = "") -> None:
     """Per family and config: each mode's ms, speedup over math, MiB, TFLOP/s, parity and
-    host ms (GPU runs: a host ms near the ms says the row is host time, not kernels)."""
-    rows = load_rows(result_json)
+    host ms (GPU runs: a host ms near the ms says the row is host time, not kernels), from
+    the suite's ``record`` events; a class whose setup_cache failed is one FAILED line."""
     table: dict = {}
-    for r in rows:
-        key = (r["family"], r["preset"], tuple(r[k] for k in common.PARAM_NAMES[:-1]))
-        table.setdefault(key, {}).setdefault(r["bwd_mode"], {})[r["metric"]] = r["value"]
-    order = {f: i for i, f in enumerate(common.PATHS)}
-    print(f"\n{Path(result_json).parent.name}/{Path(result_json).name}")
-    for (family, preset, cfg), modes in sorted(
+    broken: dict = {}
+    for e in events:
+        if e.get("event") == "record" and e.get("config"):
+            family, klass = _class_of(e.get("tag", ""))
+            cfg = tuple(e["config"].get(k) for k in grids.PARAM_NAMES[:-1])
+            table.setdefault((family, klass, cfg), {})[e["mode"]] = e["record"]
+        elif e.get("event") in ("class_failed", "unavailable"):
+            broken[_class_of(e.get("tag", ""))] = e.get("msg", "")
+    if title:
+        print(f"\n{title}")
+    order = {f: i for i, f in enumerate(grids.PATHS)}
+    for (family, klass), msg in sorted(broken.items()):
+        print(f"{family} {klass}: {msg}")
+    for (family, klass, cfg), modes in sorted(
         table.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1], kv[0][2])
     ):
         B, H, T, D, dtype, mask = cfg
-        print(f"{family} {preset} B{B} H{H} T{T} D{D} {dtype} {mask}")
+        print(f"{family} {klass} B{B} H{H} T{T} D{D} {dtype} {mask}")
         print(
             f"    {'mode':<10}{'ms':>10}{'vs math':>9}{'MiB':>10}{'TFLOP/s':>9}{'parity':>8}"
             f"{'host ms':>9}"
         )
-        math_ms = modes.get("math", {}).get("ms")
-        for mode in [m for m in common.ALL_MODES if m in modes]:
-            v = modes[mode]
-            ms = v.get("ms")
-            if not isinstance(ms, float):  # "skipped" or "failed"
-                par = v.get("parity")
+        math = modes.get("math") or {}
+        math_ms = math.get("ms") if math.get("status") == "ok" else None
+        for mode in [m for m in grids.ALL_MODES if m in modes]:
+            rec = modes[mode]
+            if rec.get("status") != "ok":
+                state = "skipped" if rec.get("status") == "skip" else "failed"
+                par = rec.get("parity")
                 note = f"  (parity {par:.3g})" if isinstance(par, float) else ""
-                print(f"    {mode:<10}{str(ms):>10}{note}")
+                print(f"    {mode:<10}{state:>10}{note}")
                 continue
-            speedup = math_ms / ms if isinstance(math_ms, float) else None
+            ms = rec.get("ms")
+            speedup = math_ms / ms if math_ms and ms else None
             print(
                 f"    {mode:<10}{_fmt(ms, '.4g', 10)}{_fmt(speedup, '.2f', 8)}x"
-                f"{_fmt(v.get('peak_mib'), '.1f', 10)}{_fmt(v.get('tflops'), '.3g', 9)}"
-                f"{_fmt(v.get('parity'), '.2f', 8)}{_fmt(v.get('host_ms'), '.4g', 9)}"
+                f"{_fmt(rec.get('peak_mib'), '.1f', 10)}{_fmt(rec.get('tflops'), '.3g', 9)}"
+                f"{_fmt(rec.get('parity'), '.2f', 8)}{_fmt(rec.get('host_ms'), '.4g', 9)}"
             )
 
 
@@ -667,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m runner.asv_run",
         description="Run the asv suite for one commit (default HEAD) or a range of commits.",
     )
-    p.add_argument("--grid", choices=sorted(common.GRIDS), help="default: by hardware")
+    p.add_argument("--grid", choices=sorted(grids.GRIDS), help="default: by hardware")
     p.add_argument("--presets", help="comma-separated presets of the grid, e.g. seed,ttt")
     p.add_argument("--bench", help="an asv --bench regex instead of --grid/--presets")
     p.add_argument("--results-dir", default=str(REPO_ROOT / "results"))
@@ -676,17 +472,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--commit", default="HEAD")
     group.add_argument("--range", dest="range_spec", help="A..B: one result file per commit")
-    p.add_argument("--table", metavar="RESULT_JSON", help="only print the table of a result file")
     p.add_argument("asv_args", nargs="*", help="after --: passed to asv run (e.g. --quick)")
     args = p.parse_args(argv)
-    if args.table:
-        print_table(args.table)
-        return 0
     grid = args.grid or default_grid()
     presets = [s for s in (args.presets or "").split(",") if s.strip()] or None
     if not args.bench:
         bench_regex(grid, presets)  # bad presets fail here, before anything runs
     machine = args.machine or machine_name()
+    events: list[dict] = []
     kw = dict(
         machine=machine,
         results_dir=args.results_dir,
@@ -695,6 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         python=args.python,
         extra_args=args.asv_args,
         presets=presets,
+        events=events,
     )
     # A SIGTERM (timeout, a job scheduler) ends the run like Ctrl-C: asv is stopped and
     # the presets that finished stay saved (run_commit says which ones are missing).
@@ -708,12 +502,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    failed = 0
     for path in paths:
-        print_table(path)
-        failed += sum(r["value"] == "failed" for r in load_rows(path))
+        mine = [e for e in events if path.name.startswith(str(e.get("commit"))[:8])]
+        print_table(mine, f"{path.parent.name}/{path.name}")
+    failed = failures(events)
     if failed:
-        print(f"{failed} benchmark values FAILED (see the tables above): exit status 2")
+        print(f"{failed} failures (records, classes or asv runs; see above): exit status 2")
         return 2
     return 0
 

@@ -1,12 +1,14 @@
 """`make bench-gpu GPUS=N`: the suite for one commit, sharded over N local GPUs.
 
-One child process per shard, pinned to one GPU with CUDA_VISIBLE_DEVICES; a GPU takes
-the next pending shard when its last one ends (heaviest shards first). Each shard runs
+One forked child per shard, pinned to one GPU with CUDA_VISIBLE_DEVICES and in a session
+of its own (one signal stops it with its asv and benchmark processes); a GPU takes the
+next pending shard when its last one ends (heaviest shards first). Each shard runs
 `asv run` into its own folder under .asv/shards/<machine>/<commit>/ (runner/shards.py),
 so an interrupted run keeps every finished shard and a re-run does only the rest. When
 all shards are done they are merged into results/<machine>/ (runner/merge.py), with
 machine = machine_name(n_gpus=N): N GPUs busy at once share one host's CPU, power and
-PCIe, so an N-GPU run gets its own history (suffix -xN), and the table is printed.
+PCIe, so an N-GPU run gets its own history (suffix -xN), and the table is printed from
+the shards' own progress records.
 
     python -m runner.local_gpus [--gpus N] [--shards S] [--commit HEAD] [--preset P] [--bench RE]
 """
@@ -17,40 +19,24 @@ import argparse
 import contextlib
 import json
 import os
+import select
+import selectors
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
-from runner import merge, shards
+from runner import asv_run, git, merge, shards
+from runner.machine import default_grid, machine_name, visible_gpus
 
 DEFAULT_STAGING = shards.REPO_ROOT / ".asv" / "shards"
-DEFAULT_RUNNER = "runner.asv_run:run_commit"
-
-
-def visible_gpus() -> list[str]:
-    """Device ids this process may use: CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`."""
-    pinned = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if pinned is not None:
-        return [d.strip() for d in pinned.split(",") if d.strip() and d.strip() != "-1"]
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return []
-    return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def _asv_run():
-    from runner import asv_run  # lazy: the other half of the runner, asv invocation
-
-    return asv_run
 
 
 def plan(
@@ -68,7 +54,7 @@ def plan(
 ) -> tuple[dict[str, list[str]], list[shards.Shard]]:
     """(wanted units -> expected names, shards still to run) for one commit."""
     if grid_regex is None:
-        grid_regex = _asv_run().bench_regex(grid, presets)
+        grid_regex = asv_run.bench_regex(grid, presets)
     wanted = shards.select_units(shards.list_benchmarks(bench_dir), grid_regex, bench)
     if not wanted:
         raise SystemExit(f"no benchmarks of grid {grid!r} match presets={presets} bench={bench!r}")
@@ -78,19 +64,93 @@ def plan(
     return wanted, shards.plan_shards(missing, n_shards, costs, bench)
 
 
-def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
+class _Worker:
+    """One shard in a forked child: its own session (so one signal stops it, asv and the
+    benchmark processes), pinned to one GPU, its output through a pipe to the parent."""
+
+    def __init__(self, shard: shards.Shard, device: str, log_path: Path, body: Callable):
+        self.shard, self.device, self.log_path = shard, device, log_path
+        self.started = time.time()
+        self._buf = b""
+        self._prefix = f"  gpu{device}| ".encode()
+        read_fd, write_fd = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns
+            os.close(read_fd)
+            _child(write_fd, device, body)
+        os.close(write_fd)
+        self.fd = read_fd
+        os.set_blocking(read_fd, False)
+        self.log = open(log_path, "wb")  # noqa: SIM115  (closed in finish())
+
+    def pump(self) -> bool:
+        """Copy what the child wrote to its log and, prefixed, to this terminal; False at EOF."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                if self._buf:
+                    self._write(self._buf + b"\n")
+                    self._buf = b""
+                return False
+            *lines, self._buf = (self._buf + chunk).split(b"\n")
+            if lines:
+                self._write(b"".join(line + b"\n" for line in lines))
+
+    def _write(self, data: bytes) -> None:
+        self.log.write(data)
+        self.log.flush()
+        out = b"".join(self._prefix + line for line in data.splitlines(True))
+        sys.stdout.write(out.decode(errors="replace"))
+        sys.stdout.flush()
+
+    def poll(self) -> int | None:
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        return None if pid == 0 else os.waitstatus_to_exitcode(status)
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """Copy the rest of the output (at most ``timeout`` s: a leftover grandchild may
+        keep the pipe open), then close the pipe and the log."""
+        deadline = time.time() + timeout
+        while self.pump() and time.time() < deadline:
+            select.select([self.fd], [], [], 0.1)
+        os.close(self.fd)
+        self.log.close()
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
 
 
-def _copy_output(proc: subprocess.Popen, log_path: Path, prefix: str) -> None:
-    """A shard's output into its log file, and onto this terminal with the GPU as prefix."""
-    with open(log_path, "w") as log_file:
-        for line in proc.stdout:
-            log_file.write(line)
-            log_file.flush()
-            sys.stdout.write(prefix + line)
+def _child(write_fd: int, device: str, body: Callable) -> None:
+    code = 1
+    try:
+        os.setsid()
+        os.dup2(write_fd, 1)
+        os.dup2(write_fd, 2)
+        os.close(write_fd)
+        # fresh file objects: the inherited ones may hold the parent's unflushed output
+        sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.environ.update(CUDA_VISIBLE_DEVICES=device, PYTHONUNBUFFERED="1")
+        result = body()
+        print(json.dumps(result.manifest))
+        code = 0
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
             sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
 
 
 def run_shards(
@@ -102,15 +162,20 @@ def run_shards(
     grid: str,
     bench: str | None,
     staging: Path,
-    runner: str,
-    worktree: str | None = None,
+    run_commit: shards.RunCommit | None = None,
+    worktree: Path | None = None,
 ) -> list[str]:
-    """Run the shards, one child per GPU at a time; return the keys of the shards that failed."""
+    """Run the shards, one child per GPU at a time; return the keys of the shards that failed.
+
+    ``run_commit``: runner.asv_run.run_commit (the default) or a stand-in with its signature.
+    """
     total_cost = sum(s.cost for s in todo) or 1.0
     pending = list(todo)  # heaviest first: plan_shards sorts them so
-    running: dict[str, tuple] = {}  # device -> (process, shard, start, log, output copier)
+    running: dict[str, _Worker] = {}
     failed: list[str] = []
     index = {s.key: i + 1 for i, s in enumerate(todo)}
+    selector = selectors.DefaultSelector()
+    kwargs = {"worktree": worktree} if worktree else {}
     try:
         while pending or running:
             for device in devices:
@@ -119,76 +184,61 @@ def run_shards(
                 shard = pending.pop(0)
                 folder = shards.shard_dir(staging, commit, shard)
                 folder.parent.mkdir(parents=True, exist_ok=True)
-                log_path = folder.parent / f"{shard.key}.log"
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "runner.local_gpus",
-                    "--worker",
-                    "--commit",
-                    commit,
-                    "--units",
-                    ",".join(shard.units),
-                    "--machine",
-                    machine,
-                    "--grid",
-                    grid,
-                    "--staging",
-                    str(staging),
-                    "--runner",
-                    runner,
-                ]
-                if bench:
-                    cmd += ["--bench", bench]
-                if worktree:
-                    cmd += ["--worktree", worktree]
-                env = dict(os.environ, CUDA_VISIBLE_DEVICES=device, PYTHONUNBUFFERED="1")
-                proc = subprocess.Popen(
-                    cmd,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=shards.REPO_ROOT,
-                    text=True,
-                    errors="replace",
-                    start_new_session=True,  # its own process group: asv and its children
-                )
-                copier = threading.Thread(
-                    target=_copy_output, args=(proc, log_path, f"  gpu{device}| "), daemon=True
-                )
-                copier.start()
-                running[device] = (proc, shard, time.time(), log_path, copier)
+
+                def body(shard=shard):
+                    return shards.run_shard(
+                        commit,
+                        shard.units,
+                        staging,
+                        machine=machine,
+                        grid=grid,
+                        bench=bench,
+                        run_commit=run_commit,
+                        **kwargs,
+                    )
+
+                worker = _Worker(shard, device, folder.parent / f"{shard.key}.log", body)
+                selector.register(worker.fd, selectors.EVENT_READ, worker)
+                running[device] = worker
                 log(
                     f"shard {index[shard.key]}/{len(todo)} {shard.key} on GPU {device}: "
                     f"{shard.describe()} (~{100 * shard.cost / total_cost:.0f}% of the work)"
                 )
-            time.sleep(0.2)
-            for device, (proc, shard, started, log_path, copier) in list(running.items()):
-                if proc.poll() is None:
+            for key, _ in selector.select(timeout=0.2):
+                key.data.pump()
+            for device, worker in list(running.items()):
+                code = worker.poll()
+                if code is None:
                     continue
                 del running[device]
-                copier.join(timeout=5)  # the log file is complete before it is read
-                took = time.time() - started
+                selector.unregister(worker.fd)
+                worker.finish()  # the log file is complete before it is read
+                shard, took = worker.shard, time.time() - worker.started
                 n = f"{index[shard.key]}/{len(todo)}"
-                if proc.returncode == 0:
+                if code == 0:
                     log(f"shard {n} {shard.key} done on GPU {device} in {took:.0f} s")
                 else:
                     failed.append(shard.key)
-                    tail = "".join(log_path.read_text(errors="replace").splitlines(True)[-15:])
+                    text = worker.log_path.read_text(errors="replace")
+                    tail = "".join(text.splitlines(True)[-15:])
                     log(
-                        f"shard {n} {shard.key} FAILED on GPU {device} (exit {proc.returncode})"
-                        f" after {took:.0f} s; log {log_path}:\n{tail}"
+                        f"shard {n} {shard.key} FAILED on GPU {device} (exit {code})"
+                        f" after {took:.0f} s; log {worker.log_path}:\n{tail}"
                     )
     except KeyboardInterrupt:
         # Stop each shard's whole process group (worker, asv, benchmark processes), so no
         # orphan keeps a GPU busy; an unfinished shard has no manifest and reruns next time.
-        for proc, *_ in running.values():
-            _signal_group(proc, signal.SIGTERM)
-        for proc, *_ in running.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
+        for worker in running.values():
+            worker.signal(signal.SIGTERM)
+        deadline = time.time() + 30
+        for worker in running.values():
+            while worker.poll() is None:
+                if time.time() > deadline:
+                    worker.signal(signal.SIGKILL)
+                    os.waitpid(worker.pid, 0)
+                    break
+                time.sleep(0.1)
+            worker.finish()
         unfinished = [
             s for s in todo if shards.read_manifest(shards.shard_dir(staging, commit, s)) is None
         ]
@@ -197,16 +247,19 @@ def run_shards(
             f"runs only the {len(unfinished)} unfinished ones"
         )
         raise
+    finally:
+        selector.close()
     return failed
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, run_commit: shards.RunCommit | None = None) -> int:
+    """The CLI; ``run_commit`` replaces runner.asv_run.run_commit (tests)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--gpus", type=int, help="GPUs to use (default: every visible GPU)")
     p.add_argument("--shards", type=int, help="number of shards (default: one per GPU)")
     p.add_argument("--commit", default="HEAD")
     p.add_argument("--repo", type=Path, default=shards.REPO_ROOT, help="git repo of --commit")
-    p.add_argument("--grid", help="grid name (default: runner.asv_run.default_grid())")
+    p.add_argument("--grid", help="grid name (default: runner.machine.default_grid())")
     p.add_argument("--preset", action="append", help="only these preset classes (repeatable)")
     p.add_argument("--bench", help="only benchmarks matching this regex")
     p.add_argument("--grid-regex", help="units of the grid (default: asv_run.bench_regex)")
@@ -220,31 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench-dir", type=Path, default=shards.DEFAULT_BENCH_DIR)
     p.add_argument("--keep-staging", action="store_true", help="keep shard folders after merging")
     p.add_argument("--no-table", action="store_true", help="do not print the table at the end")
-    p.add_argument(
-        "--runner",
-        default=DEFAULT_RUNNER,
-        help="module:function with runner.asv_run.run_commit's signature (tests)",
-    )
     p.add_argument("--machine", help="asv machine name (default: machine_name(n_gpus=N))")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--units", help=argparse.SUPPRESS)
-    p.add_argument("--worktree", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.staging = args.staging.resolve()  # workers run from the repo root
-
-    if args.worker:  # one shard, in a child pinned to one GPU by the parent
-        result = shards.run_shard(
-            args.commit,
-            args.units.split(","),
-            args.staging,
-            machine=args.machine,
-            grid=args.grid,
-            bench=args.bench,
-            run_commit=shards.load_callable(args.runner),
-            **({"worktree": args.worktree} if args.worktree else {}),
-        )
-        print(json.dumps(result.manifest))
-        return 0
+    args.staging = args.staging.resolve()
 
     devices = visible_gpus()
     if args.gpus is not None:
@@ -256,38 +287,21 @@ def main(argv: list[str] | None = None) -> int:
         devices = devices[: args.gpus] if devices else [str(i) for i in range(args.gpus)]
     if not devices:
         p.error("no GPU found (nvidia-smi -L lists none): pass --gpus N (make bench-gpu GPUS=N)")
-    n_gpus = len(devices)
-    commit = shards.resolve_commits(args.commit, args.repo)[0]
-    grid = args.grid or _asv_run().default_grid()
-    machine = args.machine or _asv_run().machine_name(n_gpus=n_gpus)
-    with _checkout(args.repo, commit) as worktree:
+    commit = git.resolve_commits(args.commit, args.repo)[0]
+    grid = args.grid or default_grid()
+    machine = args.machine or machine_name(n_gpus=len(devices))
+    with contextlib.ExitStack() as stack:
+        worktree = None  # HEAD: asv_run measures the checkout itself
+        if commit != git.resolve_commit("HEAD", args.repo):
+            # one worktree for all shards (asv_run would make one per shard)
+            worktree = stack.enter_context(git.worktree(commit, args.repo))
         bench_dir = args.bench_dir
         if worktree and args.bench_dir == shards.DEFAULT_BENCH_DIR:
-            bench_dir = Path(worktree) / "bench_suite"
-        return _run(args, commit, devices, grid, machine, bench_dir, worktree)
+            bench_dir = worktree / "bench_suite"
+        return _run(args, commit, devices, grid, machine, bench_dir, worktree, run_commit)
 
 
-@contextlib.contextmanager
-def _checkout(repo: Path, commit: str):
-    """None for HEAD (asv_run measures the checkout itself); else one worktree for all shards.
-
-    asv_run would make its own worktree per call at a path named by the commit, which
-    parallel shards of one commit would share and remove under each other.
-    """
-    if commit == shards.resolve_commits("HEAD", repo)[0]:
-        yield None
-        return
-    path = Path(repo) / ".asv" / "worktrees" / f"{commit[:8]}-shards"
-    git = ["git", "-C", str(repo), "worktree"]
-    subprocess.run(git + ["remove", "--force", str(path)], capture_output=True)
-    subprocess.run(git + ["add", "--detach", str(path), commit], check=True, capture_output=True)
-    try:
-        yield str(path)
-    finally:
-        subprocess.run(git + ["remove", "--force", str(path)], capture_output=True)
-
-
-def _run(args, commit, devices, grid, machine, bench_dir, worktree) -> int:
+def _run(args, commit, devices, grid, machine, bench_dir, worktree, run_commit) -> int:
     n_gpus = len(devices)
     staging = args.staging / machine
     wanted, todo = plan(
@@ -318,7 +332,7 @@ def _run(args, commit, devices, grid, machine, bench_dir, worktree) -> int:
             grid=grid,
             bench=args.bench,
             staging=staging,
-            runner=args.runner,
+            run_commit=run_commit,
             worktree=worktree,
         )
     except KeyboardInterrupt:
@@ -349,7 +363,8 @@ def _run(args, commit, devices, grid, machine, bench_dir, worktree) -> int:
             log(f"{path} lacks {len(lacking)} benchmarks, e.g. {lacking[:5]}")
             return 1
         if not args.no_table:
-            _asv_run().print_table(path)
+            events = [e for f, units in taken.items() for e in shards.shard_events(f, units)]
+            asv_run.print_table(events, f"{path.parent.name}/{path.name}")
     if not args.keep_staging:
         shutil.rmtree(staging / commit, ignore_errors=True)
     return 0

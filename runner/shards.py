@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +41,12 @@ SHARD_RESULTS = "results"
 # --- estimated cost of one unit: the one place for it ----------------------------------------
 # Used only to balance shards when no earlier run of this machine has measured durations
 # (then measured_unit_costs() below wins). Relative numbers, not seconds.
-# Family: eager math path at B2 H4 T2048 D128 fp16 on the H100 (shared/anchors): forward
+# Family: eager math path at B2 H4 T2048 D128 fp16 on the H100 (docs/baselines.md): forward
 # 0.39 ms, forward+backward 1.01 ms (2.6x), grad-grad 3.75 ms (9.6x).
 COST_BY_FAMILY = {"bench_forward": 1.0, "bench_backward": 2.6, "bench_gradgrad": 9.6}
 # Preset: per config, one unit of fixed cost (compile, autotune, reference, process) plus its
 # attention work B*H*Tq*Tk*D*(visible fraction) in units of Seed's (B2 H4 T2048 D128 = 4.3e9),
-# for the grids of bench_suite/common.py PRESETS:
+# for the grids of harness/grid.py PRESETS:
 #   Seed  1 config                                           1 + 1          ~ 2
 #   TTT   3 configs (D 64/80/96, 1024 over 9216 keys)         3 + 6.3        ~ 9
 #   Long  3 configs (T 8K/16K/32K causal, B1 H8 D128)         3 + 168        ~ 170
@@ -383,17 +383,9 @@ class ShardIncomplete(RuntimeError):
     """asv finished but the shard's results lack benchmarks it should have produced."""
 
 
+# runner.asv_run.run_commit's signature (tests pass a fake one).
 RunCommit = Callable[..., object]
-
-
-def load_callable(spec: str) -> Callable:
-    """``"package.module:function"`` -> the function (how a child process is told its runner)."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"expected 'module:function', got {spec!r}")
-    import importlib
-
-    return getattr(importlib.import_module(module_name), attr)
+PROGRESS = "progress.jsonl"  # the suite's progress events of the shard (its table)
 
 
 def default_run_commit() -> RunCommit:
@@ -423,9 +415,10 @@ def run_shard(
     """Run one shard of one commit into ``<root>/<commit>/<shard key>/`` unless it is done.
 
     ``run_commit`` has runner.asv_run.run_commit's signature; ``run_kwargs`` go through to
-    it (python, env, worktree, extra_args). The manifest is written only after the result
-    file holds every benchmark the commit's benchmarks.json lists for these units, so a
-    folder with a manifest is a finished shard and anything else is redone.
+    it (python, env, worktree, extra_args). The suite's progress events go to
+    ``progress.jsonl`` in the folder (:func:`shard_events`). The manifest is written only
+    after the result file holds every benchmark the commit's benchmarks.json lists for these
+    units, so a folder with a manifest is a finished shard and anything else is redone.
     """
     shard = Shard(tuple(sorted(set(units))), bench=bench)
     folder = shard_dir(root, commit, shard)
@@ -438,15 +431,18 @@ def run_shard(
     run_commit = run_commit or default_run_commit()
     regex = units_regex(shard.units, bench)
     started = time.time()
+    events: list[dict] = []
     run_commit(
         commit,
         machine=machine,
         results_dir=str(folder / SHARD_RESULTS),
         bench=regex,
         grid=grid,
+        events=events,
         **run_kwargs,
     )
     wall_s = time.time() - started
+    (folder / PROGRESS).write_text("".join(json.dumps(e) + "\n" for e in events))
     produced, absent = check_shard_output(
         folder / SHARD_RESULTS, machine, commit, shard.units, bench
     )
@@ -510,25 +506,24 @@ def check_shard_output(
     return [str(p.relative_to(results_dir)) for p in files], absent
 
 
-# --- commits --------------------------------------------------------------------------------
+def shard_events(folder: str | os.PathLike, units: Collection[str] | None = None) -> list[dict]:
+    """The progress events a finished shard recorded, only those of ``units`` if given.
 
+    An event's tag is "<path>/<preset>"; its unit is ``bench_<path>.<preset class>``.
+    """
+    path = Path(folder) / PROGRESS
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    events = [json.loads(line) for line in lines if line.strip()]
+    if units is None:
+        return events
+    from harness import grid
 
-def resolve_commits(spec: str, repo: str | os.PathLike = REPO_ROOT) -> list[str]:
-    """``HEAD``, ``A..B`` (asv's meaning: B and its ancestors not in A, oldest first) or a
-    comma/space separated list -> full hashes."""
+    def unit(tag: str) -> str:
+        family, _, preset = tag.partition("/")
+        known = grid.PRESETS.get(preset)
+        return f"bench_{family}.{known.class_name if known else preset}"
 
-    def git(*args: str) -> str:
-        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ValueError(f"git {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout.strip()
-
-    spec = spec.strip()
-    if not spec:
-        raise ValueError("no commits given (use HEAD, A..B or a list)")
-    if ".." in spec:
-        hashes = git("rev-list", "--reverse", spec).split()
-        if not hashes:
-            raise ValueError(f"commit range {spec!r} is empty")
-        return hashes
-    return [git("rev-parse", "--verify", f"{c}^{{commit}}") for c in re.split(r"[,\s]+", spec)]
+    return [e for e in events if unit(str(e.get("tag", ""))) in units]

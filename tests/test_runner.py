@@ -17,12 +17,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from runner import merge, shards
+from runner import git, local_gpus, merge, shards
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -50,51 +51,71 @@ class {preset}:
     track_peak_mib.unit = "MiB"
 """
 
-# runner.asv_run.run_commit's signature over the fake project (its repo in FAKE_ASV_REPO).
-FAKE_RUNNER = """
-import json, os, subprocess, sys
-from pathlib import Path
 
-
-def run_commit(commit="HEAD", *, machine, results_dir="results", bench=None, grid=None,
-               python=sys.executable, env=None, worktree=None, extra_args=()):
+def fake_run_commit(
+    commit="HEAD",
+    *,
+    machine,
+    results_dir="results",
+    bench=None,
+    grid=None,
+    python=sys.executable,
+    env=None,
+    worktree=None,
+    extra_args=(),
+    events=None,
+):
+    """runner.asv_run.run_commit's signature over the fake project (its repo in FAKE_ASV_REPO):
+    passed to the code under test as a plain callable."""
     repo = Path(os.environ["FAKE_ASV_REPO"])
     results_dir = Path(results_dir).resolve()
     home = results_dir.parent / ".asvhome"  # one per shard: parallel shards never share it
     home.mkdir(parents=True, exist_ok=True)
     conf = json.loads((repo / "asv.conf.json").read_text())
-    conf.update(repo=str(repo), results_dir=str(results_dir),
-                benchmark_dir=str(repo / "fakebench"), html_dir=str(results_dir / "html"))
+    conf.update(
+        repo=str(repo),
+        results_dir=str(results_dir),
+        benchmark_dir=str(repo / "fakebench"),
+        html_dir=str(results_dir / "html"),
+    )
     conf_path = results_dir.parent / "asv.conf.json"
     conf_path.write_text(json.dumps(conf))
     run_env = dict(env or os.environ, HOME=str(home))
     asv = [python, "-m", "asv"]
-    subprocess.run(asv + ["machine", "--yes", "--machine", machine, "--config", str(conf_path)],
-                   env=run_env, check=True, capture_output=True)
-    cmd = asv + ["run", "--config", str(conf_path), "--machine", machine, "-E",
-                 f"existing:{python}", "--set-commit-hash", commit, "--launch-method",
-                 "forkserver", "--show-stderr"]
-    if bench:
-        cmd += ["--bench", bench]
+    subprocess.run(
+        asv + ["machine", "--yes", "--machine", machine, "--config", str(conf_path)],
+        env=run_env,
+        check=True,
+        capture_output=True,
+    )
+    cmd = asv + ["run", "--config", str(conf_path), "--machine", machine, "-E"]
+    cmd += [f"existing:{python}", "--set-commit-hash", commit, "--launch-method", "forkserver"]
+    cmd += ["--show-stderr"] + (["--bench", bench] if bench else [])
     slow = os.environ.get("FAKE_ASV_SLOW_UNIT")
-    if slow and slow.replace(".", "\\\\.") in bench:  # a shard that takes long: to interrupt
-        import time
+    if slow and re.escape(slow) in bench:  # a shard that takes long: to interrupt
         time.sleep(60)
     subprocess.run(cmd + list(extra_args), env=run_env, check=True, cwd=repo)
-    calls = Path(os.environ["FAKE_ASV_CALLS"])
-    with open(calls, "a") as f:  # which shards ran, and pinned to which device
-        cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+    with open(os.environ["FAKE_ASV_CALLS"], "a") as f:  # which shards ran, on which device
         wt = str(worktree) if worktree else None
-        record = {"bench": bench, "cuda": cuda, "commit": commit, "worktree": wt,
-                  "worktree_checked_out": bool(wt) and (Path(wt) / "fakebench").is_dir()}
-        f.write(json.dumps(record) + "\\n")
+        record = {
+            "bench": bench,
+            "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "commit": commit,
+            "worktree": wt,
+            "worktree_checked_out": bool(wt) and (Path(wt) / "fakebench").is_dir(),
+        }
+        f.write(json.dumps(record) + "\n")
+    if events is not None:  # what the real suite's progress file holds, one record
+        config = {"B": 1, "H": 1, "T": "8", "D": 4, "dtype": "float32", "mask": "none"}
+        record = {"status": "ok", "ms": 1.0, "tflops": 2.0, "parity": 0.5}
+        events.append({"event": "record", "tag": "forward/cpu", "config": config,
+                       "mode": "math", "record": record})  # fmt: skip
     return results_dir / machine
-"""
 
 
 @pytest.fixture(scope="module")
 def fake(tmp_path_factory):
-    """A git repo with a fake asv suite, and a runner module importable as fake_asv_runner."""
+    """A git repo with a fake asv suite."""
     root = tmp_path_factory.mktemp("fake_asv")
     repo = root / "repo"
     suite = repo / "fakebench"
@@ -124,16 +145,12 @@ def fake(tmp_path_factory):
     commit = subprocess.run(
         git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True
     ).stdout.strip()
-    helpers = root / "helpers"
-    helpers.mkdir()
-    (helpers / "fake_asv_runner.py").write_text(FAKE_RUNNER)
     names = shards.list_benchmarks(suite)
     return {
         "root": root,
         "repo": repo,
         "suite": suite,
         "commit": commit,
-        "helpers": helpers,
         "names": names,
     }
 
@@ -144,8 +161,7 @@ def fake_env(fake, tmp_path, monkeypatch):
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_ASV_REPO", str(fake["repo"]))
     monkeypatch.setenv("FAKE_ASV_CALLS", str(calls))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake["helpers"]), str(REPO)]))
-    monkeypatch.syspath_prepend(str(fake["helpers"]))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     return calls
 
 
@@ -322,12 +338,66 @@ def test_user_filter_is_anded_with_the_units():
 
 
 def test_resolve_commits(fake):
-    assert shards.resolve_commits("HEAD", fake["repo"]) == [fake["commit"]]
-    assert shards.resolve_commits(f"{fake['commit'][:8]}", fake["repo"]) == [fake["commit"]]
+    assert git.resolve_commits("HEAD", fake["repo"]) == [fake["commit"]]
+    assert git.resolve_commits(f"{fake['commit'][:8]}", fake["repo"]) == [fake["commit"]]
+    assert git.resolve_commit(fake["commit"][:8], fake["repo"]) == fake["commit"]
     with pytest.raises(ValueError, match="empty"):
-        shards.resolve_commits("HEAD..HEAD", fake["repo"])
+        git.resolve_commits("HEAD..HEAD", fake["repo"])
     with pytest.raises(ValueError, match="nosuchref"):
-        shards.resolve_commits("nosuchref", fake["repo"])
+        git.resolve_commits("nosuchref", fake["repo"])
+    with pytest.raises(git.GitError):
+        git.resolve_commit("HEAD", fake["root"])  # not a repository
+
+
+# --- the machine and the end-of-run table ----------------------------------------------------
+
+
+def test_machine_names(monkeypatch):
+    from runner import machine
+
+    assert machine.gpu_slug("NVIDIA H100 80GB HBM3", 81559) == "h100-sxm-80gb"
+    assert machine.gpu_slug("NVIDIA H100 PCIe", 81559) == "h100-pcie-80gb"
+    assert machine.gpu_slug("NVIDIA H100 NVL", 95830) == "h100-nvl-94gb"
+    assert machine.gpu_slug("NVIDIA H200", 143771) == "h200-sxm-140gb"
+    assert machine.gpu_slug("NVIDIA A100-SXM4-80GB", 81920) == "a100-sxm-80gb"
+    monkeypatch.setattr(machine, "_nvidia_smi_gpus", lambda: [("NVIDIA H100 80GB HBM3", 81559)])
+    assert machine.machine_name() == "h100-sxm-80gb"
+    assert machine.machine_name(n_gpus=1) == "h100-sxm-80gb"
+    assert machine.machine_name(n_gpus=2) == "h100-sxm-80gb-x2"
+    assert machine.default_grid() == "gpu"
+    monkeypatch.setattr(machine, "_nvidia_smi_gpus", lambda: [])
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
+    assert machine.machine_name() == "cpu-x86_64"
+
+
+def test_table_and_failures_come_from_the_suites_records(capsys):
+    from runner import asv_run
+
+    config = {"B": 2, "H": 4, "T": "2048", "D": 128, "dtype": "float16", "mask": "causal"}
+    ok = {"status": "ok", "ms": 2.0, "tflops": 50.0, "peak_mib": 10.0, "parity": 0.5}
+    events = [
+        {"event": "record", "tag": "gradgrad/seed", "config": config, "mode": "math",
+         "record": {**ok, "ms": 4.0}},
+        {"event": "record", "tag": "gradgrad/seed", "config": config, "mode": "fused",
+         "record": ok},
+        {"event": "record", "tag": "gradgrad/seed", "config": config, "mode": "recompute",
+         "record": {"status": "fail", "reason": "parity", "parity": 9.0}},
+        {"event": "record", "tag": "gradgrad/seed", "config": config, "mode": "flash",
+         "record": {"status": "skip", "reason": "n/a"}},
+        {"event": "class_done", "tag": "gradgrad/seed", "measure_s": 1.0},
+    ]  # fmt: skip
+    asv_run.print_table(events, "m/abcd1234-env.json")
+    out = capsys.readouterr().out
+    assert "m/abcd1234-env.json" in out and "gradgrad Seed B2 H4 T2048 D128 float16 causal" in out
+    assert re.search(r"fused\s+2\s+2\.00x\s+10\.0\s+50\s+0\.50", out)
+    assert re.search(r"recompute\s+failed\s+\(parity 9\)", out)
+    assert re.search(r"flash\s+skipped", out)
+    assert asv_run.failures(events) == 1
+    broken = [{"event": "class_failed", "tag": "forward/ttt", "msg": "setup_cache FAILED: X"}]
+    asv_run.print_table(broken)
+    assert "forward TTT: setup_cache FAILED: X" in capsys.readouterr().out
+    assert asv_run.failures(broken) == 1
+    assert asv_run.failures([{"event": "asv_failed"}]) == 1 and asv_run.failures(events[:2]) == 0
 
 
 # --- merging ----------------------------------------------------------------------------------
@@ -448,7 +518,7 @@ def test_shard_function_runs_locally_and_skips_a_finished_shard(fake, fake_env, 
         grid="cpu",
         out_root=str(tmp_path / "vol"),
         machine="cpu-test",
-        runner="fake_asv_runner:run_commit",
+        run_commit=fake_run_commit,
     )
     with pytest.warns(UserWarning, match="locally"):  # modal: no Volume under .local()
         manifest = modal_runner.run_shard.local(fake["commit"], units, **kwargs)
@@ -470,8 +540,7 @@ def test_a_shard_that_died_midway_is_redone(fake, fake_env, tmp_path):
     folder = shards.shard_dir(tmp_path, fake["commit"], shards.Shard(tuple(units)))
     (folder / "results").mkdir(parents=True)  # partial output, no manifest
     (folder / "results" / "junk.json").write_text("{")
-    from fake_asv_runner import run_commit
-
+    run_commit = fake_run_commit
     result = shards.run_shard(
         fake["commit"], units, tmp_path, machine="cpu-test", grid="cpu", run_commit=run_commit
     )
@@ -480,7 +549,7 @@ def test_a_shard_that_died_midway_is_redone(fake, fake_env, tmp_path):
 
 
 def test_a_shard_missing_benchmarks_gets_no_manifest(fake, fake_env, tmp_path):
-    from fake_asv_runner import run_commit
+    run_commit = fake_run_commit
 
     def drops_a_benchmark(commit, **kw):  # asv "succeeded" but one benchmark is not there
         out = run_commit(commit, **kw)
@@ -552,7 +621,7 @@ def test_fan_out_merges_and_reruns_only_the_missing_shard(fake, fake_env, tmp_pa
                 store.root,
                 machine="cpu-test",
                 grid="cpu",
-                run_commit=__import__("fake_asv_runner").run_commit,
+                run_commit=fake_run_commit,
             )
             out.append({**result.manifest, "skipped": result.skipped})
         return out
@@ -640,8 +709,7 @@ def test_fan_out_merges_and_reruns_only_the_missing_shard(fake, fake_env, tmp_pa
 
 
 def test_a_filtered_run_then_a_full_run_merge_each_benchmark_once(fake, fake_env, tmp_path):
-    from fake_asv_runner import run_commit
-
+    run_commit = fake_run_commit
     import modal_runner
 
     store = modal_runner.LocalStore(tmp_path / "vol")
@@ -729,44 +797,42 @@ def test_token_lookup_follows_the_modal_client(tmp_path):
 # --- local GPUs: N workers, each pinned to one device -----------------------------------------
 
 
-def local_gpus_cmd(fake, tmp_path, *extra, machine="cpu-test-x2"):
+def local_gpus_args(fake, tmp_path, *extra, machine="cpu-test-x2"):
     return [
-        PY,
-        "-m",
-        "runner.local_gpus",
         "--grid",
         "cpu",
         "--grid-regex",
         FAKE_GRID_REGEX,
         "--machine",
         machine,
-        "--runner",
-        "fake_asv_runner:run_commit",
         "--bench-dir",
         str(fake["suite"]),
         "--results-dir",
         str(tmp_path / "results"),
         "--staging",
         str(tmp_path / "staging"),
-        "--no-table",
         "--repo",
         str(fake["repo"]),
         *extra,
     ]
 
 
-def local_gpus(fake, tmp_path, *extra, machine="cpu-test-x2"):
-    cmd = local_gpus_cmd(fake, tmp_path, *extra, machine=machine)
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+def run_local_gpus(capsys, fake, tmp_path, *extra, machine="cpu-test-x2"):
+    """(exit status, output) of runner.local_gpus.main with the fake runner injected."""
+    argv = local_gpus_args(fake, tmp_path, *extra, machine=machine)
+    code = local_gpus.main(argv, run_commit=fake_run_commit)
+    return code, capsys.readouterr().out
 
 
-def test_two_fake_gpus_each_run_a_shard_and_the_merge_covers_the_grid(fake, fake_env, tmp_path):
-    proc = local_gpus(fake, tmp_path, "--gpus", "2", "--keep-staging")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_two_fake_gpus_each_run_a_shard_and_the_merge_covers_the_grid(
+    fake, fake_env, tmp_path, capsys
+):
+    code, out = run_local_gpus(capsys, fake, tmp_path, "--gpus", "2", "--keep-staging")
+    assert code == 0, out
     calls = read_calls(fake_env)
     assert sorted(c["cuda"] for c in calls) == ["0", "1"]  # one shard per device, both ran
-    assert re.search(r"shard 1/2 shard-\w+ on GPU \d", proc.stdout)
+    assert re.search(r"shard 1/2 shard-\w+ on GPU \d", out)
+    assert re.search(r"  gpu\d\| ", out)  # the shards' output, prefixed with their GPU
     (merged,) = [
         p for p in (tmp_path / "results" / "cpu-test-x2").glob("*.json") if p.name != "machine.json"
     ]
@@ -777,57 +843,64 @@ def test_two_fake_gpus_each_run_a_shard_and_the_merge_covers_the_grid(fake, fake
         for p in (tmp_path / "staging").rglob("results/cpu-test-x2/*-*.json")
     ]
     assert len(per_shard) == 2 and not (per_shard[0] & per_shard[1])
+    # the table, from the shards' own progress records: the one record of the shard that
+    # holds bench_forward.CPU (the other shard's copy of it is not its unit)
+    assert out.count("forward CPU B1 H1 T8 D4 float32 none") == 1
+    assert re.search(r"math\s+1\s+1\.00x", out)
 
     # interrupted after one shard: a re-run does only the other one
     commit_dir = tmp_path / "staging" / "cpu-test-x2" / fake["commit"]
     lost = next(p for p in commit_dir.iterdir() if p.is_dir())
     (lost / shards.MANIFEST).unlink()
-    proc = local_gpus(fake, tmp_path, "--gpus", "2")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert len(read_calls(fake_env)) == 3 and "1 shards on GPUs" in proc.stdout
+    code, out = run_local_gpus(capsys, fake, tmp_path, "--gpus", "2", "--no-table")
+    assert code == 0, out
+    assert len(read_calls(fake_env)) == 3 and "1 shards on GPUs" in out
     assert not commit_dir.exists()  # merged, so the staging folder is gone
     assert set(json.loads(merged.read_text())["results"]) == cpu_names(fake)
 
 
 def test_an_interrupted_run_keeps_finished_shards_and_reruns_only_the_rest(
-    fake, fake_env, tmp_path, monkeypatch
+    fake, fake_env, tmp_path, monkeypatch, capsys
 ):
     monkeypatch.setenv("FAKE_ASV_SLOW_UNIT", "bench_forward.CPU")  # the lightest: last
-    cmd = local_gpus_cmd(fake, tmp_path, "--gpus", "1", "--shards", "3")
-    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     commit_dir = tmp_path / "staging" / "cpu-test-x2" / fake["commit"]
-    deadline = time.monotonic() + 120
-    while len(shards.completed_shards(commit_dir.parent, fake["commit"])) < 2:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C while the slow shard runs
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out
+
+    def ctrl_c_during_the_slow_shard():
+        deadline = time.monotonic() + 120
+        while len(shards.completed_shards(commit_dir.parent, fake["commit"])) < 2:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the slow shard runs
+
+    interrupter = threading.Thread(target=ctrl_c_during_the_slow_shard)
+    interrupter.start()
+    code, out = run_local_gpus(capsys, fake, tmp_path, "--gpus", "1", "--shards", "3")
+    interrupter.join()
+    assert code == 130, out
     assert "the same command runs only the 1 unfinished ones" in out
     assert len(shards.completed_shards(commit_dir.parent, fake["commit"])) == 2
     assert not (tmp_path / "results").exists()  # nothing merged from an incomplete commit
 
     monkeypatch.delenv("FAKE_ASV_SLOW_UNIT")
-    proc = local_gpus(fake, tmp_path, "--gpus", "1", "--shards", "3")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "2 already done, 1 shards" in proc.stdout
+    code, out = run_local_gpus(capsys, fake, tmp_path, "--gpus", "1", "--shards", "3")
+    assert code == 0, out
+    assert "2 already done, 1 shards" in out
     ran = [c["bench"] for c in read_calls(fake_env)]
     assert len(ran) == 3 and "bench_forward" in ran[-1]
     (merged,) = (tmp_path / "results" / "cpu-test-x2").glob("*-*.json")
     assert set(json.loads(merged.read_text())["results"]) == cpu_names(fake)
 
 
-def test_an_older_commit_runs_from_one_worktree_shared_by_all_shards(fake, fake_env, tmp_path):
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(fake["repo"])]
-    other = subprocess.run(
-        git + ["commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", "side"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    proc = local_gpus(fake, tmp_path, "--gpus", "2", "--commit", other)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_an_older_commit_runs_from_one_worktree_shared_by_all_shards(
+    fake, fake_env, tmp_path, capsys
+):
+    other = git.git(
+        "-c", "user.name=t", "-c", "user.email=t@t", "commit-tree", "HEAD^{tree}", "-p", "HEAD",
+        "-m", "side", repo=fake["repo"],
+    )  # fmt: skip
+    code, out = run_local_gpus(capsys, fake, tmp_path, "--gpus", "2", "--commit", other)
+    assert code == 0, out
     calls = read_calls(fake_env)
     assert len(calls) == 2 and {c["commit"] for c in calls} == {other}
     assert len({c["worktree"] for c in calls}) == 1 and all(
@@ -863,7 +936,7 @@ def test_real_cpu_grid_shard_through_asv_run(tmp_path):
     if not wanted:
         pytest.skip("bench_suite has no CPU-grid classes yet")
     unit = min(wanted, key=lambda u: (not u.startswith("bench_forward"), u))
-    commit = shards.resolve_commits("HEAD")[0]
+    commit = git.resolve_commit("HEAD")
     with pytest.warns(UserWarning, match="locally"):
         manifest = modal_runner.run_shard.local(
             commit, [unit], grid="cpu", out_root=str(tmp_path), machine="cpu-shard-test"
@@ -882,7 +955,7 @@ def test_real_cpu_grid_shard_through_asv_run(tmp_path):
 def test_one_gpu_sharded_run_covers_what_an_unsharded_run_covers(tmp_path):
     """`pytest --gpu -m gpu -k sharded -s`: the Seed preset unsharded, then via local_gpus."""
     asv_run = pytest.importorskip("runner.asv_run")
-    commit, machine = shards.resolve_commits("HEAD")[0], "gpu-shard-check"
+    commit, machine = git.resolve_commit("HEAD"), "gpu-shard-check"
     started = time.monotonic()
     unsharded = asv_run.run_commit(
         commit,
