@@ -56,8 +56,7 @@ PROJECT_IGNORE = [
     "*.egg-info",
     "build",
     "dist",
-    "reports/html",
-    "reports/asv_html",
+    "report",
     ".whl",
     ".gl",
 ]

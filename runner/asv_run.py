@@ -108,7 +108,7 @@ def _write_run_conf(src: Path, results_dir: Path, tmp: Path) -> Path:
         repo=str(REPO_ROOT),
         benchmark_dir=str(src / conf.get("benchmark_dir", "bench_suite")),
         results_dir=str(results_dir),
-        html_dir=str(REPO_ROOT / conf.get("html_dir", "reports/asv_html")),
+        html_dir=str(REPO_ROOT / conf.get("html_dir", "report/asv_html")),
         env_dir=str(REPO_ROOT / conf.get("env_dir", ".asv/env")),
     )
     path = tmp / "asv.conf.json"
@@ -217,9 +217,9 @@ def run_commit(
                 events=events,
             )
     src = Path(worktree).resolve() if worktree is not None else REPO_ROOT
-    if worktree is None and git.dirty(src, "kernels", "bench_suite"):
+    if worktree is None and git.dirty(src, "kernels", "harness", "bench_suite"):
         print(
-            f"note: kernels/ or bench_suite/ has uncommitted changes; they are measured "
+            f"note: kernels/, harness/ or bench_suite/ has uncommitted changes; they are measured "
             f"and recorded as {sha[:8]}",
             flush=True,
         )

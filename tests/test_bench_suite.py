@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -96,22 +97,6 @@ def test_host_time_is_recorded_and_shown_where_there_is_one():
 # --- runner: names, grids, regexes ----------------------------------------------------
 
 
-def test_machine_names(monkeypatch):
-    assert asv_run.gpu_slug("NVIDIA H100 80GB HBM3", 81559) == "h100-sxm-80gb"
-    assert asv_run.gpu_slug("NVIDIA H100 PCIe", 81559) == "h100-pcie-80gb"
-    assert asv_run.gpu_slug("NVIDIA H100 NVL", 95830) == "h100-nvl-94gb"
-    assert asv_run.gpu_slug("NVIDIA H200", 143771) == "h200-sxm-140gb"
-    assert asv_run.gpu_slug("NVIDIA A100-SXM4-80GB", 81920) == "a100-sxm-80gb"
-    monkeypatch.setattr(asv_run, "_nvidia_smi_gpus", lambda: [("NVIDIA H100 80GB HBM3", 81559)])
-    assert asv_run.machine_name() == "h100-sxm-80gb"
-    assert asv_run.machine_name(n_gpus=1) == "h100-sxm-80gb"
-    assert asv_run.machine_name(n_gpus=2) == "h100-sxm-80gb-x2"
-    assert asv_run.default_grid() == "gpu"
-    monkeypatch.setattr(asv_run, "_nvidia_smi_gpus", lambda: [])
-    monkeypatch.setattr(asv_run.platform, "machine", lambda: "x86_64")
-    assert asv_run.machine_name() == "cpu-x86_64"
-
-
 def test_bench_regex_selects_classes_by_grid():
     names = [
         f"bench_{f}.{p.class_name}.track_{m}"
@@ -173,10 +158,35 @@ def test_asv_check_discovers_the_suite(tmp_path):
     assert "Discovering benchmarks" in proc.stdout
 
 
+def asv_result_rows(result_json) -> list[dict]:
+    """The test's own look into an asv result file: one row per combination and metric,
+    value a float, "skipped" (asv's NaN) or "failed" (asv's null)."""
+    data = json.loads(Path(result_json).read_text())
+    rows = []
+    for name, entry in data["results"].items():
+        family, klass, metric = re.fullmatch(r"bench_(\w+)\.(\w+)\.track_(\w+)", name).groups()
+        fields = dict(zip(data["result_columns"], entry))
+        axes = [[json.loads(v.replace("'", '"')) for v in axis] for axis in fields["params"]]
+        combos = list(itertools.product(*axes))
+        values = fields["result"]
+        if not isinstance(values, list):  # one null when every combination failed
+            values = [values] * len(combos)
+        for combo, value in zip(combos, values):
+            if value is None:
+                value = "failed"
+            elif isinstance(value, float) and math.isnan(value):
+                value = "skipped"
+            row = dict(zip(grid.PARAM_NAMES, combo))
+            row.update(family=family, preset=klass, metric=metric, value=value)
+            rows.append(row)
+    return rows
+
+
 def test_asv_run_cpu_end_to_end(tmp_path, capfd):
     env = dict(os.environ, **QUICK_ENV)
+    events: list[dict] = []
     result = asv_run.run_commit(
-        "HEAD", machine="pytest-cpu", results_dir=tmp_path, grid="cpu", env=env
+        "HEAD", machine="pytest-cpu", results_dir=tmp_path, grid="cpu", env=env, events=events
     )
     out = capfd.readouterr().out
     assert result.parent == tmp_path / "pytest-cpu"
@@ -191,7 +201,7 @@ def test_asv_run_cpu_end_to_end(tmp_path, capfd):
     assert machine["torch"] == importlib.metadata.version("torch")
     assert (tmp_path / "benchmarks.json").is_file()
 
-    rows = asv_run.load_rows(result)
+    rows = asv_result_rows(result)
     n_params = {
         f: len(grid.preset_configs("cpu")) * len(grid.PRESETS["cpu"].modes_for(f))
         for f in grid.PATHS
@@ -210,7 +220,7 @@ def test_asv_run_cpu_end_to_end(tmp_path, capfd):
     # the progress lines streamed while asv ran, and the kernels came from this checkout
     assert f"kernels from {REPO / 'kernels'}" in out
     assert "asv wall time" in out
-    asv_run.print_table(result)
+    asv_run.print_table(events)  # the runner's table, built from the suite's records
     table = capfd.readouterr().out
     assert "forward CPU B1 H2 T128 D64 float32 none" in table and "compiled" in table
 
@@ -307,7 +317,7 @@ def test_history_measures_each_commit_from_its_own_worktree(tmp_path):
     }
     assert all(isinstance(v, float) and v > 0 for v in values[good])
     assert values[bad] is None  # setup_cache failed: asv records every combination as failed
-    rows = asv_run.load_rows(files[bad[:8]])
+    rows = asv_result_rows(files[bad[:8]])
     assert len(rows) == len(grid.preset_configs("cpu")) and {r["value"] for r in rows} == {"failed"}
     assert not list((clone / ".asv" / "worktrees").iterdir())  # worktrees cleaned up
 
