@@ -23,7 +23,7 @@ help:
 	@echo "make test       CPU tests (Triton interpreter); make test-gpu on a CUDA machine"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make bench-gpu GPUS=N      the suite sharded over N local GPUs, merged into results/"
-	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (README: Running on Modal)"
+	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (docs/modal.md)"
 	@echo "make report    CSV, <machine>_latest.txt, plots and HTML from results/ (no GPU)"
 	@echo "make publish   asv's own HTML in report/asv_html, working offline"
 

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from reports import metrics
+from runner.git import GitError, git
 
 log = logging.getLogger("reports")
 
@@ -322,14 +322,8 @@ def git_commit_log(repo: Path | str | None) -> pd.DataFrame:
     if repo is None:
         return empty.assign(git_pos=pd.Series(dtype=int))
     try:
-        out = subprocess.run(
-            ["git", "-C", str(repo), "log", "--all", "--topo-order", "--format=%H %ct %s"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+        out = git("log", "--all", "--topo-order", "--format=%H %ct %s", repo=repo, timeout=60)
+    except GitError:
         return empty.assign(git_pos=pd.Series(dtype=int))
     rows = []
     for line in out.splitlines():
