@@ -20,7 +20,8 @@ help:
 	@echo "make bench      run the asv suite for this commit on this machine's grid"
 	@echo "                (GRID=gpu|cpu PRESETS=seed,ttt MACHINE=name PY=python3 to skip the venv)"
 	@echo "make bench-history RANGE=A..B   one asv result per commit, from git worktrees"
-	@echo "make test       CPU tests (Triton interpreter); make test-gpu on a CUDA machine"
+	@echo "make test       CPU tests (Triton interpreter; NO_BROWSER=1 skips the apt Chromium)"
+	@echo "make test-gpu   the GPU-marked tests on a CUDA machine (PY=python3 on the lent GPU)"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make bench-gpu GPUS=N      the suite sharded over N local GPUs, merged into results/"
 	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (docs/modal.md)"
@@ -38,10 +39,18 @@ $(STAMP): pyproject.toml
 venv: $(ENV)
 
 # Headless Chromium for the HTML report tests (tests/test_reports.py skips them without it).
+# It comes from apt as root (~115 packages, ~480 MB on a bare Debian): said before it starts;
+# NO_BROWSER=1 skips it and those tests.
 .PHONY: chromium
 chromium:
-	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium) \
-		|| echo "chromium could not be installed: the browser tests of reports/ will skip"
+	@if [ -n "$(NO_BROWSER)" ]; then \
+		echo "NO_BROWSER=1: no browser installed (the HTML report's browser tests skip without one)"; \
+	elif ! command -v chromium >/dev/null; then \
+		echo "make test: installing headless Chromium with apt-get (~480 MB) for the HTML" \
+			"report's browser tests; skip with 'make test NO_BROWSER=1'"; \
+		(apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the browser tests of reports/ will skip"; \
+	fi
 
 test: $(ENV) chromium
 	$(PY) -m pytest -q
