@@ -42,24 +42,63 @@ COST_MACHINE = "h100-sxm-80gb"
 SHARD_TIMEOUT_S = 2 * 3600
 LOCAL_SHARDS = PROJECT_ROOT / ".asv" / "modal_local"  # the Volume's stand-in under .local()
 STAGING = PROJECT_ROOT / ".asv" / "modal_shards"  # shards downloaded from the Volume
-# The project goes in with its .git (asv checks out each commit from it); never the venv,
-# caches or results (results come back through the Volume).
-PROJECT_IGNORE = [
-    ".venv",
-    ".asv",
-    "results",
+# What the containers get of this checkout: an allow-list, never "everything but ...", so a
+# file nobody thought of (.env, .netrc, a key, a cloud credentials file, .git/config with a
+# token in a remote URL) stays here. Patterns are modal's own (dockerignore syntax,
+# modal.FilePatternMatcher); a pattern naming a folder takes everything under it.
+UPLOAD = (
+    # The code a shard runs: runner/ drives asv, bench_suite/ is asv's benchmark_dir and
+    # imports kernels/ and harness/ (HEAD is measured from this copy, with any uncommitted
+    # changes, as `make bench` does); asv.conf.json is read by runner/asv_run.py.
+    "kernels",
+    "harness",
+    "bench_suite",
+    "runner",
+    "asv.conf.json",
+    "modal_runner.py",
+    # git status must not count the container's own __pycache__/ as uncommitted changes.
+    ".gitignore",
+    # Enough of .git for git and asv: resolve HEAD and the commits asked for, say whether
+    # kernels/ etc. are dirty (the index), and `git worktree add` any other commit from its
+    # objects. Not config (remote URLs may carry a token; git needs no config file for a
+    # plain repository), logs (a clone's reflog records the URL it came from), FETCH_HEAD
+    # (URLs too), hooks (a post-checkout hook would run in the container), worktrees/.
+    ".git/HEAD",
+    ".git/objects",
+    ".git/refs",
+    ".git/packed-refs",
+    ".git/index",
+    ".git/sharedindex.*",  # the index's other half where split-index is on
+    ".git/shallow",  # a shallow clone (CI): without it git finds parentless commits broken
+)
+# Never, even inside an uploaded folder: dotfiles (.env, .netrc, ...), keys, caches.
+NEVER_UPLOAD = (
+    "kernels/**/.*",
+    "harness/**/.*",
+    "bench_suite/**/.*",
+    "runner/**/.*",
+    "**/id_rsa*",
+    "**/id_dsa*",
+    "**/id_ecdsa*",
+    "**/id_ed25519*",
+    "**/*.pem",
+    "**/*.key",
     "**/__pycache__",
     "**/*.pyc",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".hypothesis",
-    "*.egg-info",
-    "build",
-    "dist",
-    "report",
-    ".whl",
-    ".gl",
-]
+)
+_upload = modal.FilePatternMatcher(*UPLOAD)
+_never_upload = modal.FilePatternMatcher(*NEVER_UPLOAD)
+
+
+def project_ignore(path: Path) -> bool:
+    """``add_local_dir``'s ignore: True for a path (relative to the checkout) that stays here.
+
+    Not results/: the shard costs are read here, by the local entrypoint, and results come
+    back through the Volume. Not Makefile, pyproject.toml, README.md, docs/, reports/,
+    tests/: no shard reads them (the project is not installed in the image).
+    """
+    return not _upload(path) or _never_upload(path)
+
 
 image = (
     modal.Image.debian_slim(python_version="3.12")
@@ -75,7 +114,7 @@ image = (
     .pip_install("asv==0.6.6", "numpy==2.4.6")
     .run_commands("git config --system --add safe.directory '*'")
     .env({"PYTHONUNBUFFERED": "1"})
-    .add_local_dir(PROJECT_ROOT, REMOTE_PROJECT, ignore=PROJECT_IGNORE)
+    .add_local_dir(PROJECT_ROOT, REMOTE_PROJECT, ignore=project_ignore)
 )
 volume = modal.Volume.from_name(VOLUME_NAME, create_if_missing=True)
 app = modal.App("gradgrad-attention-bench", image=image)
