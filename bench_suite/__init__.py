@@ -5,7 +5,8 @@ Only what asv discovers lives here; the machinery is the ``harness`` package.
 - ``bench_forward.py``, ``bench_backward.py``, ``bench_gradgrad.py``: one asv
   class per preset (``Seed``, ``TTT``, ``Long``, ``Grid``, ``Short``, ``CPU``), metrics
   ``track_ms``, ``track_tflops``, ``track_peak_mib``, ``track_parity``, ``track_host_ms``
-  (GPU only).
+  and ``track_graph_ms`` (GPU only; the step replayed from a CUDA graph, skipped with
+  the reason where it cannot be captured).
 - ``base.py``: their shared body (``PresetBenchmark``): setup and the track_* lookups.
 
 asv imports every module here in each of its processes: nothing may touch the GPU at

@@ -19,6 +19,13 @@ Rules every measurement follows
   recorded as FAILED: ``track_ms``/``track_tflops``/``track_peak_mib`` raise,
   ``track_parity`` returns the ratio (the evidence). It is never timed.
 - Then peak memory and time (harness.timing), and TFLOP/s from harness.flops.
+- Then, on a GPU, the kept implementation's step captured in a CUDA graph and its
+  replays timed (``graph_ms``, harness.timing.graph_timing): the kernels' time where
+  the eager ms of a short step is the host's (docs/design.md trap 13). A step that
+  cannot be captured (or replays wrong) keeps its eager numbers and says why in
+  ``graph_reason``.
+- Every timing keeps a summary of its samples (``*_summary``: median, q25, q75, n,
+  min, max; harness.timing.summarize) beside its median.
 - Combinations that cannot run (mode not landed, out of memory, no CUDA) are
   skipped, never failed; any other exception is a failure.
 - Progress: see :func:`measure_preset`.
@@ -38,7 +45,7 @@ from harness.flops import config_flops
 from harness.grid import PROGRESS_ENV, check_path, get_preset
 from harness.impls import make_inputs, run_path
 from harness.parity import PARITY_LIMIT, parity, reference_outputs, same_dtype_math_outputs
-from harness.timing import free_memory, peak_mib, step_timing
+from harness.timing import free_memory, graph_timing, peak_mib, step_samples, summarize
 
 
 @dataclasses.dataclass
@@ -54,7 +61,15 @@ class Record:
     host_ms: float | None = None  # host time per call (step_timing); None on CPU
     impl: str = ""  # which candidate (sdpa backend) was kept
     first_call_s: float = 0.0  # first call: compilation, autotuning, caches
-    measure_s: float = 0.0  # parity check, memory and timing
+    measure_s: float = 0.0  # parity check, memory and timing (graph replays included)
+    # median ms per CUDA-graph replay of the step (graph_timing); None on CPU, for a step
+    # that cannot be captured, and for skipped or failed rows
+    graph_ms: float | None = None
+    graph_reason: str = ""  # why graph_ms is None, for an "ok" row ("no CUDA" on CPU)
+    # samples of each timing: {median, q25, q75, n, min, max} (timing.summarize), or None
+    ms_summary: dict | None = None
+    host_ms_summary: dict | None = None
+    graph_ms_summary: dict | None = None
 
     def line(self) -> str:
         if self.status == "skip":
@@ -66,17 +81,54 @@ class Record:
         impl = f" [{self.impl}]" if self.impl else ""
         notes = f" (also tried: {self.reason})" if self.reason else ""
         tflops = f"{self.tflops:.4g} TFLOP/s"
-        host = "" if self.host_ms is None else f" (host {self.host_ms:.3g} ms)"
-        return f"{self.ms:.4g} ms{host}, {tflops}{mem}, parity {self.parity:.3g}{impl}{notes}"
+        side = [] if self.host_ms is None else [f"host {self.host_ms:.3g} ms"]
+        if self.graph_ms is not None:
+            side.append(f"graph {self.graph_ms:.3g} ms")
+        side = f" ({', '.join(side)})" if side else ""
+        graph = ""
+        if self.graph_ms is None and self.graph_reason and self.graph_reason != NO_CUDA:
+            graph = f" (no graph: {self.graph_reason})"
+        return (
+            f"{self.ms:.4g} ms{side}, {tflops}{mem}, parity {self.parity:.3g}{impl}{notes}{graph}"
+        )
 
 
-def measure_mode(path, cfg, mode, inp, ref64, math_same, device, *, iters=None, rep_ms=None):
-    """Parity gate, then memory and time, for every candidate of ``mode``; keep the fastest."""
+NO_CUDA = "no CUDA"  # graph_reason on a CPU (timing.graph_timing)
+
+
+def measure_mode(
+    path, cfg, mode, inp, ref64, math_same, device, *, iters=None, rep_ms=None, graph=True
+):
+    """Parity gate, then memory and time, for every candidate of ``mode``; keep the fastest.
+    Then (``graph``) the kept one's step replayed from a CUDA graph (:func:`_graph_time`)."""
+    best, attn = _measure_candidates(
+        path, cfg, mode, inp, ref64, math_same, device, iters=iters, rep_ms=rep_ms
+    )
+    if graph and best.status == "ok":
+        _graph_time(best, path, attn, inp, device, iters, rep_ms)
+    return best
+
+
+def _graph_time(rec, path, attn, inp, device, iters, rep_ms):
+    """Fill rec.graph_ms (and its summary) or rec.graph_reason; after the eager timing and
+    the memory, so that a failed capture cannot disturb them (graph_timing cleans up)."""
+    t0 = time.perf_counter()
+    gt = graph_timing(lambda: run_path(path, attn, inp), device, iters=iters, rep_ms=rep_ms)
+    if gt.summary is not None:
+        rec.graph_ms, rec.graph_ms_summary = gt.summary["median"], gt.summary
+    else:
+        rec.graph_reason = gt.reason
+    free_memory()
+    rec.measure_s += time.perf_counter() - t0
+
+
+def _measure_candidates(path, cfg, mode, inp, ref64, math_same, device, *, iters, rep_ms):
+    """(the kept Record, its attn): every candidate gated and timed, the fastest kept."""
     t0 = time.perf_counter()
     try:
         candidates = impls.implementations(mode, cfg, device)  # looked up late: tests replace it
     except NotImplementedError as exc:
-        return Record("skip", str(exc) or type(exc).__name__)
+        return Record("skip", str(exc) or type(exc).__name__), None
     setup_s = time.perf_counter() - t0  # imports (torch._dynamo for compiled), wrappers
     recs = []
     for label, attn in candidates:
@@ -100,7 +152,8 @@ def measure_mode(path, cfg, mode, inp, ref64, math_same, device, *, iters=None, 
     # time accounting covers every candidate tried
     best.first_call_s = setup_s + sum(r.first_call_s for _, r in recs)
     best.measure_s = sum(r.measure_s for _, r in recs)
-    return best
+    attn = next((a for (_, a), (_, r) in zip(candidates, recs) if r is best), None)
+    return best, attn
 
 
 def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, iters, rep_ms):
@@ -128,7 +181,7 @@ def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, it
                 first_call_s=first_call_s,
             )
         mib = peak_mib(call, device)
-        ms, host_ms = step_timing(call, device, iters=iters, rep_ms=rep_ms)
+        ms_samples, host_samples = step_samples(call, device, iters=iters, rep_ms=rep_ms)
         measure_s = time.perf_counter() - t0
     except NotImplementedError as exc:
         return Record("skip", f"{label}: {exc}" if str(exc) else f"{label}: not implemented")
@@ -147,6 +200,9 @@ def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, it
         if torch.device(device).type == "cuda":
             where = f"{torch.cuda.get_device_properties(device).total_memory / 2**30:.0f} GiB card"
         return Record("skip", f"out of memory ({where})", impl=label)
+    ms_summary = summarize(ms_samples)
+    host_summary = None if host_samples is None else summarize(host_samples)
+    ms = ms_summary["median"]
     tflops = config_flops(path, cfg) / (ms * 1e-3) / 1e12
     return Record(
         "ok",
@@ -154,7 +210,9 @@ def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, it
         tflops=tflops,
         peak_mib=mib,
         parity=par.ratio,
-        host_ms=host_ms,
+        host_ms=None if host_summary is None else host_summary["median"],
+        ms_summary=ms_summary,
+        host_ms_summary=host_summary,
         impl=label if label.startswith("sdpa(") else "",
         first_call_s=first_call_s,
         measure_s=measure_s,

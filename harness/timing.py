@@ -6,8 +6,14 @@
 - Host time (GPU only, ``track_host_ms``): ``time.perf_counter`` around each of the
   first timed calls, no sync (:func:`step_timing`). A row whose host ms reaches its
   ms is bound by Python and launches, and moves with the host.
+- Graph time (GPU only, ``track_graph_ms``, :func:`graph_timing`): the same step
+  captured once in a ``torch.cuda.CUDAGraph`` and replayed, CUDA events and an L2 flush
+  around each replay as for the GPU time. No Python and no launches in it: the kernels'
+  time, where the eager GPU time of a short step is the host's (docs/design.md trap 13).
 - Peak memory: ``torch.cuda.max_memory_allocated`` during one call, minus what
   was allocated before it (the inputs). CPU has no such counter: None there.
+- Samples: every timer keeps its per-call samples; :func:`summarize` reduces them to
+  median, q25, q75, n, min and max (what a Record keeps of them).
 
 No function here is named ``time_*``: imported into a bench_suite module, asv would take
 it for a benchmark. torch is imported inside the functions.
@@ -16,10 +22,12 @@ it for a benchmark. torch is imported inside the functions.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 # asv runs: ~100 ms of timed iterations after ~25 ms of warm-up (do_bench's defaults);
 # BENCH_SUITE_REP_MS lowers it for smoke runs.
@@ -35,6 +43,35 @@ L2_FLUSH_BYTES = 256 * 2**20  # > H100's 50 MB L2, as do_bench
 # can block once the launch queue is full, which would count GPU time as host time:
 # 20 calls of a grad-grad step are ~500 launches, under the ~1000 a queue holds.
 HOST_SAMPLES = 20
+
+# What a Record keeps of a timer's samples (:func:`summarize`).
+SUMMARY_KEYS = ("median", "q25", "q75", "n", "min", "max")
+
+
+def summarize(samples) -> dict | None:
+    """{median, q25, q75, n, min, max} of ``samples`` (ms); None when there are none.
+
+    Quartiles interpolate linearly between the sorted samples (numpy's default,
+    ``statistics.quantiles(method="inclusive")``), so one sample gives itself everywhere.
+    """
+    xs = sorted(float(x) for x in samples)
+    if not xs:
+        return None
+
+    def quantile(p: float) -> float:
+        pos = p * (len(xs) - 1)
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(xs) - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+    return {
+        "median": quantile(0.5),
+        "q25": quantile(0.25),
+        "q75": quantile(0.75),
+        "n": len(xs),
+        "min": xs[0],
+        "max": xs[-1],
+    }
 
 
 def median_ms(
@@ -69,12 +106,26 @@ def step_timing(
     Where the host ms reaches the GPU ms, the step waits on Python and launches, not on
     kernels, and its ms moves with the host (README, "Results on one H100").
     """
+    ms, host = step_samples(fn, device, iters=iters, rep_ms=rep_ms, warmup_ms=warmup_ms)
+    return statistics.median(ms), None if host is None else statistics.median(host)
+
+
+def step_samples(
+    fn: Callable,
+    device,
+    *,
+    iters: int | None = None,
+    rep_ms: float | None = None,
+    warmup_ms: float = DEFAULT_WARMUP_MS,
+) -> tuple[list[float], list[float] | None]:
+    """The samples behind :func:`step_timing`: (ms of every timed call, host ms of the
+    first ``HOST_SAMPLES`` of them, None on CPU)."""
     import torch
 
     rep_ms = DEFAULT_REP_MS if rep_ms is None else rep_ms
     if torch.device(device).type == "cuda":
-        return _cuda_timing(fn, iters, rep_ms, warmup_ms)
-    return _cpu_median_ms(fn, iters, rep_ms, warmup_ms), None
+        return _cuda_samples(fn, iters, rep_ms, warmup_ms)
+    return _cpu_samples(fn, iters, rep_ms, warmup_ms), None
 
 
 def _n_iters(iters, rep_ms, estimate_ms):
@@ -83,7 +134,7 @@ def _n_iters(iters, rep_ms, estimate_ms):
     return min(MAX_ITERS, max(MIN_ITERS, int(rep_ms / max(estimate_ms, 1e-6))))
 
 
-def _cuda_timing(fn, iters, rep_ms, warmup_ms):
+def _cuda_samples(fn, iters, rep_ms, warmup_ms):
     import torch
 
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
@@ -113,11 +164,10 @@ def _cuda_timing(fn, iters, rep_ms, warmup_ms):
             host.append((time.perf_counter() - t0) * 1e3)
         ends[i].record()
     torch.cuda.synchronize()
-    ms = statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
-    return ms, statistics.median(host)
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)], host
 
 
-def _cpu_median_ms(fn, iters, rep_ms, warmup_ms):
+def _cpu_samples(fn, iters, rep_ms, warmup_ms):
     t0 = time.perf_counter()
     fn()
     estimate = (time.perf_counter() - t0) * 1e3
@@ -128,7 +178,177 @@ def _cpu_median_ms(fn, iters, rep_ms, warmup_ms):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+class GraphTiming(NamedTuple):
+    """What :func:`graph_timing` found: the replays' summary (:func:`summarize`), or None
+    and the reason; with ``keep_outputs``, clones of the last replay's outputs."""
+
+    summary: dict | None
+    reason: str = ""
+    outputs: Any = None
+
+
+# Calls on a side stream before the capture, as PyTorch's CUDA-graph docs require: lazy
+# initialisation (cuBLAS handles, autotuning, Triton compilation) must not be captured.
+CAPTURE_WARMUP_CALLS = 3
+# A replay must give the eager call's outputs within this fraction of their largest
+# magnitude, or its time is not the step's. Not exact: SDPA's backward may accumulate
+# with atomics. A graph that replays stale or freed memory is off by far more.
+GRAPH_CHECK_RTOL = 1e-2
+
+
+def graph_timing(
+    fn: Callable,
+    device,
+    *,
+    iters: int | None = None,
+    rep_ms: float | None = None,
+    warmup_ms: float = DEFAULT_WARMUP_MS,
+    keep_outputs: bool = False,
+) -> GraphTiming:
+    """GPU ms per replay of ``fn`` captured once in a CUDA graph, or None and why not.
+
+    (Not named time_*: asv would take it for a benchmark.) ``fn`` may run autograd
+    (backward, create_graph backward then a second one): its inputs are the same tensors
+    at every call, and what it allocates comes from the graph's private pool. Warm-up
+    calls on a side stream, then the capture, then one replay checked against an eager
+    call (``GRAPH_CHECK_RTOL``), then replays timed as :func:`step_timing` times calls:
+    CUDA events, L2 flushed before each, the number of replays from ``rep_ms`` (the same
+    budget as the eager timing). Any exception (an op that syncs with the host, out of
+    memory) ends in a reason, never a raise: the stream is restored, the graph freed and
+    CUDA synchronised, so the next measurement starts clean. Run it after the eager
+    timing and the memory measurement. CPU: ``GraphTiming(None, "no CUDA")``.
+    """
+    import torch
+
+    if torch.device(device).type != "cuda" or not torch.cuda.is_available():
+        return GraphTiming(None, "no CUDA")
+    rep_ms = DEFAULT_REP_MS if rep_ms is None else rep_ms
+    prev_stream = torch.cuda.current_stream()
+    graph = outs = samples = kept = None
+    reason = ""
+    try:
+        graph, outs = _capture(fn)
+        reason = _replay_mismatch(graph, outs, fn)
+        if not reason:
+            samples = _replay_samples(graph, iters, rep_ms, warmup_ms)
+            if keep_outputs:
+                kept = [t.detach().clone() for t in _tensors(outs)]
+    except Exception as exc:  # noqa: BLE001 -- any failure to capture is a reason, not an error
+        reason = f"{'capture' if graph is None else 'replay'} failed: {_root_cause(exc)}"
+    finally:
+        torch.cuda.set_stream(prev_stream)  # a failed capture_end leaves the capture stream
+    # Outside the except block: its traceback would pin the graph and its pool.
+    del outs
+    if graph is not None:
+        graph.reset()
+        del graph
+    if samples is None:
+        reason += _recover()
+        return GraphTiming(None, reason)
+    free_memory()
+    return GraphTiming(summarize(samples), "", kept)
+
+
+def _capture(fn):
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(CAPTURE_WARMUP_CALLS):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = fn()
+    return graph, outs
+
+
+def _tensors(outs) -> list:
+    import torch
+
+    if isinstance(outs, torch.Tensor):
+        return [outs]
+    if isinstance(outs, (tuple, list)):
+        return [t for o in outs for t in _tensors(o)]
+    return []
+
+
+def _replay_mismatch(graph, outs, fn) -> str:
+    """ "" when one replay gives the eager call's outputs, else what differs."""
+    import torch
+
+    graph.replay()
+    eager = fn()
+    torch.cuda.synchronize()
+    replayed, expected = _tensors(outs), _tensors(eager)
+    if len(replayed) != len(expected):
+        return f"replay gave {len(replayed)} tensors, the eager call {len(expected)}"
+    for i, (a, b) in enumerate(zip(replayed, expected)):
+        diff = (a.detach().float() - b.detach().float()).abs().max().item() if a.numel() else 0.0
+        scale = b.detach().float().abs().max().item() if b.numel() else 0.0
+        if not diff <= GRAPH_CHECK_RTOL * scale:  # NaN fails too
+            return f"replay is not the eager call: output {i} off by {diff:.3g} (max {scale:.3g})"
+    return ""
+
+
+def _replay_samples(graph, iters, rep_ms, warmup_ms) -> list[float]:
+    import torch
+
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(3):
+        flush.zero_()
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    estimate = start.elapsed_time(end) / 3
+    for _ in range(max(1, int(warmup_ms / max(estimate, 1e-6)))):
+        graph.replay()
+    n = _n_iters(iters, rep_ms, estimate)
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    for i in range(n):
+        flush.zero_()  # cold L2 for every replay, as for the eager calls
+        starts[i].record()
+        graph.replay()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)]
+
+
+def _root_cause(exc: BaseException, limit: int = 300) -> str:
+    """The first exception of a chain (a failed op inside the capture, before capture_end
+    failed on the invalidated capture), on one line."""
+    seen = [exc]
+    while seen[-1].__context__ is not None and len(seen) < 20:
+        seen.append(seen[-1].__context__)
+    root = seen[-1]
+    # the first line: CUDA errors go on with "Search for ..." and "might be asynchronously"
+    lines = [line.strip() for line in str(root).splitlines() if line.strip()]
+    text = lines[0] if lines else type(root).__name__
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return f"{type(root).__name__}: {text}"
+
+
+def _recover() -> str:
+    """After a failed capture: wait for the GPU, free what the capture held, and check that
+    CUDA still works; "" when it does, else a note for the reason."""
+    import torch
+
+    try:
+        torch.cuda.synchronize()
+        free_memory()
+        if torch.ones(4, device="cuda").sum().item() != 4.0:
+            return "; CUDA gives wrong answers after it"
+    except Exception as exc:  # noqa: BLE001
+        return f"; CUDA failed after it: {_root_cause(exc, 150)}"
+    return ""
 
 
 def peak_mib(fn: Callable, device) -> float | None:

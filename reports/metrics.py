@@ -81,6 +81,11 @@ UNIT_RULES: dict[str, UnitRule] = {
     # spanning 1.57-1.86x (gpu_tuning_stability.py --placement, 2026-11-25, docs/probes.md), so
     # it flags only on doubling, and never under 0.05 ms.
     "host ms": UnitRule(LOWER_IS_BETTER, 1.0, 0.05, "host time (ms)"),
+    # bench_suite's GPU time of the step replayed from a CUDA graph (harness.timing.
+    # graph_timing): the kernels without Python or launches, so ms's GPU-bound rule (5%,
+    # 0.002 ms) and no host-bound regime. PROVISIONAL: no A/A pair yet; replace with what
+    # `python -m reports aa` implies once one is committed.
+    "graph ms": UnitRule(LOWER_IS_BETTER, 0.05, 0.002, "graph replay time (ms)"),
     # max error vs fp64 / same-dtype math error. A/A: identical but SDPA (16%, implied 24%);
     # 25% for the rest leaves room for a kernel with atomics (ours have none).
     "ratio": UnitRule(

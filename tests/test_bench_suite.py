@@ -28,7 +28,8 @@ from runner import asv_run
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = {"forward": bench_forward, "backward": bench_backward, "gradgrad": bench_gradgrad}
-METRICS = ("ms", "tflops", "peak_mib", "parity", "host_ms")
+METRICS = ("ms", "tflops", "peak_mib", "parity", "host_ms", "graph_ms")
+UNITS = ("ms", "TFLOP/s", "MiB", "ratio", "host ms", "graph ms")
 QUICK_ENV = {"BENCH_SUITE_REP_MS": "5"}
 
 
@@ -43,9 +44,7 @@ def test_every_file_has_every_preset_with_the_contract_params():
             assert cls.params == grid.asv_params(preset.name, path)
             assert cls.path == path and cls.preset == preset.name
             assert "setup_cache" in vars(cls), "asv keys setup_cache by source line: own one"
-            for metric, unit in zip(
-                METRICS, ("ms", "TFLOP/s", "MiB", "ratio", "host ms"), strict=True
-            ):
+            for metric, unit in zip(METRICS, UNITS, strict=True):
                 assert getattr(cls, f"track_{metric}").unit == unit
             for cfg in preset.configs():  # every T and mask parses
                 assert cfg.tq <= cfg.tk
@@ -92,6 +91,66 @@ def test_host_time_is_recorded_and_shown_where_there_is_one():
     assert bench.track_host_ms({key: rec}, *key) == 0.62
     assert rec.line().startswith("0.5 ms (host 0.62 ms), ")
     assert "host" not in dataclasses.replace(rec, host_ms=None).line()
+
+
+def test_graph_time_is_a_metric_of_its_own_that_skips_with_the_reason():
+    key = (1, 2, "128", 64, "float32", "none", "fused")
+    ok = measure.Record("ok", ms=1.6, tflops=1.0, peak_mib=3.0, parity=0.7, host_ms=1.5)
+    cache = {
+        key: dataclasses.replace(ok, graph_ms=0.66),
+        key[:-1] + ("math",): dataclasses.replace(ok, graph_reason="capture failed: X"),
+        key[:-1] + ("sdpa",): dataclasses.replace(ok, graph_reason="no CUDA"),
+        key[:-1] + ("flash",): measure.Record("fail", "parity 9 > 2", parity=9.0),
+    }
+    bench = bench_backward.CPU()
+    bench.setup(cache, *key)
+    assert bench.track_graph_ms(cache, *key) == 0.66
+    assert bench.track_ms(cache, *key) == 1.6  # the eager time stays what it was
+    for mode, reason in (("math", "capture failed: X"), ("sdpa", "no CUDA")):
+        bench.setup(cache, *key[:-1], mode)
+        with pytest.raises(base.SkipNotImplemented, match=reason):
+            bench.track_graph_ms(cache, *key[:-1], mode)
+    bench.setup(cache, *key[:-1], "flash")
+    with pytest.raises(RuntimeError, match="parity"):  # a wrong kernel: failed, as track_ms
+        bench.track_graph_ms(cache, *key[:-1], "flash")
+
+
+_DISCOVER = r"""
+import io, json, sys
+from asv_runner.discovery import list_benchmarks
+out = io.StringIO()
+list_benchmarks(sys.argv[1], out)
+print(json.dumps({b["name"]: b for b in json.loads(out.getvalue())}))
+"""
+
+
+def test_graph_time_adds_benchmarks_and_changes_no_committed_version():
+    """asv sets a result of another version aside (bench_suite/base.py): every benchmark in
+    the committed results/benchmarks.json keeps its name, params, unit and version; the
+    track_graph_ms benchmarks are new, one per class, with track_ms's params."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _DISCOVER, str(REPO / "bench_suite")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    committed = json.loads((REPO / "results" / "benchmarks.json").read_text())
+    committed = {k: v for k, v in committed.items() if isinstance(v, dict)}
+    assert committed
+    for name, old in committed.items():
+        assert name in found, name
+        for field in ("params", "param_names", "unit", "version", "type"):
+            assert found[name][field] == old[field], (name, field)
+    graph = {n for n in found if n.endswith(".track_graph_ms")}
+    assert len(graph) == len(grid.PATHS) * len(grid.PRESETS)
+    assert set(found) - set(committed) <= graph  # nothing else new, nothing renamed
+    for name in graph:
+        assert found[name]["unit"] == "graph ms"
+        assert found[name]["params"] == found[name.replace("_graph_ms", "_ms")]["params"]
 
 
 # --- runner: names, grids, regexes ----------------------------------------------------
@@ -217,6 +276,7 @@ def test_asv_run_cpu_end_to_end(tmp_path, capfd):
             assert by[(f, "parity", cfg.T, cfg.mask, "math")] <= parity.PARITY_LIMIT
             assert by[(f, "peak_mib", cfg.T, cfg.mask, "math")] == "skipped"  # no CPU counter
             assert by[(f, "host_ms", cfg.T, cfg.mask, "math")] == "skipped"  # wall clock is
+            assert by[(f, "graph_ms", cfg.T, cfg.mask, "math")] == "skipped"  # no CUDA
     # the progress lines streamed while asv ran, and the kernels came from this checkout
     assert f"kernels from {REPO / 'kernels'}" in out
     assert "asv wall time" in out
@@ -339,3 +399,9 @@ def test_seed_preset_on_the_gpu(path):
             assert rec.ms > 0 and rec.peak_mib > 0 and rec.parity <= parity.PARITY_LIMIT
             assert 0 < rec.host_ms < 100 * rec.ms  # measured: a launch takes microseconds
             assert math.isfinite(rec.tflops)
+            assert rec.ms_summary["n"] >= 5 and rec.host_ms_summary["n"] >= 5
+            assert rec.graph_ms is not None or rec.graph_reason, (key, rec)
+            if mode in ("fused", "sdpa", "flash"):  # all captured on the H200, 2026-12-01
+                assert rec.graph_ms is not None, (key, rec.graph_reason)
+                assert 0 < rec.graph_ms < 1.2 * rec.ms, (key, rec.graph_ms, rec.ms)
+                assert rec.graph_ms == rec.graph_ms_summary["median"]
