@@ -32,7 +32,14 @@ import torch
 
 from . import reference
 from ._triton_common import interpreter_active
-from .contract import BWD_MODES, TRITON_DTYPES, check_inputs
+from .contract import (
+    BWD_MODES,
+    TRITON_DTYPES,
+    check_inputs,
+    check_math_path_memory,
+    check_triton_sizes,
+    normalise_window,
+)
 
 __all__ = ["attention", "BWD_MODES"]
 
@@ -45,8 +52,14 @@ SAME_DTYPE_RECOMPUTE_UPCAST = False
 
 
 def _uses_triton(q) -> bool:
-    """fp16/bf16 on CUDA, or on CPU under the Triton interpreter (tests)."""
-    return q.dtype in TRITON_DTYPES and (q.is_cuda or interpreter_active())
+    """fp16/bf16 on CUDA, or on CPU under the Triton interpreter (tests).
+
+    Other devices (meta, mps, ...) take the math path: on meta tensors it gives the
+    output's shape and dtype without data, as PyTorch's own ops do.
+    """
+    if q.dtype not in TRITON_DTYPES:
+        return False
+    return q.is_cuda or (interpreter_active() and q.device.type == "cpu")
 
 
 def _probs_from_lse(q, k, lse, *, causal, window, scale):
@@ -210,6 +223,9 @@ class _TritonAttention(torch.autograd.Function):
             q, k, v, p = ctx.saved_tensors
             return (*_SavedPBackward.apply(q, k, v, p, do, scale, ctx.mask_args), *none4)
         q, k, v, o, lse = ctx.saved_tensors
+        if do.stride() != q.stride():
+            # autograd's cotangent may have any layout; the kernels index it in int32
+            check_triton_sizes((("do", do),))
         if mode == "recompute":
             grads = reference.attention_backward(
                 q,
@@ -242,8 +258,9 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, bwd_mode="fused
             ``window``, Tq <= Tk and queries are the last Tq key positions.
         causal: mask keys after each query's position.
         window: int >= 1; a query sees keys at distance 0..window-1 behind it
-            (always causal).
-        scale: score scale, default 1/sqrt(D).
+            (always causal). A window >= Tk is the causal mask (clamped to Tk).
+        scale: score scale, default 1/sqrt(D); any finite float (0 gives the mean
+            of the visible values, a negative scale favours dissimilar keys).
         bwd_mode: "fused" (the default: Triton backward and double backward, O(T)
             memory), or the PyTorch-backed baselines "recompute", "save_p",
             "dv_only" (module docstring).
@@ -255,9 +272,13 @@ def attention(q, k, v, *, causal=False, window=None, scale=None, bwd_mode="fused
     """
     check_inputs(q, k, v, causal=causal, window=window, scale=scale, bwd_mode=bwd_mode)
     scale = reference.default_scale(q.shape[-1]) if scale is None else float(scale)
-    window = None if window is None else int(window)
+    window = normalise_window(window, k.shape[2])
     if not _uses_triton(q):
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+        masked = causal or window is not None
+        check_math_path_memory(q, k, masked=masked, needs_grad=needs_grad)
         return reference.attention(q, k, v, causal=causal, window=window, scale=scale)
+    check_triton_sizes((("q", q), ("k", k), ("v", v)))
     if bwd_mode == "fused":
         try:
             from . import fused_backward  # noqa: F401

@@ -125,8 +125,10 @@ def _attention_forward_kernel(
 ):
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
-    b = bh // H
-    h = bh % H
+    # int64 slice offsets, as in the backward kernels: b * stride_qb passes 2**31 once
+    # B * H * T * D does (8 GB of fp16 q on an H200); once per program, not per tile.
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -177,7 +179,7 @@ def _attention_forward_kernel(
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     # Natural-log lse of scale * q k^T: (m + log2 l) / log2(e).
     lse = (m_i + tl.log2(l_safe)) / 1.4426950408889634
-    tl.store(Lse + bh * T_Q + offs_m, lse, mask=row_ok)
+    tl.store(Lse + bh.to(tl.int64) * T_Q + offs_m, lse, mask=row_ok)
 
 
 # Cached launches (kernels/_launch.py): q, k, v, out, lse lead the signature.

@@ -46,7 +46,8 @@ def visible_mask(
     distance = q_pos - k_pos
     mask = distance >= 0
     if window is not None:
-        mask = mask & (distance < window)
+        # distances are < Tk, so a window >= Tk is the causal mask (and any int fits)
+        mask = mask & (distance < min(window, tk))
     return mask
 
 
