@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from reports import html, metrics, plots, regress, tables, text
-from reports.load import CSV_DROP, NoResultsError, load_results
+from reports.load import CSV_DROP, CSV_DROP_WHEN_EMPTY, NoResultsError, load_results
+from reports.paths import inside, slug
 
 EXIT_OK = 0
 EXIT_REGRESSION = 1
@@ -68,6 +69,20 @@ def report_machines(df: pd.DataFrame) -> list[str]:
     return sorted(m for m in df["machine"].unique() if not metrics.is_aa_machine(m))
 
 
+def machine_file_names(machines: list[str]) -> dict[str, str]:
+    """Machine -> the name its report files take: the name when it is a safe file name, else
+    a slug (reports.paths.slug); distinct for distinct machines."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for machine in machines:
+        name, i = slug(machine), 2
+        while name in taken:
+            name, i = f"{slug(machine)}-{i}", i + 1
+        taken.add(name)
+        out[machine] = name
+    return out
+
+
 def build(
     results: Path | str = "results",
     out: Path | str = "report",
@@ -103,6 +118,9 @@ def build(
     data_dir.mkdir(parents=True, exist_ok=True)
     written = {"csv": data_dir / "all_results.csv", "changes": data_dir / "changes.csv"}
     tidy = df.drop(columns=[c for c in CSV_DROP if c in df.columns])
+    tidy = tidy.drop(
+        columns=[c for c in CSV_DROP_WHEN_EMPTY if c in tidy and not tidy[c].astype(bool).any()]
+    )
     # 7 significant digits: above asv's own 5 (truncate_float_list) for stats, exact for MiB.
     tidy.to_csv(written["csv"], index=False, float_format="%.7g")
     news = changes[~changes["status"].isin([regress.UNCHANGED])]
@@ -120,11 +138,19 @@ def build(
     timings["data"] = time.perf_counter() - t
 
     machines = report_machines(df)
+    file_names = machine_file_names(machines)
     t = time.perf_counter()
     written["text"] = []
     for machine in machines:
-        path = out / f"{machine}_latest.txt"
-        path.write_text(text.latest_text(df, machine, changes), encoding="utf-8")
+        path = inside(out, out / f"{file_names[machine]}_latest.txt")
+        try:
+            body = text.latest_text(df, machine, changes)
+        except Exception as exc:  # one machine's odd data must not cost the whole report
+            log.warning(
+                "text report of machine %r failed: %s: %s", machine, type(exc).__name__, exc
+            )
+            body = f"{machine}: the text report failed ({type(exc).__name__}: {exc})\n"
+        path.write_text(body, encoding="utf-8")
         written["text"].append(path)
     timings["text"] = time.perf_counter() - t
 
@@ -132,7 +158,14 @@ def build(
     plot_files = {}
     if make_plots:
         for machine in machines:
-            plot_files[machine] = plots.machine_plots(df, machine, out / "plots" / machine)
+            plot_dir = inside(out, out / "plots" / file_names[machine])
+            try:
+                plot_files[machine] = plots.machine_plots(df, machine, plot_dir)
+            except Exception as exc:  # as above: the report goes on without these plots
+                log.warning(
+                    "plots of machine %r failed, left out: %s: %s", machine, type(exc).__name__, exc
+                )
+                plot_files[machine] = []
     timings["plots"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -147,6 +180,7 @@ def build(
         commit_url=commit_url if commit_url is not None else html.github_commit_url(repo),
         embed_images=embed_images,
         overrides=overrides,
+        skipped=loaded.skipped,
     )
     timings["html"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0

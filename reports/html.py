@@ -21,6 +21,8 @@ import pandas as pd
 from reports import metrics, regress, tables
 
 MAX_REGRESSION_ROWS = 300  # history tables beyond this are cut (the CSV has them all)
+MAX_BENCHMARK_SECTIONS = 1000  # per-benchmark sections (the suite has ~100)
+MAX_SUMMARY_ROWS = 3000  # rows of a machine's summary table (the suite makes ~400)
 STATUS_CLASS = {
     regress.REGRESSION: "bad",
     regress.FAILED: "bad",
@@ -104,7 +106,7 @@ def _summary_table(table: pd.DataFrame, peak: float | None, link: CommitLinks | 
         f"<th>% of {_num(peak, '.0f')} peak</th><th>parity</th><th>host ms</th></tr>"
     )
     rows = []
-    for r in table.itertuples(index=False):
+    for r in table.head(MAX_SUMMARY_ROWS).itertuples(index=False):
         wl = r.win_loss
         cls = "math" if r.bwd_mode == tables.BASELINE_MODE else ""
         rows.append(
@@ -118,7 +120,12 @@ def _summary_table(table: pd.DataFrame, peak: float | None, link: CommitLinks | 
             f"<td>{tables.fmt_tflops(r.tflops)}</td><td>{_num(r.pct_peak, '.1f')}</td>"
             f"<td>{_num(r.parity, '.2f')}</td><td>{_num(r.host_ms)}</td></tr>"
         )
-    return f"<table class='summary'>{head}{''.join(rows)}</table>"
+    more = (
+        f"<p class=muted>{len(table) - MAX_SUMMARY_ROWS} more rows in data/all_results.csv.</p>"
+        if len(table) > MAX_SUMMARY_ROWS
+        else ""
+    )
+    return f"<table class='summary'>{head}{''.join(rows)}</table>{more}"
 
 
 def _changes_table(changes: pd.DataFrame, link: CommitLinks, limit: int) -> str:
@@ -158,50 +165,89 @@ def _image_tag(path: Path, html_dir: Path, embed: bool, alt: str) -> str:
     return f'<img src="{_e(src)}" alt="{_e(alt)}">'
 
 
+def _invalid_list(latest: pd.DataFrame, limit: int = 50) -> str:
+    """The latest view's values that are not valid measurements (shown as n/a in the table)."""
+    if "invalid" not in latest:
+        return ""
+    bad = latest[latest["invalid"].astype(bool)].sort_values(["benchmark", "params"])
+    if bad.empty:
+        return ""
+    items = "".join(
+        f"<li><code>{_e(r.benchmark)}</code> {_e(r.params)}: <b>invalid</b> {_e(r.invalid)}</li>"
+        for r in bad.head(limit).itertuples(index=False)
+    )
+    more = f"<li>... {len(bad) - limit} more</li>" if len(bad) > limit else ""
+    return (
+        f"<div class='invalid bad'><p>{len(bad)} invalid value(s) in the result files, "
+        f"shown as n/a above:</p><ul>{items}{more}</ul></div>"
+    )
+
+
+def _skipped_list(skipped: list[tuple[str, str]], limit: int = 200) -> str:
+    items = "".join(
+        f"<li><code>{_e(path)}</code>: {_e(reason)}</li>" for path, reason in skipped[:limit]
+    )
+    more = f"<li>... {len(skipped) - limit} more</li>" if len(skipped) > limit else ""
+    return (
+        f"<h3 id='skipped'>Skipped input</h3><div class='skipped bad'><p>{len(skipped)} "
+        f"result file(s) or benchmark rows could not be read and are left out:</p>"
+        f"<ul>{items}{more}</ul></div>"
+    )
+
+
 def _benchmark_sections(df, latest_changes, base_changes, machines) -> str:
     """One section per benchmark name: each series' newest value, the step from the previous
-    commit, and the change from the baseline."""
+    commit, and the change from the baseline. At most MAX_BENCHMARK_SECTIONS sections."""
+    keys = ["machine", "benchmark", "params"]
+    shown = df[df["machine"].isin(machines)]
+    units = shown.drop_duplicates("benchmark").set_index("benchmark")["unit"]
+    series = shown[keys].drop_duplicates()
+    cols = ["value_new", "value_old", "change_pct", "status"]
+    rows = series.merge(latest_changes[keys + cols].drop_duplicates(keys), on=keys)
+    if base_changes is not None and not base_changes.empty:
+        base = base_changes[keys + ["value_old", "change_pct", "status"]].drop_duplicates(keys)
+        base = base.rename(columns={"value_old": "b_old", "change_pct": "b_pct", "status": "b_st"})
+        rows = rows.merge(base, on=keys, how="left", indicator="has_base")
+        rows["has_base"] = rows["has_base"] == "both"
+    else:
+        rows["has_base"] = False
+    by_name = dict(iter(rows.sort_values(["benchmark", "machine", "params"]).groupby("benchmark")))
+    names = sorted(units.index)
     out = []
-    newest = latest_changes.set_index(["machine", "benchmark", "params"])
-    base = (
-        base_changes.set_index(["machine", "benchmark", "params"])
-        if base_changes is not None and not base_changes.empty
-        else None
-    )
-    for name, g in df[df["machine"].isin(machines)].groupby("benchmark", sort=True):
-        unit = g["unit"].iloc[0]
+    for name in names[:MAX_BENCHMARK_SECTIONS]:
+        unit = units[name]
         rule = metrics.unit_rule(unit)
         out.append(
             f"<h3 id='{_anchor(name)}'>{_e(name)} <span class=muted>({_e(unit)}, "
             f"{rule.direction} is better)</span></h3>"
         )
-        rows = []
-        keys = g[["machine", "params"]].drop_duplicates().sort_values(["machine", "params"])
-        for machine, params in keys.itertuples(index=False):
-            key = (machine, name, params)
-            if key not in newest.index:
-                continue
-            n = newest.loc[key]
-            cls = STATUS_CLASS.get(n["status"], "")
+        cells_rows = []
+        g = by_name.get(name)
+        for n in [] if g is None else g.itertuples(index=False):
+            cls = STATUS_CLASS.get(n.status, "")
             cells = (
-                f"<td class=l>{_e(machine)}</td><td class=l>{_e(params)}</td>"
-                f"<td>{_num(n['value_new'])}</td><td>{_num(n['value_old'])}</td>"
-                f"<td class='{cls}'>{_num(n['change_pct'], '+.1f')}% {_e(n['status'])}</td>"
+                f"<td class=l>{_e(n.machine)}</td><td class=l>{_e(n.params)}</td>"
+                f"<td>{_num(n.value_new)}</td><td>{_num(n.value_old)}</td>"
+                f"<td class='{cls}'>{_num(n.change_pct, '+.1f')}% {_e(n.status)}</td>"
             )
-            if base is not None and key in base.index:
-                b = base.loc[key]
-                bcls = STATUS_CLASS.get(b["status"], "")
+            if n.has_base:
+                bcls = STATUS_CLASS.get(n.b_st, "")
                 cells += (
-                    f"<td>{_num(b['value_old'])}</td>"
-                    f"<td class='{bcls}'>{_num(b['change_pct'], '+.1f')}% {_e(b['status'])}</td>"
+                    f"<td>{_num(n.b_old)}</td>"
+                    f"<td class='{bcls}'>{_num(n.b_pct, '+.1f')}% {_e(n.b_st)}</td>"
                 )
             else:
                 cells += "<td>n/a</td><td>n/a</td>"
-            rows.append(f"<tr>{cells}</tr>")
+            cells_rows.append(f"<tr>{cells}</tr>")
         out.append(
             "<table><tr><th class=l>machine</th><th class=l>params</th><th>newest</th>"
             "<th>previous</th><th>change vs previous</th><th>baseline</th>"
-            f"<th>change vs baseline</th></tr>{''.join(rows)}</table>"
+            f"<th>change vs baseline</th></tr>{''.join(cells_rows)}</table>"
+        )
+    if len(names) > MAX_BENCHMARK_SECTIONS:
+        out.append(
+            f"<p class=muted>{len(names) - MAX_BENCHMARK_SECTIONS} more benchmarks in "
+            "data/all_results.csv.</p>"
         )
     return "\n".join(out)
 
@@ -262,6 +308,7 @@ def write_html(
     commit_url: str | None = None,
     embed_images: bool = False,
     overrides: dict[str, float] | None = None,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> Path:
     html_dir.mkdir(parents=True, exist_ok=True)
     link = CommitLinks(commit_url)
@@ -315,6 +362,11 @@ def write_html(
                 f"<p class=muted>% of peak: TFLOP/s / {peak:.0f}, the measured bf16 dense "
                 f"matmul ceiling of the lent H100 ({metrics.PEAK_SOURCE}).</p>"
             )
+        invalid = _invalid_list(latest)
+        if invalid:
+            parts.append(invalid)
+    if skipped:
+        parts.append(_skipped_list(skipped))
 
     visible = changes[changes["machine"].isin(machines)]
     bad = visible[visible["status"].isin(regress.BAD_STATUSES)]

@@ -13,7 +13,9 @@ Reads asv's result format version 2 directly (pure JSON, no asv import), as writ
 - ``results/benchmarks.json``: name -> ``param_names``, ``unit``, ``type``.
 
 Commit date and order come from ``git log`` of the repository, else from the file's ``date``.
-Bad files (not JSON, truncated, not asv results) are skipped with a warning naming them.
+Bad files (not JSON, truncated, nested too deep, not asv results, not a regular file or over
+the caps of reports/guard.py) are skipped with a warning naming them. A value that is not a
+measurement (a string "1.5", a negative time, 1e308) is read as NaN, its reason in ``invalid``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import metrics
+from reports import guard, metrics
+from reports.paths import is_safe_name, slug
 from runner.git import GitError, git
 
 log = logging.getLogger("reports")
@@ -41,10 +44,7 @@ ASV_RESULTS_API_VERSION = 2
 CONTRACT_PARAMS = ("B", "H", "T", "D", "dtype", "mask", "bwd_mode")
 # One measured quantity over commits is identified by these columns.
 SERIES_KEYS = ["machine", "benchmark", "params"]
-SKIP_FILES = {"machine.json", "benchmarks.json"}
 STAT_COLUMNS = ("ci_99_a", "ci_99_b", "q_25", "q_75")
-
-
 # Columns the exported CSV keeps (the in-memory table also has params/config strings, noise
 # intervals, subject, env_name, started_at and result_file: derivable or bulky; dropping them
 # and writing 7 significant digits cut a 200-commit x 504-series CSV from 46 MB to 21 MB and
@@ -61,6 +61,8 @@ CSV_DROP = [
     "started_at",
     "result_file",
 ]
+# Dropped from the CSV only when empty (every value valid), so valid results keep their CSV.
+CSV_DROP_WHEN_EMPTY = ["invalid"]
 
 
 class NoResultsError(RuntimeError):
@@ -120,47 +122,20 @@ def split_T(t: str) -> tuple[float, float]:
         return math.nan, math.nan
 
 
-def _as_float_array(values, n: int) -> np.ndarray | None:
-    """A list of n numbers/None/NaN -> float array (None -> NaN); None when absent/malformed."""
-    if values is None:
-        return None
-    if not isinstance(values, list) or len(values) != n:
-        return None
-    try:
-        return np.array([math.nan if v is None else v for v in values], dtype=float)
-    except (TypeError, ValueError):
-        out = np.full(n, math.nan)
-        for i, v in enumerate(values):
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[i] = v
-        return out
-
-
-def find_result_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    files = [p for p in path.rglob("*.json") if p.name not in SKIP_FILES]
-    return sorted(files)
-
-
-def find_benchmarks_json(path: Path) -> Path | None:
-    """results/benchmarks.json next to the machine folders: look in path and two levels up."""
-    here = path if path.is_dir() else path.parent
-    for candidate in (here, here.parent, here.parent.parent):
-        p = candidate / "benchmarks.json"
-        if p.is_file():
-            return p
-    return None
+def _read_json(path: Path, skipped: list, what: str):
+    """Parsed JSON of ``path``, or None after a warning naming it."""
+    data, reason = guard.read_json(path, what)
+    if reason:
+        _skip(skipped, path, reason)
+    return data
 
 
 def load_benchmarks_meta(path: Path | None, skipped: list) -> dict[str, dict]:
     if path is None:
         log.warning("no benchmarks.json found: units unknown, every metric read as lower-is-better")
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        _skip(skipped, path, f"not valid JSON ({exc})")
+    data = _read_json(path, skipped, "an asv benchmarks.json")
+    if data is None:
         return {}
     if not isinstance(data, dict):
         _skip(skipped, path, "not an asv benchmarks.json (top level is not an object)")
@@ -169,10 +144,8 @@ def load_benchmarks_meta(path: Path | None, skipped: list) -> dict[str, dict]:
 
 
 def _read_result_file(path: Path, skipped: list) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        _skip(skipped, path, f"not valid JSON, truncated or unreadable ({exc})")
+    data = _read_json(path, skipped, "an asv results file")
+    if data is None:
         return None
     if not isinstance(data, dict):
         _skip(skipped, path, "not an asv results file (top level is not an object)")
@@ -210,6 +183,7 @@ class _Builder:
     bench_id: list = field(default_factory=list)
     combo_id: list = field(default_factory=list)
     value: list = field(default_factory=list)
+    invalid: list = field(default_factory=list)  # per row: why the value is invalid, or ""
     stats: dict = field(default_factory=lambda: {k: [] for k in STAT_COLUMNS})
     n_samples: list = field(default_factory=list)
     samples: list = field(default_factory=list)
@@ -218,6 +192,7 @@ class _Builder:
     benches: dict = field(default_factory=dict)  # (name, unit, param_names) -> id
     combos: dict = field(default_factory=dict)  # (param_names, values) -> id
     combo_cache: dict = field(default_factory=dict)  # json(params) -> list of value tuples
+    n_rows: int = 0
 
 
 def _combos_for(builder: _Builder, params: list) -> list[tuple[str, ...]]:
@@ -230,13 +205,31 @@ def _combos_for(builder: _Builder, params: list) -> list[tuple[str, ...]]:
     return combos
 
 
+def _machine_name(path: Path, params: dict, skipped: list) -> str | None:
+    machine = params.get("machine") or path.parent.name
+    if not isinstance(machine, str):
+        _skip(skipped, path, f"machine name is not a string ({type(machine).__name__})")
+        return None
+    if not is_safe_name(machine):
+        why = "is not a safe file name: its report files are named"
+        log.warning("%s: machine name %r %s %r", path, machine, why, slug(machine))
+    return machine
+
+
 def _add_file(builder: _Builder, path: Path, data: dict, meta: dict, skipped: list) -> None:
     columns = data["result_columns"]
-    col = {name: i for i, name in enumerate(columns)}
+    col = {name: i for i, name in enumerate(columns) if isinstance(name, str)}
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
-    machine = params.get("machine") or path.parent.name
+    machine = _machine_name(path, params, skipped)
+    if machine is None:
+        return
     file_index = len(builder.files)
     n_rows_before = len(builder.value)
+    invalid_here, unknown, bad_dates = [], [], []
+    date = data.get("date")
+    file_date_ms = guard.timestamp_ms(date)
+    if date is not None and math.isnan(file_date_ms):
+        bad_dates.append(f"date {date!r:.40}")
 
     def get(row: list, key: str):
         i = col.get(key)
@@ -250,34 +243,50 @@ def _add_file(builder: _Builder, path: Path, data: dict, meta: dict, skipped: li
         if not isinstance(bench_params, list) or not all(isinstance(a, list) for a in bench_params):
             _skip(skipped, f"{path}:{name}", "benchmark params are not a list of lists")
             continue
-        combos = _combos_for(builder, bench_params)
-        n = len(combos)
+        n = math.prod(len(axis) for axis in bench_params)  # counted before expanding
+        if n > guard.MAX_COMBINATIONS:
+            _skip(
+                skipped,
+                f"{path}:{name}",
+                f"{n} parameter combinations, over the cap of {guard.MAX_COMBINATIONS}",
+            )
+            continue
         result = get(row, "result")
         if result is None:  # asv: every combination failed (e.g. a build failure)
             result = [None] * n
         elif not isinstance(result, list):  # very old files stored a bare number
             result = [result]
-        values = _as_float_array(result, n)
-        if values is None:
+        if len(result) != n:
             _skip(
                 skipped,
                 f"{path}:{name}",
                 f"{len(result)} results for {n} parameter combinations",
             )
             continue
+        if builder.n_rows + n > guard.MAX_ROWS:
+            _skip(skipped, path, f"more than {guard.MAX_ROWS} rows in all: not read")
+            break
+        combos = _combos_for(builder, bench_params)
 
         info = meta.get(name, {})
-        names = info.get("param_names")
-        if not isinstance(names, list) or len(names) != len(bench_params):
-            names = [f"p{i}" for i in range(len(bench_params))]
-        names = tuple(str(x) for x in names)
+        if meta and name not in meta:
+            unknown.append(name)
+        names = guard.param_names(info, len(bench_params))
         unit = info.get("unit")
-        bkey = (name, unit if isinstance(unit, str) else None, names)
+        unit = unit if isinstance(unit, str) else None
+        bkey = (name, unit, names)
         bid = builder.benches.setdefault(bkey, len(builder.benches))
 
-        for stat in STAT_COLUMNS:
-            arr = _as_float_array(get(row, "stats_" + stat), n)
-            builder.stats[stat].append(arr if arr is not None else np.full(n, math.nan))
+        checked = [guard.check_value(v, unit) for v in result]
+        values = np.array([v for v, _ in checked], dtype=float)
+        why = [w for _, w in checked]
+        invalid_here += [f"{name}: {w}" for w in why if w]
+
+        for stat_name in STAT_COLUMNS:
+            arr = guard.as_float_array(get(row, "stats_" + stat_name), n)
+            builder.stats[stat_name].append(
+                guard.clean_stat(arr) if arr is not None else np.full(n, math.nan)
+            )
         samples = get(row, "samples")
         if not isinstance(samples, list) or len(samples) != n:
             samples = [None] * n
@@ -286,25 +295,35 @@ def _add_file(builder: _Builder, path: Path, data: dict, meta: dict, skipped: li
             builder.n_samples.append(len(s) if good else 0)
             builder.samples.append(s if good else None)
         started = get(row, "started_at")
-        builder.started_at.append(
-            np.full(n, float(started) if isinstance(started, (int, float)) else math.nan)
-        )
+        started_ms = guard.timestamp_ms(started)
+        if started is not None and math.isnan(started_ms):
+            bad_dates.append(f"{name} started_at {started!r:.40}")
+        builder.started_at.append(np.full(n, started_ms))
         for combo in combos:
             cid = builder.combos.setdefault((names, combo), len(builder.combos))
             builder.combo_id.append(cid)
         builder.value.append(values)
+        builder.invalid += why
         builder.bench_id.append(np.full(n, bid))
         builder.file_id.append(np.full(n, file_index))
+        builder.n_rows += n
 
+    for items, what in (
+        (unknown, "benchmark(s) not in benchmarks.json (unit unknown)"),
+        (invalid_here, "invalid value(s), read as invalid"),
+        (bad_dates, "timestamp(s) that are not dates, read as unknown"),
+    ):
+        if items:
+            more = "; ..." if len(items) > 3 else ""
+            log.warning("%s: %d %s: %s", path, len(items), what, "; ".join(items[:3]) + more)
     if len(builder.value) == n_rows_before and data["results"]:
         return  # every benchmark in it was malformed and reported
-    date = data.get("date")
     builder.files.append(
         {
-            "machine": str(machine),
+            "machine": machine,
             "commit": data["commit_hash"],
             "env_name": str(data.get("env_name", "")),
-            "file_date_s": float(date) / 1000.0 if isinstance(date, (int, float)) else math.nan,
+            "file_date_s": file_date_ms / 1000.0,
             "result_file": str(path),
         }
     )
@@ -395,8 +414,8 @@ def _fill_quartiles_from_samples(df: pd.DataFrame, samples: list) -> None:
     need = df["n_samples"].to_numpy() > 1
     need &= ~(np.isfinite(df["q_25"].to_numpy()) & np.isfinite(df["q_75"].to_numpy()))
     for i in np.flatnonzero(need):
-        s = np.array([x for x in samples[i] if isinstance(x, (int, float))], dtype=float)
-        s = s[np.isfinite(s)]
+        s = np.array([x for x in samples[i] if guard.is_number(x)], dtype=float)
+        s = s[np.isfinite(s) & (np.abs(s) <= guard.MAX_ABS_VALUE)]
         if len(s) > 1:
             df.iat[i, df.columns.get_loc("q_25")] = np.quantile(s, 0.25)
             df.iat[i, df.columns.get_loc("q_75")] = np.quantile(s, 0.75)
@@ -412,7 +431,8 @@ def load_results(
     Columns: machine, commit, commit_short, commit_date (UTC), commit_order (0 = oldest),
     subject, env_name, benchmark, family, preset, metric, unit, direction, one column per
     parameter name (strings; B/H/D/Tq/Tk also numeric), params (canonical "B=2 H=4 ..."),
-    config (params without bwd_mode), value, ci_99_a, ci_99_b, q_25, q_75, n_samples,
+    config (params without bwd_mode), value, invalid ("" or why the file's value was not a
+    valid measurement; value is then NaN), ci_99_a, ci_99_b, q_25, q_75, n_samples,
     samples (JSON text or None), noise_lo, noise_hi, noise_source, started_at, result_file.
     Raises NoResultsError when nothing usable is there.
     """
@@ -425,10 +445,10 @@ def load_results(
     for root in paths:
         if not root.exists():
             raise NoResultsError(f"no results: {root} does not exist")
-        files = find_result_files(root)
+        files = guard.find_result_files(root)
         if not files:
             continue
-        meta_path = Path(benchmarks_json) if benchmarks_json else find_benchmarks_json(root)
+        meta_path = Path(benchmarks_json) if benchmarks_json else guard.find_benchmarks_json(root)
         meta = load_benchmarks_meta(meta_path, skipped)
         for path in files:
             data = _read_result_file(path, skipped)
@@ -454,6 +474,7 @@ def _assemble(builder: _Builder, repo) -> pd.DataFrame:
             "bench_id": np.concatenate(builder.bench_id),
             "combo_id": np.asarray(builder.combo_id),
             "value": np.concatenate(builder.value),
+            "invalid": pd.Series(builder.invalid, dtype=object),
             **{k: np.concatenate(v) for k, v in builder.stats.items()},
             "n_samples": np.asarray(builder.n_samples, dtype=int),
             "started_at_ms": np.concatenate(builder.started_at),
@@ -487,7 +508,14 @@ def _assemble(builder: _Builder, repo) -> pd.DataFrame:
     df["commit_date"] = pd.to_datetime(df["commit_date_s"], unit="s", utc=True)
     df["started_at"] = pd.to_datetime(df["started_at_ms"], unit="ms", utc=True)
     df = df.drop(
-        columns=["file_id", "bench_id", "combo_id", "param_names", "file_date_s", "started_at_ms"]
+        columns=[
+            "file_id",
+            "bench_id",
+            "combo_id",
+            "param_names",
+            "file_date_s",
+            "started_at_ms",
+        ]
     )
     df = _dedupe(df)
     return _order_columns(df, combos.columns)
@@ -551,6 +579,7 @@ def _order_columns(df: pd.DataFrame, combo_columns) -> pd.DataFrame:
         "params",
         "config",
         "value",
+        "invalid",
         "ci_99_a",
         "ci_99_b",
         "q_25",

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from reports import metrics, tables  # noqa: E402
+from reports.paths import inside, slug  # noqa: E402
 
 MAX_TREND_CONFIGS = 4
 MAX_SPEED_MEMORY_PANELS = 6
@@ -48,6 +49,9 @@ MODE_COLORS = {
 # Reproducible SVGs (committed data): fixed ids, no timestamp.
 matplotlib.rcParams["svg.hashsalt"] = "reports"
 matplotlib.rcParams["figure.max_open_warning"] = 0
+# Titles and labels carry machine names and parameter values from the result files: text as
+# written, never mathtext ('$\\foo{$' would raise ParseFatalException at draw time).
+matplotlib.rcParams["text.parse_math"] = False
 
 
 def _color(mode: str) -> str:
@@ -65,7 +69,7 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in FORMATS:
-        path = out_dir / f"{stem}.{fmt}"
+        path = inside(out_dir, out_dir / f"{slug(stem)}.{fmt}")
         meta = {"Date": None} if fmt == "svg" else {"Software": None}
         fig.savefig(path, dpi=100, metadata=meta)
         paths.append(path)
@@ -267,7 +271,7 @@ def scaling_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
         return []
     # Shapes equal except for T: the group with the most distinct Tk values.
     group_cols = [c for c in ("preset", "B", "H", "D", "dtype", "mask") if c in ms]
-    keyed = ms.assign(_group=ms[group_cols].astype(str).agg(" ".join, axis=1))
+    keyed = ms.assign(_group=ms[group_cols].apply(lambda c: c.map(str)).agg(" ".join, axis=1))
     spread = keyed.groupby("_group")["Tk"].nunique()
     best = spread.idxmax()
     if spread.max() < 2:
@@ -322,6 +326,9 @@ def machine_plots(df: pd.DataFrame, machine: str, out_dir: Path) -> list[Path]:
     mdf = df[df["machine"] == machine]
     if mdf.empty or "bwd_mode" not in mdf or mdf["bwd_mode"].isna().all():
         return []
+    # Plots compare bwd_modes: rows without one (a benchmark benchmarks.json does not know,
+    # whose parameters are p0, p1, ...) are in the text and HTML, not here.
+    mdf = mdf[mdf["bwd_mode"].notna()]
     tasks = [("trend", f) for f in sorted(mdf["family"].unique(), key=tables.family_sort_key)]
     tasks += [("speed_memory", None), ("scaling", None)]
     _JOB.update(df=mdf, machine=machine, out_dir=out_dir)

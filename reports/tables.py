@@ -39,6 +39,10 @@ HEADLINE_PRESETS = {
     "ttt": ("ttt", lambda row: row.get("T") == "1024/9216"),
 }
 METRIC_COLUMNS = {m: m for m in metrics.CONTRACT_METRICS}
+# Configs (family x preset x shape) a machine's text and HTML show in full; the rest are
+# counted (data/all_results.csv has them). The bench_suite presets make ~60; a results file
+# of 20,000 classes would otherwise take minutes to render.
+MAX_CONFIG_BLOCKS = 500
 
 
 def mode_sort_key(mode: str) -> tuple[int, str]:
@@ -204,11 +208,17 @@ def config_table(latest: pd.DataFrame, peak: float | None) -> pd.DataFrame:
 
 
 def headline_rows(table: pd.DataFrame, which: str) -> pd.DataFrame:
+    """The rows of the ``which`` headline: its preset class, else the rows of its shape; one
+    preset per config (the first in preset order), so that a config's modes are unique even
+    when many classes share the shape."""
     preset_name, shape_test = HEADLINE_PRESETS[which]
-    by_preset = table[table["preset"].str.lower() == preset_name]
-    if not by_preset.empty:
-        return by_preset
-    if table.empty:
-        return table
-    mask = table.apply(lambda r: bool(shape_test(r.to_dict())), axis=1)
-    return table[mask]
+    rows = table[table["preset"].str.lower() == preset_name]
+    if rows.empty and not table.empty:
+        shapes = table.drop_duplicates("config")  # the shape columns follow the config
+        hits = shapes[shapes.apply(lambda r: bool(shape_test(r.to_dict())), axis=1)]["config"]
+        rows = table[table["config"].isin(hits)]
+    if rows.empty or rows.drop_duplicates(["config", "preset"])["config"].is_unique:
+        return rows
+    order = {p: i for i, p in enumerate(sorted(rows["preset"].unique(), key=preset_sort_key))}
+    rank = rows["preset"].map(order)
+    return rows[rank == rank.groupby(rows["config"]).transform("min")]

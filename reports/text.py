@@ -14,6 +14,7 @@ from.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pandas as pd
@@ -23,6 +24,7 @@ from reports.tables import (
     BASELINE_MODE,
     FUSED_MODE,
     HEADLINE_PRESETS,
+    MAX_CONFIG_BLOCKS,
     YARDSTICK_MODES,
     config_table,
     family_sort_key,
@@ -128,7 +130,14 @@ def fused_vs_sdpa_block(table: pd.DataFrame, newest: int | None = None) -> list[
         f"  {'family':<9} {'preset':<6} {'config':<{width}} {'fused ms':>9} "
         f"{'flash ms':>9} {'ratio':>6} {'sdpa ms':>9} {'ratio':>6} {'MiB':>6} {'host':>5}",
     ]
-    for (family, preset, config), rows in table.groupby(["family", "preset", "config"], sort=False):
+    # Only configs with the fused mode and a yardstick make a line: pick them up front.
+    key = pd.MultiIndex.from_frame(table[["family", "preset", "config"]])
+    both = set(key[table["bwd_mode"] == FUSED_MODE]) & set(
+        key[table["bwd_mode"].isin(YARDSTICK_MODES)]
+    )
+    table = table[key.isin(list(both))]
+    groups = table.groupby(["family", "preset", "config"], sort=False)
+    for (family, preset, config), rows in itertools.islice(groups, MAX_CONFIG_BLOCKS):
         by_mode = rows.set_index("bwd_mode")
         if FUSED_MODE not in by_mode.index or not any(m in by_mode.index for m in YARDSTICK_MODES):
             continue
@@ -145,6 +154,8 @@ def fused_vs_sdpa_block(table: pd.DataFrame, newest: int | None = None) -> list[
             f"{cells[0]:>9} {cells[1]:>6} {cells[2]:>9} {cells[3]:>6} {mib:>6} {host:>5}"
             + _commit_tag(rows, newest, with_date=False)
         )
+    if groups.ngroups > MAX_CONFIG_BLOCKS:
+        lines.append(f"  ... {groups.ngroups - MAX_CONFIG_BLOCKS} more configs in the CSV")
     return lines + [""]
 
 
@@ -157,6 +168,22 @@ def _fill_in_line(fills: list[dict]) -> str:
         for f in fills
     ]
     return "older commits fill in presets not measured at the newest: " + "; ".join(parts)
+
+
+def invalid_block(latest: pd.DataFrame, limit: int = 50) -> list[str]:
+    """The values of the latest view that the result files hold but that are not valid
+    measurements (load.check_value): listed, since the tables show them as n/a."""
+    if "invalid" not in latest:
+        return []
+    bad = latest[latest["invalid"].astype(bool)]
+    if bad.empty:
+        return []
+    lines = [f"INVALID VALUES ({len(bad)}: in the result files, not valid measurements; n/a above)"]
+    for _, r in bad.sort_values(["benchmark", "params"]).head(limit).iterrows():
+        lines.append(f"  invalid  {r['benchmark']} {r['params']}: {r['invalid']}")
+    if len(bad) > limit:
+        lines.append(f"  ... {len(bad) - limit} more in the warnings of the run")
+    return lines + [""]
 
 
 def latest_text(df: pd.DataFrame, machine: str, changes: pd.DataFrame | None = None) -> str:
@@ -188,6 +215,7 @@ def latest_text(df: pd.DataFrame, machine: str, changes: pd.DataFrame | None = N
     ]
     lines += headline_block(table, newest)
     lines += fused_vs_sdpa_block(table, newest)
+    lines += invalid_block(latest)
     if changes is not None and not changes.empty:
         at_head = changes[
             (changes["machine"] == machine)
@@ -218,10 +246,13 @@ def latest_text(df: pd.DataFrame, machine: str, changes: pd.DataFrame | None = N
                 f"  {r['benchmark']} {r['params']}: {fmt(r['value'], '.4g')} {r['unit']}{tag}"
             )
     else:
-        for (family, preset, config), rows in table.groupby(
-            ["family", "preset", "config"], sort=False
-        ):
+        groups = table.groupby(["family", "preset", "config"], sort=False)
+        for (family, preset, config), rows in itertools.islice(groups, MAX_CONFIG_BLOCKS):
             lines.append(f"== {family} | {preset} | {config}{_commit_tag(rows, newest)}")
             lines += _config_block(rows, peak)
             lines.append("")
+        if groups.ngroups > MAX_CONFIG_BLOCKS:
+            lines.append(
+                f"... {groups.ngroups - MAX_CONFIG_BLOCKS} more configs: data/all_results.csv"
+            )
     return "\n".join(line for line in lines if line is not None).rstrip() + "\n"
