@@ -113,7 +113,7 @@ def _describe(lock_file: Path) -> str:
 
 class FolderLock:
     """An exclusive lock on one results folder: ``.<folder name>.lock`` beside it, or
-``<folder>/<name>`` given a name.
+    ``<folder>/<name>`` given a name.
 
     ``timeout``: seconds to wait for it (None: forever, 0: fail at once); while waiting, a
     line naming the holder is printed at once and every ``report_every`` seconds.
