@@ -78,9 +78,10 @@ def write_json(path: str | os.PathLike, data: dict) -> Path:
     return atomic_write_text(path, json.dumps(data, separators=(",", ":")))
 
 
-def remove_stale_tmp(folder: Path) -> None:
-    """Temporary files a killed writer left (call with the folder's lock held)."""
-    for p in folder.glob(f".*{TMP_SUFFIX}"):
+def remove_stale_tmp(folder: Path, name: str = "*") -> None:
+    """Temporary files of ``name`` (a glob) that a killed writer left in ``folder``; call
+    with the lock that covers those files held."""
+    for p in Path(folder).glob(f".{name}.*{TMP_SUFFIX}"):
         with contextlib.suppress(OSError):
             p.unlink()
 

@@ -85,6 +85,7 @@ def merge_benchmarks_json(
     results_dir = Path(results_dir)
     target = results_dir / "benchmarks.json"
     with integrity.FolderLock(results_dir, name=integrity.BENCHMARKS_LOCK, **lock_kw):
+        integrity.remove_stale_tmp(results_dir, target.name)
         benchmarks = json.loads(target.read_text()) if target.is_file() else {}
         benchmarks.update(new)
         # asv writes it indented (util.write_json with api_version): keep diffs readable
@@ -178,6 +179,8 @@ def merge_shards(
     folders = {results_dir / Path(rel).parent.name for rel in groups}
     folders |= {results_dir / m for m in machine_files}
     with integrity.folder_locks(folders, **lock_kw):
+        for folder in folders:
+            integrity.remove_stale_tmp(folder)
         # Everything is read and checked first: a conflict writes nothing.
         writes: list[tuple[Path, dict | str]] = []
         for rel, paths in sorted(groups.items()):
