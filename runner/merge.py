@@ -66,22 +66,36 @@ def _write(path: Path, data: dict) -> None:
     integrity.write_json(path, data)
 
 
+def _load_benchmarks(sources: Iterable[str | os.PathLike]) -> dict:
+    """The entries of asv benchmarks.json files (later files win); an empty or unreadable
+    one is an error."""
+    new: dict = {}
+    for path in (Path(s) for s in sources):
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            raise MergeConflict(f"{path}: not JSON ({exc})") from None
+        if not isinstance(data, dict) or not data:
+            raise MergeConflict(f"{path}: not an asv benchmarks.json (empty or not an object)")
+        new.update(data)
+    return new
+
+
 def merge_benchmarks_json(
     results_dir: str | os.PathLike, sources: Iterable[str | os.PathLike], **lock_kw
 ) -> Path | None:
     """Merge asv benchmarks.json files into ``results_dir/benchmarks.json``: the sources'
     entries over the existing ones, none dropped (other commits' suites defined them).
-    Under results/.benchmarks.lock, replaced atomically; an unreadable source is an error
-    before anything is written."""
-    sources = [Path(s) for s in sources if Path(s).is_file()]
-    if not sources:
+    Under results/.benchmarks.json.lock, replaced atomically; an unreadable source is an
+    error before anything is written."""
+    return _merge_benchmarks(results_dir, _load_benchmarks(sources), **lock_kw)
+
+
+def _merge_benchmarks(results_dir: str | os.PathLike, new: dict, **lock_kw) -> Path | None:
+    if not new:
         return None
-    new = {}
-    for path in sources:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict) or not data:
-            raise MergeConflict(f"{path}: not an asv benchmarks.json (empty or not an object)")
-        new.update(data)
     results_dir = Path(results_dir)
     target = results_dir / "benchmarks.json"
     with integrity.FolderLock(results_dir, name=integrity.BENCHMARKS_LOCK, **lock_kw):
@@ -182,6 +196,7 @@ def merge_shards(
         for folder in folders:
             integrity.remove_stale_tmp(folder)
         # Everything is read and checked first: a conflict writes nothing.
+        new_benchmarks = _load_benchmarks(bench_files)
         writes: list[tuple[Path, dict | str]] = []
         for rel, paths in sorted(groups.items()):
             parts = []
@@ -225,7 +240,7 @@ def merge_shards(
             else:
                 _write(target, data)
                 report.written.append(target)
-        merge_benchmarks_json(results_dir, bench_files, **lock_kw)
+        _merge_benchmarks(results_dir, new_benchmarks, **lock_kw)
     return report
 
 

@@ -481,3 +481,22 @@ def test_migration_renames_and_merges_path_named_files(tmp_path):
     assert data["env_name"] == "existing-py3"
     assert data["python"] == data["params"]["python"] == "3"
     assert integrity.migrate_env_names(tmp_path / "results") == []  # idempotent
+
+
+def test_an_empty_benchmarks_json_in_a_shard_writes_nothing(tmp_path):
+    folder = tmp_path / "a" / "m"
+    folder.mkdir(parents=True)
+    data = {
+        "version": 2,
+        "commit_hash": "11111111" * 5,
+        "env_name": "existing-py3",
+        "python": "3",
+        "params": {"machine": "m", "python": "3"},
+        "result_columns": ["result"],
+        "results": {"x.a": [[1.0]]},
+    }
+    (folder / "11111111-existing-py3.json").write_text(json.dumps(data))
+    (tmp_path / "a" / "benchmarks.json").write_text("")  # what an interrupted asv leaves
+    with pytest.raises(merge.MergeConflict, match="benchmarks.json"):
+        merge.merge_shards([tmp_path / "a"], tmp_path / "results")
+    assert not (tmp_path / "results" / "m").exists()
