@@ -366,16 +366,9 @@ def _say(message: str) -> None:
 
 def _run_asv(cmd: list[str], cwd: Path, env: dict) -> int:
     """asv in this process group (a signal to the group reaches it), killed if this process
-    dies (PDEATHSIG); its exit status."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, preexec_fn=_die_with_parent)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        _PENDING.append(proc)  # _stop_run ends and reaps it with the rest
-        raise
-
-
-_PENDING: list[subprocess.Popen] = []
+    dies (PDEATHSIG); its exit status. On KeyboardInterrupt subprocess.run kills asv
+    (SIGKILL): its forkserver dies with it (PDEATHSIG), :func:`_stop_run` ends the rest."""
+    return subprocess.run(cmd, cwd=cwd, env=env, preexec_fn=_die_with_parent).returncode
 
 
 def _die_with_parent() -> None:
@@ -394,17 +387,15 @@ def _stop_run(token: str) -> None:
             previous[sig] = signal.signal(sig, signal.SIG_IGN)
     try:
         ended, killed = integrity.terminate_marked(token, grace=10.0)
-        while _PENDING:
-            proc = _PENDING.pop()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.kill()
-                proc.wait(timeout=10)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if ended:
-        forced = f", {killed} of them with SIGKILL" if killed else ""
-        print(f"stopped {ended} processes of the run (asv, forkserver, benchmarks){forced}")
+    forced = f", {killed} of them with SIGKILL" if killed else ""
+    print(
+        f"stopped the run's processes: asv, and {ended} of its forkserver and benchmark "
+        f"processes still running{forced}; its temporary folders are removed",
+        flush=True,
+    )
 
 
 def _merge_private(private: Path, results_dir: Path, machine: str) -> list[Path]:
