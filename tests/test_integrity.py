@@ -260,8 +260,12 @@ def test_ctrl_c_of_local_gpus_leaves_no_process(tmp_path, mark, short_tmp):
 # --- item 2: concurrent writers --------------------------------------------------------------
 
 TINY_BENCH = """
+import time
+
+
 class A:
     def track_a(self):
+        time.sleep(3)  # the second run surely finds the lock held
         return 1.0
 
 
@@ -293,22 +297,25 @@ def test_two_runners_into_one_results_folder_keep_both(tmp_path, mark, tiny_suit
     """The second run waits for the first's lock (saying so) and both runs' benchmarks stay;
     the result file is named without host paths."""
     results, _ = seeded_results(tmp_path)
-    procs = [
-        start(
-            [
-                PY,
-                "-c",
-                TINY_RUN,
-                "cpu-tiny",
-                str(results),
-                rf"^bench_tiny\.{cls}\.",
-                str(tiny_suite),
-            ],
-            short_tmp / cls,
-            mark,
-        )
-        for cls in "AB"
-    ]
+
+    def run(cls):
+        cmd = [
+            PY,
+            "-c",
+            TINY_RUN,
+            "cpu-tiny",
+            str(results),
+            rf"^bench_tiny\.{cls}\.",
+            str(tiny_suite),
+        ]
+        return start(cmd, short_tmp / cls, mark)
+
+    lock = results / ".cpu-tiny.lock"
+    procs = [run("A")]
+    poll(
+        lambda: lock.is_file() and lock.stat().st_size, 120, "run A to hold the lock", proc=procs[0]
+    )
+    procs.append(run("B"))
     outs = [finish(p, timeout=300) for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-3000:]
