@@ -2,11 +2,23 @@
 
     python -m runner.asv_run [--grid gpu|cpu] [--presets seed,ttt] [--results-dir results]
                              [--machine NAME] [--commit HEAD | --range A..B] [--bench REGEX]
+                             [--lock-timeout S]
 
-Decisions (docs/design.md traps 6, 9, 10):
+Decisions (docs/design.md traps 6, 9, 10, 12):
 
 - Environment: asv's ``existing`` environment, the python that runs this (or ``--python``),
-  with ``--set-commit-hash`` so results are saved; nothing is reinstalled per commit.
+  with ``--set-commit-hash`` so results are saved; nothing is reinstalled per commit. asv
+  would name it after the interpreter's path (host paths, a home directory, in committed
+  file names); the runner names it ``existing-py3`` (runner.integrity.ENV_NAME) on every
+  machine, ``python`` "3" in the result files.
+- results/ (trap 12): asv writes into a private results folder per ``asv run`` (asv
+  rewrites benchmarks.json at the start of every run, in place); a finished run is merged
+  into ``--results-dir`` by runner.merge: result files and machine.json replaced
+  atomically, benchmarks.json merged (other commits' benchmarks stay), conflicts checked
+  before anything is written. An interrupt or SIGKILL at any moment leaves results/ as it
+  was or as merged, never empty or shrunk. One run per ``results/<machine>`` at a time:
+  a flock (runner/integrity.py) held for the whole run; a second run waits, printing who
+  holds it, or with ``--lock-timeout S`` gives up after S seconds naming the holder.
 - Code under test: asv does not install anything into an existing environment, so the
   benchmarks import ``kernels`` from PYTHONPATH, which this module points at the source
   tree of the commit: the checkout itself for HEAD, else a ``git worktree add --detach``
@@ -20,12 +32,17 @@ Decisions (docs/design.md traps 6, 9, 10):
 - Config: a temporary copy of the source tree's asv.conf.json with absolute paths
   (repo, benchmark_dir, results_dir, html_dir, env_dir), so results land in
   ``--results-dir`` whatever tree the suite came from.
-- Interruptions: asv writes a commit's result file only when its ``asv run`` ends (it
-  loads the file first and merges). A GPU grid takes 8-9 minutes, so the runner calls
-  ``asv run`` once per preset (:func:`preset_chunks`): Ctrl-C, a SIGTERM or a lost
-  machine costs the preset that was running, not the presets before it, and the runner
-  says which presets to run again. Each extra ``asv run`` costs its start-up and
-  benchmark discovery, a few seconds.
+- Interruptions: a result is merged only when its ``asv run`` ends. A GPU grid takes 8-9
+  minutes, so the runner calls ``asv run`` once per preset (:func:`preset_chunks`):
+  Ctrl-C, a SIGTERM or a lost machine costs the preset that was running, not the presets
+  before it, and the runner says which presets it kept and which to run again. On
+  SIGINT/SIGTERM it ends the whole run: asv puts its forkserver (and so the benchmark
+  processes) in process groups of their own, so the runner marks asv's environment with a
+  per-run token and ends every process carrying it (SIGTERM, SIGKILL after 10 s), found in
+  /proc wherever it was re-parented; asv's temporary folders (forkserver sockets) are in
+  the runner's own temporary folder, removed with it. asv and its direct children die
+  with the runner (PDEATHSIG) even when it is SIGKILLed. Each extra ``asv run`` costs its
+  start-up and benchmark discovery, a few seconds.
 - Output: the table at the end is built from the suite's own progress records (the
   PROGRESS_ENV file, read live), not by parsing asv's result JSON again: reports/ is the
   one reader of result files.
@@ -34,6 +51,8 @@ Decisions (docs/design.md traps 6, 9, 10):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -43,6 +62,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,16 +71,41 @@ if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
     sys.path.insert(0, str(REPO_ROOT))
 
 from harness import grid as grids  # noqa: E402  (standard library only)
-from runner import git  # noqa: E402
+from runner import git, integrity, merge  # noqa: E402
 from runner.machine import default_grid, machine_name, write_machine_file  # noqa: E402
 
-# asv reads its machine file from ~/.asv-machine.json only; this runs asv with that path
-# pointed at a per-run file (argv[1]), leaving the rest of asv untouched.
-_ASV_MAIN = (
-    "import sys; machine_file = sys.argv.pop(1); import asv.machine; "
-    "asv.machine.MachineCollection.get_machine_file_path = staticmethod(lambda: machine_file); "
-    "from asv.main import main; sys.exit(main())"
-)
+# asv, with three patches of asv itself, for this process only (argv[1:4] are popped):
+# - its machine file is read from a per-run file (argv[1]), not ~/.asv-machine.json;
+# - its temporary folders (forkserver sockets, result files) go into a per-run folder
+#   (argv[2]) that the runner removes whatever happened to asv;
+# - the existing environment is named after argv[3] (integrity.PYTHON_LABEL), not after the
+#   interpreter's path: result file names and fields carry no host paths (trap 12);
+# and its child processes (forkserver, discovery) are killed when asv dies (PDEATHSIG).
+_ASV_MAIN = """\
+import ctypes, signal, subprocess, sys, tempfile
+machine_file, tempfile.tempdir, label = sys.argv.pop(1), sys.argv.pop(1), sys.argv.pop(1)
+import asv.environment as E
+import asv.machine
+asv.machine.MachineCollection.get_machine_file_path = staticmethod(lambda: machine_file)
+_init = E.ExistingEnvironment.__init__
+def _named_init(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    self._python = label
+E.ExistingEnvironment.__init__ = _named_init
+E.ExistingEnvironment.name = property(
+    lambda self: E.get_env_name(self.tool_name, self._python, {}, self._tagged_env_vars))
+_libc = ctypes.CDLL(None)
+_popen_init = subprocess.Popen.__init__
+def _popen(self, *args, preexec_fn=None, **kwargs):
+    def preexec():
+        _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if preexec_fn is not None:
+            preexec_fn()
+    _popen_init(self, *args, preexec_fn=preexec, **kwargs)
+subprocess.Popen.__init__ = _popen
+from asv.main import main
+sys.exit(main())
+"""
 
 
 # --------------------------------------------------------------------------------------
@@ -111,6 +156,7 @@ def _write_run_conf(src: Path, results_dir: Path, tmp: Path) -> Path:
         html_dir=str(REPO_ROOT / conf.get("html_dir", "report/asv_html")),
         env_dir=str(REPO_ROOT / conf.get("env_dir", ".asv/env")),
     )
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "asv.conf.json"
     path.write_text(json.dumps(conf, indent=2))
     return path
@@ -185,6 +231,7 @@ def run_commit(
     extra_args: Sequence[str] = (),
     presets: Sequence[str] | None = None,
     events: list[dict] | None = None,
+    lock_timeout: float | None = None,
 ) -> Path:
     """Run the suite for one commit into ``results_dir/<machine>/``; return the result JSON.
 
@@ -198,7 +245,11 @@ def run_commit(
     asv's own output streams through; so do the suite's progress lines. ``events``: a list
     that receives the suite's progress events, each with ``"commit": sha`` added
     (:func:`print_table` reads them), plus one ``{"event": "asv_failed"}`` per ``asv run``
-    that exited 2 (a benchmark failed).
+    that exited 2 (a benchmark failed). ``lock_timeout``: seconds to wait for another
+    writer's lock on ``results_dir/<machine>`` (None: wait, printing who holds it; 0: raise
+    runner.integrity.LockBusy at once). asv writes into a private folder; each finished
+    ``asv run`` is merged into ``results_dir`` (runner.merge); on Ctrl-C/SIGTERM every
+    process of the run is ended before KeyboardInterrupt propagates.
     """
     sha = git.resolve_commit(commit)
     if worktree is None and sha != git.resolve_commit("HEAD"):
@@ -215,6 +266,7 @@ def run_commit(
                 extra_args=extra_args,
                 presets=presets,
                 events=events,
+                lock_timeout=lock_timeout,
             )
     src = Path(worktree).resolve() if worktree is not None else REPO_ROOT
     if worktree is None and git.dirty(src, "kernels", "harness", "bench_suite"):
@@ -229,29 +281,19 @@ def run_commit(
     started = time.time()
     finished: list[str] = []
     broken: list[tuple[str, int]] = []
+    written: list[Path] = []
     some_failed = False
-    with tempfile.TemporaryDirectory(prefix="asv-run-") as tmp_name:
+    token = uuid.uuid4().hex
+    integrity.become_subreaper()
+    lock = integrity.FolderLock(results_dir / machine, timeout=lock_timeout, say=_say)
+    with lock, tempfile.TemporaryDirectory(prefix="asv-run-") as tmp_name:
         tmp = Path(tmp_name)
-        conf = _write_run_conf(src, results_dir, tmp)
+        asv_tmp = tmp / "t"  # asv's own temporary folders (forkserver sockets: short paths)
+        asv_tmp.mkdir()
         machine_file = write_machine_file(tmp / "asv-machine.json", machine, python)
         progress = tmp / "progress.jsonl"
-        base_cmd = [
-            python,
-            "-c",
-            _ASV_MAIN,
-            str(machine_file),
-            "run",
-            "--config",
-            str(conf),
-            "-E",
-            f"existing:{python}",
-            "--set-commit-hash",
-            sha,
-            "--machine",
-            machine,
-            "--launch-method",
-            "forkserver",
-        ]
+        run_env = _source_env(src, env, progress)
+        run_env[integrity.RUN_TOKEN_ENV] = token
         with _ProgressTail(progress) as tail:
             for i, (label, regex) in enumerate(chunks, 1):
                 part = f" [{i}/{len(chunks)} {label}]" if len(chunks) > 1 else ""
@@ -259,19 +301,47 @@ def run_commit(
                     f"asv run {sha[:8]} on {machine}{part}: --bench '{regex}', kernels from {src}",
                     flush=True,
                 )
-                cmd = [*base_cmd, "--bench", regex, *extra_args]
+                # asv writes into a private results folder (it rewrites benchmarks.json
+                # there at its start); only a finished run is merged into results_dir.
+                private = tmp / f"results-{i}"
+                conf = _write_run_conf(src, private, tmp / f"conf-{i}")
+                cmd = [
+                    python,
+                    "-c",
+                    _ASV_MAIN,
+                    str(machine_file),
+                    str(asv_tmp),
+                    integrity.PYTHON_LABEL,
+                    "run",
+                    "--config",
+                    str(conf),
+                    "-E",
+                    f"existing:{python}",
+                    "--set-commit-hash",
+                    sha,
+                    "--machine",
+                    machine,
+                    "--launch-method",
+                    "forkserver",
+                    "--bench",
+                    regex,
+                    *extra_args,
+                ]
                 try:
-                    proc = subprocess.run(cmd, cwd=src, env=_source_env(src, env, progress))
+                    code = _run_asv(cmd, src, run_env)
+                    if code in (0, 2):  # 2: results saved, some benchmarks failed
+                        written += _merge_private(private, results_dir, machine)
                 except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via main()'s handler
+                    _stop_run(token)
                     _report_interrupted(sha, machine, grid, results_dir, chunks, finished, label)
                     raise
-                if proc.returncode in (0, 2):  # 2: results saved, some benchmarks failed
+                if code in (0, 2):
                     finished.append(label)
-                    if proc.returncode == 2:
+                    if code == 2:
                         some_failed = True
                         tail.events.append({"event": "asv_failed", "tag": label, "commit": sha})
                 else:
-                    broken.append((label, proc.returncode))
+                    broken.append((label, code))
         wall_s = time.time() - started
     if events is not None:
         events.extend({**e, "commit": sha} for e in tail.events)
@@ -279,7 +349,7 @@ def run_commit(
         saved = f"; {', '.join(finished)} saved" if finished else ""
         what = ", ".join(f"{label} (exit {code})" for label, code in broken)
         raise RuntimeError(f"asv run failed for {sha[:8]}: {what}{saved}")
-    result = _result_file(results_dir / machine, sha, started)
+    result = _result_file(written, sha, results_dir / machine)
     if some_failed:
         print(
             f"note: some benchmarks of {sha[:8]} FAILED (a parity failure or an error); "
@@ -290,13 +360,64 @@ def run_commit(
     return result
 
 
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _run_asv(cmd: list[str], cwd: Path, env: dict) -> int:
+    """asv in this process group (a signal to the group reaches it), killed if this process
+    dies (PDEATHSIG); its exit status. On KeyboardInterrupt subprocess.run kills asv
+    (SIGKILL): its forkserver dies with it (PDEATHSIG), :func:`_stop_run` ends the rest."""
+    return subprocess.run(cmd, cwd=cwd, env=env, preexec_fn=_die_with_parent).returncode
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _stop_run(token: str) -> None:
+    """End asv, its forkserver and the benchmark processes of this run (all of them carry
+    ``token``), with this process deaf to further Ctrl-C/SIGTERM until they are gone."""
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, signal.SIG_IGN)
+    try:
+        ended, killed = integrity.terminate_marked(token, grace=10.0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    forced = f", {killed} of them with SIGKILL" if killed else ""
+    print(
+        f"stopped the run's processes: asv, and {ended} of its forkserver and benchmark "
+        f"processes still running{forced}; its temporary folders are removed",
+        flush=True,
+    )
+
+
+def _merge_private(private: Path, results_dir: Path, machine: str) -> list[Path]:
+    """Merge one finished ``asv run``'s private results folder into ``results_dir`` (locked,
+    atomic, conflicts checked first: runner.merge); returns the result files written."""
+    if list(private.glob("*/*.json")) and any(
+        p.name != "machine.json" for p in private.glob("*/*.json")
+    ):
+        report = merge.merge_shards([private], results_dir, replace_machine_files=True, say=_say)
+        return report.written
+    merge.merge_benchmarks_json(results_dir, [private / "benchmarks.json"], say=_say)
+    return []
+
+
 def _report_interrupted(sha, machine, grid, results_dir, chunks, finished, running) -> None:
     """What an interrupted run kept, and the command that measures the rest."""
     rest = [label for label, _ in chunks if label not in finished]
     kept = ", ".join(finished) if finished else "nothing"
     print(
         f"\ninterrupted while measuring {running} of {sha[:8]}: kept {kept} "
-        f"(in {results_dir / machine}); lost the part that was running.",
+        f"(merged into {results_dir / machine}); lost the part that was running "
+        f"(results/ untouched by it).",
         flush=True,
     )
     if rest and all(label != "--bench" for label in rest):
@@ -307,11 +428,11 @@ def _report_interrupted(sha, machine, grid, results_dir, chunks, finished, runni
         )
 
 
-def _result_file(folder: Path, sha: str, since: float) -> Path:
-    files = [p for p in folder.glob(f"{sha[:8]}-*.json") if p.stat().st_mtime >= since - 1]
-    if not files:
+def _result_file(written: list[Path], sha: str, folder: Path) -> Path:
+    mine = [p for p in written if p.name.startswith(sha[:8])]
+    if not mine:
         raise RuntimeError(f"asv run wrote no result for {sha[:8]} under {folder}")
-    return max(files, key=lambda p: p.stat().st_mtime)
+    return mine[-1]
 
 
 def run_history(
@@ -326,6 +447,7 @@ def run_history(
     extra_args: Sequence[str] = (),
     presets: Sequence[str] | None = None,
     events: list[dict] | None = None,
+    lock_timeout: float | None = None,
 ) -> list[Path]:
     """One result file per commit of ``range_spec``, each measured from its own worktree.
 
@@ -353,6 +475,7 @@ def run_history(
                     extra_args=extra_args,
                     presets=presets,
                     events=events,
+                    lock_timeout=lock_timeout,
                 )
             )
     return paths
@@ -472,6 +595,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--commit", default="HEAD")
     group.add_argument("--range", dest="range_spec", help="A..B: one result file per commit")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        help="seconds to wait for another run's lock on results/<machine> (default: wait; "
+        "0: fail at once, naming the holder)",
+    )
     p.add_argument("asv_args", nargs="*", help="after --: passed to asv run (e.g. --quick)")
     args = p.parse_args(argv)
     grid = args.grid or default_grid()
@@ -489,6 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_args=args.asv_args,
         presets=presets,
         events=events,
+        lock_timeout=args.lock_timeout,
     )
     # A SIGTERM (timeout, a job scheduler) ends the run like Ctrl-C: asv is stopped and
     # the presets that finished stay saved (run_commit says which ones are missing).
@@ -500,6 +630,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             paths = [run_commit(args.commit, **kw)]
     except KeyboardInterrupt:
         return 130
+    except (integrity.LockBusy, merge.MergeConflict) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     for path in paths:

@@ -4,7 +4,9 @@ One forked child per shard, pinned to one GPU with CUDA_VISIBLE_DEVICES and in a
 of its own (one signal stops it with its asv and benchmark processes); a GPU takes the
 next pending shard when its last one ends (heaviest shards first). Each shard runs
 `asv run` into its own folder under .asv/shards/<machine>/<commit>/ (runner/shards.py),
-so an interrupted run keeps every finished shard and a re-run does only the rest. When
+so an interrupted run keeps every finished shard and a re-run does only the rest; a
+stopped shard ends its asv, forkserver and benchmark processes (runner.asv_run). The
+merge locks results/<machine> (runner/integrity.py) while it writes. When
 all shards are done they are merged into results/<machine>/ (runner/merge.py), with
 machine = machine_name(n_gpus=N): N GPUs busy at once share one host's CPU, power and
 PCIe, so an N-GPU run gets its own history (suffix -xN), and the table is printed from
@@ -137,7 +139,10 @@ def _child(write_fd: int, device: str, body: Callable) -> None:
         sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")  # noqa: SIM115
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # SIGTERM (the parent stopping this shard) ends it like Ctrl-C: run_commit then
+        # stops asv, its forkserver and the benchmark processes (they are in process groups
+        # of their own, out of reach of a signal to this one) and removes their temp folders.
+        signal.signal(signal.SIGTERM, asv_run._raise_keyboard_interrupt)
         os.environ.update(CUDA_VISIBLE_DEVICES=device, PYTHONUNBUFFERED="1")
         result = body()
         print(json.dumps(result.manifest))
@@ -230,7 +235,7 @@ def run_shards(
         # orphan keeps a GPU busy; an unfinished shard has no manifest and reruns next time.
         for worker in running.values():
             worker.signal(signal.SIGTERM)
-        deadline = time.time() + 30
+        deadline = time.time() + 60  # each worker gives its asv 10 s, then SIGKILL
         for worker in running.values():
             while worker.poll() is None:
                 if time.time() > deadline:

@@ -11,17 +11,23 @@ if one ``asv run`` had written it.
 A result file already in results/ for the same commit is merged too, the shards' rows
 replacing its rows for the same benchmark: what ``asv run`` itself does when it re-runs a
 benchmark of a commit it has results for.
+
+Writers (docs/design.md trap 12): each results/<machine> folder written to is locked
+(runner/integrity.py: flock, waiting with a message naming the holder) while its files are
+read, merged and written; every conflict is found before the first file is written; each
+file is replaced atomically through a unique temporary file; results/benchmarks.json is
+only ever merged (other commits' benchmarks stay), under a lock of its own.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner import integrity
 from runner.shards import unit_of
 
 ASV_RESULTS_VERSION = 2
@@ -57,10 +63,48 @@ def _load(path: Path) -> dict:
 
 def _write(path: Path, data: dict) -> None:
     """Write like asv (util.write_json compact), atomically: a crash leaves the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(tmp, path)
+    integrity.write_json(path, data)
+
+
+def _load_benchmarks(sources: Iterable[str | os.PathLike]) -> dict:
+    """The entries of asv benchmarks.json files (later files win); an empty or unreadable
+    one is an error."""
+    new: dict = {}
+    for path in (Path(s) for s in sources):
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            raise MergeConflict(f"{path}: not JSON ({exc})") from None
+        if not isinstance(data, dict) or not data:
+            raise MergeConflict(f"{path}: not an asv benchmarks.json (empty or not an object)")
+        new.update(data)
+    return new
+
+
+def merge_benchmarks_json(
+    results_dir: str | os.PathLike, sources: Iterable[str | os.PathLike], **lock_kw
+) -> Path | None:
+    """Merge asv benchmarks.json files into ``results_dir/benchmarks.json``: the sources'
+    entries over the existing ones, none dropped (other commits' suites defined them).
+    Under results/.benchmarks.json.lock, replaced atomically; an unreadable source is an
+    error before anything is written."""
+    return _merge_benchmarks(results_dir, _load_benchmarks(sources), **lock_kw)
+
+
+def _merge_benchmarks(results_dir: str | os.PathLike, new: dict, **lock_kw) -> Path | None:
+    if not new:
+        return None
+    results_dir = Path(results_dir)
+    target = results_dir / "benchmarks.json"
+    with integrity.FolderLock(results_dir, name=integrity.BENCHMARKS_LOCK, **lock_kw):
+        integrity.remove_stale_tmp(results_dir, target.name)
+        benchmarks = json.loads(target.read_text()) if target.is_file() else {}
+        benchmarks.update(new)
+        # asv writes it indented (util.write_json with api_version): keep diffs readable
+        integrity.atomic_write_text(target, json.dumps(dict(sorted(benchmarks.items())), indent=4))
+    return target
 
 
 def merge_result_dicts(parts: list[tuple[str, dict]]) -> dict:
@@ -110,6 +154,9 @@ def merge_result_dicts(parts: list[tuple[str, dict]]) -> dict:
 def merge_shards(
     shard_results_dirs: Iterable[str | os.PathLike] | Mapping[str | os.PathLike, Collection[str]],
     results_dir: str | os.PathLike = "results",
+    *,
+    replace_machine_files: bool = False,
+    **lock_kw,
 ) -> MergeReport:
     """Merge the asv results_dirs of finished shards into ``results_dir``.
 
@@ -117,9 +164,10 @@ def merge_shards(
     that shard (runner.shards.assign_units picks one shard per unit when two measured it).
     Writes results/<machine>/<commit8>-<env>.json (merged with any file already there),
     results/<machine>/machine.json if absent, and results/benchmarks.json (the shards'
-    entries over any existing ones: asv rewrites it on every run the same way).
+    entries over any existing ones; none is dropped). ``replace_machine_files``: the
+    shards' machine.json replaces the one there (what ``asv run`` does; the runner's own
+    merge). ``lock_kw``: runner.integrity.FolderLock's timeout/report_every/say.
     """
-    results_dir = Path(results_dir)
     groups: dict[str, list[Path]] = {}
     machine_files: dict[str, Path] = {}
     bench_files: list[Path] = []
@@ -141,48 +189,58 @@ def merge_shards(
         raise FileNotFoundError("no asv result files in the shard outputs given")
 
     report = MergeReport()
-    for rel, paths in sorted(groups.items()):
-        parts = []
-        for path in paths:
-            data = _load(path)
-            units = take[path.parent.parent]
-            if units is not None:
-                data["results"] = {
-                    n: row for n, row in data["results"].items() if unit_of(n) in units
-                }
-            parts.append((str(path), data))
-        merged = merge_result_dicts(parts)
-        target = results_dir / rel
-        if target.is_file():
-            old = _load(target)
-            if old.get("result_columns") != merged.get("result_columns"):
-                raise MergeConflict(f"{target} has other result_columns than the shards")
-            shared = sorted(set(old["results"]) & set(merged["results"]))
-            old["results"].update(merged["results"])
-            merged["results"] = dict(sorted(old["results"].items()))
-            for key, seconds in (old.get("durations") or {}).items():
-                merged["durations"].setdefault(key, seconds)
-            report.replaced[target] = shared
-        _write(target, merged)
-        report.written.append(target)
-        report.benchmarks[target] = list(merged["results"])
+    results_dir = Path(results_dir)
+    folders = {results_dir / Path(rel).parent.name for rel in groups}
+    folders |= {results_dir / m for m in machine_files}
+    with integrity.folder_locks(folders, **lock_kw):
+        for folder in folders:
+            integrity.remove_stale_tmp(folder)
+        # Everything is read and checked first: a conflict writes nothing.
+        new_benchmarks = _load_benchmarks(bench_files)
+        writes: list[tuple[Path, dict | str]] = []
+        for rel, paths in sorted(groups.items()):
+            parts = []
+            for path in paths:
+                data = _load(path)
+                units = take[path.parent.parent]
+                if units is not None:
+                    data["results"] = {
+                        n: row for n, row in data["results"].items() if unit_of(n) in units
+                    }
+                parts.append((str(path), data))
+            merged = merge_result_dicts(parts)
+            target = results_dir / rel
+            if target.is_file():
+                old = _load(target)
+                if old.get("result_columns") != merged.get("result_columns"):
+                    raise MergeConflict(f"{target} has other result_columns than the shards")
+                shared = sorted(set(old["results"]) & set(merged["results"]))
+                old["results"].update(merged["results"])
+                merged["results"] = dict(sorted(old["results"].items()))
+                for key, seconds in (old.get("durations") or {}).items():
+                    merged["durations"].setdefault(key, seconds)
+                report.replaced[target] = shared
+            writes.append((target, merged))
+            report.benchmarks[target] = list(merged["results"])
 
-    for machine, path in machine_files.items():
-        target = results_dir / machine / "machine.json"
-        if target.is_file():
-            have = json.loads(target.read_text()).get("machine")
-            if have != machine:
-                raise MergeConflict(f"{target} names machine {have!r}, shards say {machine!r}")
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+        for machine, path in machine_files.items():
+            target = results_dir / machine / "machine.json"
+            text = path.read_text()
+            if target.is_file():
+                have = json.loads(target.read_text()).get("machine")
+                if have != machine:
+                    raise MergeConflict(f"{target} names machine {have!r}, shards say {machine!r}")
+                if not replace_machine_files:
+                    continue
+            writes.append((target, text))
 
-    if bench_files:
-        target = results_dir / "benchmarks.json"
-        benchmarks = json.loads(target.read_text()) if target.is_file() else {}
-        for path in bench_files:
-            benchmarks.update(json.loads(path.read_text()))
-        _write(target, dict(sorted(benchmarks.items())))
+        for target, data in writes:
+            if isinstance(data, str):
+                integrity.atomic_write_text(target, data)
+            else:
+                _write(target, data)
+                report.written.append(target)
+        _merge_benchmarks(results_dir, new_benchmarks, **lock_kw)
     return report
 
 
