@@ -60,7 +60,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -73,6 +72,7 @@ if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
 from harness import grid as grids  # noqa: E402  (standard library only)
 from runner import git, integrity, merge  # noqa: E402
 from runner.machine import default_grid, machine_name, write_machine_file  # noqa: E402
+from runner.progress import ProgressTail, failures, print_overhead, print_table  # noqa: E402
 
 # asv, with three patches of asv itself, for this process only (argv[1:4] are popped):
 # - its machine file is read from a per-run file (argv[1]), not ~/.asv-machine.json;
@@ -162,44 +162,6 @@ def _write_run_conf(src: Path, results_dir: Path, tmp: Path) -> Path:
     return path
 
 
-class _ProgressTail:
-    """Prints the suite's progress lines (grids.PROGRESS_ENV file) while asv runs."""
-
-    def __init__(self, path: Path):
-        self.path, self.events = path, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self):
-        pos, buf = 0, ""
-        while True:
-            stopping = self._stop.is_set()
-            if self.path.exists():
-                with open(self.path) as f:
-                    f.seek(pos)
-                    buf += f.read()
-                    pos = f.tell()
-                *lines, buf = buf.split("\n")
-                for line in lines:
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue
-                    self.events.append(event)
-                    print(f"    [{event.get('tag')}] {event.get('msg')}", flush=True)
-            if stopping:
-                return
-            self._stop.wait(0.5)
-
-
 def _source_env(src: Path, env: dict | None, progress: Path | None) -> dict:
     """The environment for asv: the source tree first on the benchmarks' import path.
 
@@ -244,9 +206,9 @@ def run_commit(
     first on the benchmarks' import path (ASV_PYTHONPATH: asv makes it their PYTHONPATH).
     asv's own output streams through; so do the suite's progress lines. ``events``: a list
     that receives the suite's progress events, each with ``"commit": sha`` added
-    (:func:`print_table` reads them), plus one ``{"event": "asv_failed"}`` per ``asv run``
-    that exited 2 (a benchmark failed). ``lock_timeout``: seconds to wait for another
-    writer's lock on ``results_dir/<machine>`` (None: wait, printing who holds it; 0: raise
+    (:func:`runner.progress.print_table` reads them), plus one ``{"event": "asv_failed"}``
+    per ``asv run`` that exited 2 (a benchmark failed). ``lock_timeout``: seconds to wait for
+    another writer's lock on ``results_dir/<machine>`` (None: wait, printing who holds it; 0: raise
     runner.integrity.LockBusy at once). asv writes into a private folder; each finished
     ``asv run`` is merged into ``results_dir`` (runner.merge); on Ctrl-C/SIGTERM every
     process of the run is ended before KeyboardInterrupt propagates.
@@ -294,7 +256,7 @@ def run_commit(
         progress = tmp / "progress.jsonl"
         run_env = _source_env(src, env, progress)
         run_env[integrity.RUN_TOKEN_ENV] = token
-        with _ProgressTail(progress) as tail:
+        with ProgressTail(progress) as tail:
             for i, (label, regex) in enumerate(chunks, 1):
                 part = f" [{i}/{len(chunks)} {label}]" if len(chunks) > 1 else ""
                 print(
@@ -479,97 +441,6 @@ def run_history(
                 )
             )
     return paths
-
-
-# --------------------------------------------------------------------------------------
-# What the run measured: the overhead line and the table, from the suite's own records
-# --------------------------------------------------------------------------------------
-
-
-def print_overhead(events: list[dict], wall_s: float) -> None:
-    """Where the wall time went: measuring vs start-up, imports, compilation, asv's forks."""
-    done = [e for e in events if e.get("event") == "class_done"]
-    if not done:
-        print(f"asv wall time {wall_s:.1f} s", flush=True)
-        return
-    measure = sum(e["measure_s"] for e in done)
-    reference = sum(e["reference_s"] for e in done)
-    first = sum(e["first_call_s"] for e in done)
-    startup = sum(e.get("startup_s") or 0.0 for e in done)
-    outside = wall_s - measure - reference
-    print(
-        f"asv wall time {wall_s:.1f} s over {len(done)} classes: timing + memory + parity "
-        f"{measure:.1f} s, fp64/math references {reference:.1f} s; outside measuring "
-        f"{outside:.1f} s ({100 * outside / max(wall_s, 1e-9):.0f}%): first calls "
-        f"(compile/autotune) {first:.1f} s, process start + imports {startup:.1f} s, "
-        f"asv, its per-benchmark processes and the rest {outside - first - startup:.1f} s",
-        flush=True,
-    )
-
-
-def _class_of(tag: str) -> tuple[str, str]:
-    """A progress tag "<path>/<preset>" -> (path, the preset's asv class name)."""
-    path, _, preset = tag.partition("/")
-    known = grids.PRESETS.get(preset)
-    return path, known.class_name if known is not None else preset
-
-
-def failures(events: list[dict]) -> int:
-    """Failed values among the events: failed records, failed classes, asv runs that said so."""
-    n = sum(1 for e in events if (e.get("record") or {}).get("status") == "fail")
-    n += sum(1 for e in events if e.get("event") == "class_failed")
-    return n or sum(1 for e in events if e.get("event") == "asv_failed")
-
-
-def _fmt(value, spec: str, width: int) -> str:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return format(value, spec).rjust(width) if ok else "-".rjust(width)
-
-
-def print_table(events: list[dict], title: str = "") -> None:
-    """Per family and config: each mode's ms, speedup over math, MiB, TFLOP/s, parity and
-    host ms (GPU runs: a host ms near the ms says the row is host time, not kernels), from
-    the suite's ``record`` events; a class whose setup_cache failed is one FAILED line."""
-    table: dict = {}
-    broken: dict = {}
-    for e in events:
-        if e.get("event") == "record" and e.get("config"):
-            family, klass = _class_of(e.get("tag", ""))
-            cfg = tuple(e["config"].get(k) for k in grids.PARAM_NAMES[:-1])
-            table.setdefault((family, klass, cfg), {})[e["mode"]] = e["record"]
-        elif e.get("event") in ("class_failed", "unavailable"):
-            broken[_class_of(e.get("tag", ""))] = e.get("msg", "")
-    if title:
-        print(f"\n{title}")
-    order = {f: i for i, f in enumerate(grids.PATHS)}
-    for (family, klass), msg in sorted(broken.items()):
-        print(f"{family} {klass}: {msg}")
-    for (family, klass, cfg), modes in sorted(
-        table.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1], kv[0][2])
-    ):
-        B, H, T, D, dtype, mask = cfg
-        print(f"{family} {klass} B{B} H{H} T{T} D{D} {dtype} {mask}")
-        print(
-            f"    {'mode':<10}{'ms':>10}{'vs math':>9}{'MiB':>10}{'TFLOP/s':>9}{'parity':>8}"
-            f"{'host ms':>9}"
-        )
-        math = modes.get("math") or {}
-        math_ms = math.get("ms") if math.get("status") == "ok" else None
-        for mode in [m for m in grids.ALL_MODES if m in modes]:
-            rec = modes[mode]
-            if rec.get("status") != "ok":
-                state = "skipped" if rec.get("status") == "skip" else "failed"
-                par = rec.get("parity")
-                note = f"  (parity {par:.3g})" if isinstance(par, float) else ""
-                print(f"    {mode:<10}{state:>10}{note}")
-                continue
-            ms = rec.get("ms")
-            speedup = math_ms / ms if math_ms and ms else None
-            print(
-                f"    {mode:<10}{_fmt(ms, '.4g', 10)}{_fmt(speedup, '.2f', 8)}x"
-                f"{_fmt(rec.get('peak_mib'), '.1f', 10)}{_fmt(rec.get('tflops'), '.3g', 9)}"
-                f"{_fmt(rec.get('parity'), '.2f', 8)}{_fmt(rec.get('host_ms'), '.4g', 9)}"
-            )
 
 
 # --------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from runner import asv_run, git, merge, shards
+from runner import asv_run, git, merge, progress, shards
 from runner.machine import default_grid, machine_name, visible_gpus
 
 DEFAULT_STAGING = shards.REPO_ROOT / ".asv" / "shards"
@@ -369,7 +369,7 @@ def _run(args, commit, devices, grid, machine, bench_dir, worktree, run_commit) 
             return 1
         if not args.no_table:
             events = [e for f, units in taken.items() for e in shards.shard_events(f, units)]
-            asv_run.print_table(events, f"{path.parent.name}/{path.name}")
+            progress.print_table(events, f"{path.parent.name}/{path.name}")
     if not args.keep_staging:
         shutil.rmtree(staging / commit, ignore_errors=True)
     return 0

@@ -24,7 +24,7 @@ import pytest
 
 from bench_suite import base, bench_backward, bench_forward, bench_gradgrad
 from harness import flops, grid, measure, parity
-from runner import asv_run
+from runner import asv_run, progress
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = {"forward": bench_forward, "backward": bench_backward, "gradgrad": bench_gradgrad}
@@ -280,7 +280,7 @@ def test_asv_run_cpu_end_to_end(tmp_path, capfd):
     # the progress lines streamed while asv ran, and the kernels came from this checkout
     assert f"kernels from {REPO / 'kernels'}" in out
     assert "asv wall time" in out
-    asv_run.print_table(events)  # the runner's table, built from the suite's records
+    progress.print_table(events)  # the runner's table, built from the suite's records
     table = capfd.readouterr().out
     assert "forward CPU B1 H2 T128 D64 float32 none" in table and "compiled" in table
 

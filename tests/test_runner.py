@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import git, local_gpus, merge, shards
+from runner import git, local_gpus, merge, progress, shards
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -371,7 +371,6 @@ def test_machine_names(monkeypatch):
 
 
 def test_table_and_failures_come_from_the_suites_records(capsys):
-    from runner import asv_run
 
     config = {"B": 2, "H": 4, "T": "2048", "D": 128, "dtype": "float16", "mask": "causal"}
     ok = {"status": "ok", "ms": 2.0, "tflops": 50.0, "peak_mib": 10.0, "parity": 0.5}
@@ -386,18 +385,18 @@ def test_table_and_failures_come_from_the_suites_records(capsys):
          "record": {"status": "skip", "reason": "n/a"}},
         {"event": "class_done", "tag": "gradgrad/seed", "measure_s": 1.0},
     ]  # fmt: skip
-    asv_run.print_table(events, "m/abcd1234-env.json")
+    progress.print_table(events, "m/abcd1234-env.json")
     out = capsys.readouterr().out
     assert "m/abcd1234-env.json" in out and "gradgrad Seed B2 H4 T2048 D128 float16 causal" in out
     assert re.search(r"fused\s+2\s+2\.00x\s+10\.0\s+50\s+0\.50", out)
     assert re.search(r"recompute\s+failed\s+\(parity 9\)", out)
     assert re.search(r"flash\s+skipped", out)
-    assert asv_run.failures(events) == 1
+    assert progress.failures(events) == 1
     broken = [{"event": "class_failed", "tag": "forward/ttt", "msg": "setup_cache FAILED: X"}]
-    asv_run.print_table(broken)
+    progress.print_table(broken)
     assert "forward TTT: setup_cache FAILED: X" in capsys.readouterr().out
-    assert asv_run.failures(broken) == 1
-    assert asv_run.failures([{"event": "asv_failed"}]) == 1 and asv_run.failures(events[:2]) == 0
+    assert progress.failures(broken) == 1
+    assert progress.failures([{"event": "asv_failed"}]) == 1 and progress.failures(events[:2]) == 0
 
 
 # --- merging ----------------------------------------------------------------------------------
