@@ -13,7 +13,8 @@
 - Peak memory: ``torch.cuda.max_memory_allocated`` during one call, minus what
   was allocated before it (the inputs). CPU has no such counter: None there.
 - Samples: every timer keeps its per-call samples; :func:`summarize` reduces them to
-  median, q25, q75, n, min and max (what a Record keeps of them).
+  median, q25, q75, n, min, max and a 99% interval of the median (what a Record keeps of
+  them; the runner writes it into asv's stats columns).
 
 No function here is named ``time_*``: imported into a bench_suite module, asv would take
 it for a benchmark. torch is imported inside the functions.
@@ -45,18 +46,42 @@ L2_FLUSH_BYTES = 256 * 2**20  # > H100's 50 MB L2, as do_bench
 HOST_SAMPLES = 20
 
 # What a Record keeps of a timer's samples (:func:`summarize`).
-SUMMARY_KEYS = ("median", "q25", "q75", "n", "min", "max")
+SUMMARY_KEYS = ("median", "q25", "q75", "n", "min", "max", "ci99_lo", "ci99_hi")
+
+
+def median_ci_rank(n: int, alpha: float = 0.01) -> int | None:
+    """The 1-based rank r such that (x_(r), x_(n+1-r)) of n sorted samples covers the
+    median with probability >= 1 - alpha; None when no pair of samples does (n < 8 at 99%).
+
+    Order statistics of the median: x_(r) <= median <= x_(n+1-r) unless fewer than r or
+    more than n-r samples fall below it, K ~ Binomial(n, 1/2), so the coverage is
+    1 - 2 P(K <= r - 1); the largest r that keeps it >= 1 - alpha gives the narrowest such
+    interval (asv's statistics.quantile_ci uses the same property). Exact integers.
+    """
+    limit = alpha / 2 * 2**n  # P(K <= r-1) * 2^n may not pass this
+    cum, term, r = 0, 1, 0
+    for k in range(n // 2 + 1):
+        cum += term  # sum of C(n, j), j <= k
+        if cum > limit:
+            break
+        r = k + 1
+        term = term * (n - k) // (k + 1)
+    return r or None
 
 
 def summarize(samples) -> dict | None:
-    """{median, q25, q75, n, min, max} of ``samples`` (ms); None when there are none.
+    """{median, q25, q75, n, min, max, ci99_lo, ci99_hi} of ``samples`` (ms); None when
+    there are none.
 
     Quartiles interpolate linearly between the sorted samples (numpy's default,
     ``statistics.quantiles(method="inclusive")``), so one sample gives itself everywhere.
+    ci99_lo/ci99_hi: a distribution-free 99% interval of the median from two order
+    statistics (:func:`median_ci_rank`); None for fewer than 8 samples.
     """
     xs = sorted(float(x) for x in samples)
     if not xs:
         return None
+    r = median_ci_rank(len(xs))
 
     def quantile(p: float) -> float:
         pos = p * (len(xs) - 1)
@@ -71,6 +96,8 @@ def summarize(samples) -> dict | None:
         "n": len(xs),
         "min": xs[0],
         "max": xs[-1],
+        "ci99_lo": xs[r - 1] if r else None,
+        "ci99_hi": xs[len(xs) - r] if r else None,
     }
 
 

@@ -222,7 +222,9 @@ def test_summaries_are_median_quartiles_n_and_range():
     assert s["median"] == pytest.approx(statistics.median(xs)) == pytest.approx(median)
     assert s["q25"] == pytest.approx(q25) and s["q75"] == pytest.approx(q75)
     assert (s["n"], s["min"], s["max"]) == (8, 0.3, 7.0)
-    assert timing.summarize([2.5]) == dict.fromkeys(timing.SUMMARY_KEYS, 2.5) | {"n": 1}
+    assert (s["ci99_lo"], s["ci99_hi"]) == (0.3, 7.0)  # 8 samples: the range covers 99.2%
+    one = dict.fromkeys(timing.SUMMARY_KEYS, 2.5) | {"n": 1, "ci99_lo": None, "ci99_hi": None}
+    assert timing.summarize([2.5]) == one
     assert timing.summarize([]) is None
     assert timing.summarize([4, 1, 3, 2])["q25"] == 1.75  # 1 + 0.75 * (2 - 1)
 
