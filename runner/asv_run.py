@@ -43,6 +43,9 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   the runner's own temporary folder, removed with it. asv and its direct children die
   with the runner (PDEATHSIG) even when it is SIGKILLed. Each extra ``asv run`` costs its
   start-up and benchmark discovery, a few seconds.
+- Noise: asv leaves the stats columns of ``track_*`` rows empty; before a run is merged,
+  the runner fills them (99% interval of the median, quartiles, n) for the ms, host ms and
+  graph ms rows from the suite's record events (runner/noise.py).
 - Output: the table at the end is built from the suite's own progress records (the
   PROGRESS_ENV file, read live), not by parsing asv's result JSON again: reports/ is the
   one reader of result files.
@@ -70,7 +73,7 @@ if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
     sys.path.insert(0, str(REPO_ROOT))
 
 from harness import grid as grids  # noqa: E402  (standard library only)
-from runner import git, integrity, merge  # noqa: E402
+from runner import git, integrity, merge, noise  # noqa: E402
 from runner.machine import default_grid, machine_name, write_machine_file  # noqa: E402
 from runner.progress import ProgressTail, failures, print_overhead, print_table  # noqa: E402
 
@@ -292,6 +295,8 @@ def run_commit(
                 try:
                     code = _run_asv(cmd, src, run_env)
                     if code in (0, 2):  # 2: results saved, some benchmarks failed
+                        # the noise of each timing into asv's stats columns (runner/noise.py)
+                        noise.fill_results_dir(private, noise.read_events(progress))
                         written += _merge_private(private, results_dir, machine)
                 except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via main()'s handler
                     _stop_run(token)

@@ -14,6 +14,7 @@ import itertools
 import json
 import math
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -258,7 +259,21 @@ def test_asv_run_cpu_end_to_end(tmp_path, capfd):
     # local "+cu130" that its metadata lacks: seen on the lent H100).
     assert machine["machine"] == "pytest-cpu"
     assert machine["torch"] == importlib.metadata.version("torch")
+    assert machine["where"] == "local" and machine["python_version"] == platform.python_version()
+    assert data["params"]["where"] == "local"  # asv copies the machine file into params
     assert (tmp_path / "benchmarks.json").is_file()
+    # the noise of every CPU timing in asv's stats columns (runner/noise.py): 99% interval
+    # of the median around it, quartiles, n; host/graph time: skipped on a CPU, no stats
+    cols = {c: i for i, c in enumerate(data["result_columns"])}
+    for f in grid.PATHS:
+        row = data["results"][f"bench_{f}.CPU.track_ms"]
+        stats = {k: row[cols[f"stats_{k}"]] for k in ("ci_99_a", "ci_99_b", "q_25", "repeat")}
+        for i, value in enumerate(row[cols["result"]]):
+            if isinstance(value, float) and stats["repeat"][i] and stats["repeat"][i] > 1:
+                assert stats["ci_99_a"][i] <= value <= stats["ci_99_b"][i]
+        assert any(n and n > 1 for n in stats["repeat"])
+        for metric in ("host_ms", "graph_ms"):
+            assert len(data["results"][f"bench_{f}.CPU.track_{metric}"]) <= cols["stats_ci_99_a"]
 
     rows = asv_result_rows(result)
     n_params = {
