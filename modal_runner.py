@@ -8,7 +8,8 @@ shard. Each container runs `asv run` for its commit and units into
 ``/<commit>/<shard key>/`` on the Volume and commits the Volume as soon as it is done, so
 a lost container loses only its shard; a re-run plans only the units no finished shard
 holds. The entrypoint then downloads the finished shards, merges them into asv's normal
-result files under results/<machine>/ (runner/merge.py) and builds the report.
+result files under results/<machine>-modal/ (runner/merge.py; a machine of its own, never
+the local card's) and builds the report.
 
 Importing this file needs no token and touches no network (tests rely on that);
 README.md, "Running on Modal", has the setup, the cost and how results come back.
@@ -35,8 +36,13 @@ VOLUME_MOUNT = "/shards"
 # machine's history would mix two cards. We track H100 timings.
 GPU = "H100!"
 GRID = "gpu"  # the GPU grid (Seed, TTT, Long, Grid, Short classes) of harness/grid.py
-# Whose measured durations balance the shards: the single-H100 history, the same card.
-COST_MACHINE = "h100-sxm-80gb"
+# Modal results go to a machine of their own ("<card>-modal", runner.machine.
+# modal_machine_name): a Modal host under the local card's name would replace the local
+# rows of a commit (the loader keeps the newest per machine) and mix two hosts' histories.
+# Whose measured durations balance the shards: Modal's own history, else the local
+# single-H100 history (the same card), else the estimate table.
+COST_MACHINE = "h100-sxm-80gb-modal"
+LOCAL_COST_MACHINE = "h100-sxm-80gb"
 # One shard is at most a few classes of the grid; the heaviest class (Long grad-grad) is
 # expected in minutes, so 2 h only catches a hung container.
 SHARD_TIMEOUT_S = 2 * 3600
@@ -162,9 +168,9 @@ def run_shard(
     else:
         root = LOCAL_SHARDS
     if machine is None:
-        from runner.machine import machine_name
+        from runner.machine import machine_name, modal_machine_name
 
-        machine = machine_name()
+        machine = modal_machine_name(machine_name())  # 'h100-sxm-80gb-modal'
     result = sharding.run_shard(
         commit, units, root, machine=machine, grid=grid, bench=bench, run_commit=run_commit
     )
@@ -286,7 +292,11 @@ def orchestrate(
     calls = []
     for commit in hashes:
         missing = sharding.missing_units(wanted, store.manifests(commit), bench)
-        costs = sharding.costs_for(missing, results_dir, COST_MACHINE)
+        measured = sharding.measured_unit_costs(results_dir, COST_MACHINE)
+        own = bool(missing) and all(u in measured for u in missing)
+        costs = sharding.costs_for(
+            missing, results_dir, COST_MACHINE if own else LOCAL_COST_MACHINE
+        )
         for shard in sharding.plan_shards(missing, n_shards, costs, bench):
             calls.append((commit, list(shard.units)))
         log(

@@ -6,7 +6,11 @@ the hostname. ``asv machine --yes --machine NAME`` records only the fields that 
 its defaults (so just the name), so the runner writes asv's machine file itself
 (:func:`write_machine_file`), with os/cpu/ram and the GPU model, into a per-run file;
 ``asv run`` copies it into ``results/<machine>/machine.json``, the record that is
-committed with the results.
+committed with the results, and into every result file's ``params``. It carries the
+provenance of the results (:data:`PROVENANCE_KEYS`): torch, triton, cuda, python_version
+(one child of the benchmarks' python), driver, GPU name and max SM/memory clocks (one
+nvidia-smi query), and ``where`` (local, or modal: Modal runs get a machine of their own,
+:func:`modal_machine_name`).
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ import sys
 from pathlib import Path
 
 
-def _nvidia_smi_gpus() -> list[tuple[str, int]]:
-    """(name, memory MiB) per GPU that this process may use, from nvidia-smi (no CUDA init)."""
+def _nvidia_smi_rows(fields: str) -> list[list[str]]:
+    """nvidia-smi --query-gpu=<fields> (comma-separated values) per GPU this process may use
+    (CUDA_VISIBLE_DEVICES by index); [] without nvidia-smi. No CUDA init."""
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -33,20 +38,27 @@ def _nvidia_smi_gpus() -> list[tuple[str, int]]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
-    gpus = []
-    for line in out.strip().splitlines():
-        name, _, mem = line.rpartition(",")
-        try:
-            gpus.append((name.strip(), int(float(mem))))
-        except ValueError:
-            continue
+    rows = [[c.strip() for c in line.split(",")] for line in out.strip().splitlines()]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         ids = [d.strip() for d in visible.split(",") if d.strip()]
         if not ids or ids[0] == "-1":
             return []
         if all(d.isdigit() for d in ids):
-            gpus = [gpus[int(d)] for d in ids if int(d) < len(gpus)]
+            rows = [rows[int(d)] for d in ids if int(d) < len(rows)]
+    return rows
+
+
+def _nvidia_smi_gpus() -> list[tuple[str, int]]:
+    """(name, memory MiB) per GPU that this process may use, from nvidia-smi (no CUDA init)."""
+    gpus = []
+    for row in _nvidia_smi_rows("name,memory.total"):
+        # a name with a comma would split: the memory is the last field
+        name, mem = ",".join(row[:-1]), row[-1] if row else ""
+        try:
+            gpus.append((name.strip(), int(float(mem))))
+        except ValueError:
+            continue
     return gpus
 
 
@@ -124,7 +136,9 @@ def visible_gpus() -> list[str]:
 
 
 def machine_info(name: str, python: str = sys.executable) -> dict:
-    """asv machine fields (as strings, as asv writes them) plus the GPU and software."""
+    """asv machine fields (as strings, as asv writes them) plus the provenance of a result:
+    the GPU (name, count, driver, max clocks), the software of ``python`` (torch, triton,
+    cuda, python_version) and ``where`` it ran (local or modal): :data:`PROVENANCE_KEYS`."""
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -149,19 +163,94 @@ def machine_info(name: str, python: str = sys.executable) -> dict:
     if gpus:
         info["gpu"] = gpus[0][0]
         info["gpu_count"] = str(len(gpus))
-    probe = (
-        "from importlib.metadata import version\n"
-        "for p in ('torch', 'triton'):\n"
-        "    try: print(p, version(p))\n"
-        "    except Exception: print(p, '-')\n"
-    )
+    info.update(gpu_provenance())
+    info.update(software(python))
+    info["where"] = where(name)
+    return info
+
+
+# Provenance (issue 15 item 5): what a result was measured with, in the machine file and so
+# in every result's "params" (asv copies the machine file's fields there). Values are
+# strings, as asv writes machine fields; "-" when unknown. Not "python": asv's own param
+# (the environment's label, "3").
+PROVENANCE_KEYS = (
+    "torch",
+    "triton",
+    "cuda",
+    "python_version",
+    "driver",
+    "gpu",
+    "gpu_clock_mhz",
+    "mem_clock_mhz",
+    "where",
+)
+MODAL_SUFFIX = "-modal"
+
+
+def modal_machine_name(name: str) -> str:
+    """A machine name for results measured on Modal: 'h100-sxm-80gb' -> 'h100-sxm-80gb-modal'.
+
+    A Modal host is never the same machine as a local card of the same model (another
+    driver, clocks, neighbours), and reports keep the newest file per machine and commit:
+    under the local name a Modal run would silently replace the local rows.
+    """
+    return name if name.endswith(MODAL_SUFFIX) else name + MODAL_SUFFIX
+
+
+def where(name: str) -> str:
+    """'modal' for a Modal machine name (or inside a Modal container), else 'local'."""
+    return "modal" if name.endswith(MODAL_SUFFIX) or os.environ.get("MODAL_TASK_ID") else "local"
+
+
+def gpu_provenance() -> dict[str, str]:
+    """driver, GPU name and its maximum SM and memory clocks (MHz) of the first visible GPU,
+    from one nvidia-smi query; {} without nvidia-smi."""
+    rows = _nvidia_smi_rows("driver_version,clocks.max.sm,clocks.max.mem,name")
+    if not rows or len(rows[0]) < 4:
+        return {}
+    driver, sm, mem = rows[0][:3]
+    name = ",".join(rows[0][3:])  # last: a name with a comma stays whole
+    return {
+        "driver": driver or "-",
+        "gpu": name or "-",
+        "gpu_clock_mhz": sm or "-",
+        "mem_clock_mhz": mem or "-",
+    }
+
+
+# One child with the benchmarks' python: versions from package metadata, CUDA from torch
+# itself (torch.version.cuda: the CUDA torch was built with; importing torch does not
+# initialise CUDA), so the runner never imports torch.
+_SOFTWARE_PROBE = """import json, platform
+from importlib.metadata import version
+out = {"python_version": platform.python_version()}
+for p in ("torch", "triton"):
     try:
-        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60)
-        for line in out.stdout.splitlines():
-            pkg, _, ver = line.partition(" ")
-            info[pkg] = ver
-    except (OSError, subprocess.SubprocessError):
-        pass
+        out[p] = version(p)
+    except Exception:
+        out[p] = "-"
+try:
+    import torch
+    out["cuda"] = torch.version.cuda or "none"
+except Exception:
+    out["cuda"] = "-"
+print(json.dumps(out))
+"""
+
+
+def software(python: str = sys.executable) -> dict[str, str]:
+    """torch, triton, cuda and python_version of ``python`` (one child process); '-' where
+    unknown."""
+    info = dict.fromkeys(("torch", "triton", "cuda", "python_version"), "-")
+    try:
+        out = subprocess.run(
+            [python, "-c", _SOFTWARE_PROBE], capture_output=True, text=True, timeout=300
+        )
+        found = json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return info
+    if isinstance(found, dict):
+        info.update({k: str(v) for k, v in found.items() if k in info and v is not None})
     return info
 
 
