@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from reports import guard, metrics
+from reports import noise as row_noise
 from reports.paths import is_safe_name, slug
 from runner.git import GitError, git
 
@@ -45,6 +46,7 @@ CONTRACT_PARAMS = ("B", "H", "T", "D", "dtype", "mask", "bwd_mode")
 # One measured quantity over commits is identified by these columns.
 SERIES_KEYS = ["machine", "benchmark", "params"]
 STAT_COLUMNS = ("ci_99_a", "ci_99_b", "q_25", "q_75")
+PROVENANCE_COLUMNS = row_noise.PROVENANCE_COLUMNS  # where, torch, triton, cuda, driver, ...
 # Columns the exported CSV keeps (the in-memory table also has params/config strings, noise
 # intervals, subject, env_name, started_at and result_file: derivable or bulky; dropping them
 # and writing 7 significant digits cut a 200-commit x 504-series CSV from 46 MB to 21 MB and
@@ -60,6 +62,7 @@ CSV_DROP = [
     "noise_source",
     "started_at",
     "result_file",
+    *row_noise.PROVENANCE_COLUMNS,  # per result file, repeated on every row: see the table
 ]
 # Dropped from the CSV only when empty (every value valid), so valid results keep their CSV.
 CSV_DROP_WHEN_EMPTY = ["invalid"]
@@ -287,12 +290,16 @@ def _add_file(builder: _Builder, path: Path, data: dict, meta: dict, skipped: li
             builder.stats[stat_name].append(
                 guard.clean_stat(arr) if arr is not None else np.full(n, math.nan)
             )
+        # n: the samples kept, else asv's stats_repeat (the runner stores n there when it
+        # keeps a summary, not the samples: runner/noise.py)
+        repeat = guard.as_float_array(get(row, "stats_repeat"), n)
+        repeat = guard.clean_stat(repeat) if repeat is not None else np.full(n, math.nan)
         samples = get(row, "samples")
         if not isinstance(samples, list) or len(samples) != n:
             samples = [None] * n
-        for s in samples:
+        for s, r in zip(samples, repeat):
             good = isinstance(s, list) and len(s) > 0
-            builder.n_samples.append(len(s) if good else 0)
+            builder.n_samples.append(len(s) if good else int(r) if r >= 0 else 0)
             builder.samples.append(s if good else None)
         started = get(row, "started_at")
         started_ms = guard.timestamp_ms(started)
@@ -325,6 +332,7 @@ def _add_file(builder: _Builder, path: Path, data: dict, meta: dict, skipped: li
             "env_name": str(data.get("env_name", "")),
             "file_date_s": file_date_ms / 1000.0,
             "result_file": str(path),
+            **row_noise.provenance(params),
         }
     )
 
@@ -399,28 +407,6 @@ def order_commits(commits: pd.DataFrame, git_log: pd.DataFrame) -> pd.DataFrame:
     return c.drop(columns=["_key", "git_pos"]).reset_index(drop=True)
 
 
-def _noise_interval(df: pd.DataFrame) -> pd.DataFrame:
-    """noise_lo/noise_hi: asv's 99% CI when finite, else q25-q75 (stored or from samples)."""
-    ci_ok = np.isfinite(df["ci_99_a"]) & np.isfinite(df["ci_99_b"])
-    iqr_ok = np.isfinite(df["q_25"]) & np.isfinite(df["q_75"]) & ~ci_ok
-    df["noise_lo"] = np.where(ci_ok, df["ci_99_a"], np.where(iqr_ok, df["q_25"], np.nan))
-    df["noise_hi"] = np.where(ci_ok, df["ci_99_b"], np.where(iqr_ok, df["q_75"], np.nan))
-    source = np.where(ci_ok, "ci_99", np.where(iqr_ok, "iqr", "none"))
-    df["noise_source"] = source
-    return df
-
-
-def _fill_quartiles_from_samples(df: pd.DataFrame, samples: list) -> None:
-    need = df["n_samples"].to_numpy() > 1
-    need &= ~(np.isfinite(df["q_25"].to_numpy()) & np.isfinite(df["q_75"].to_numpy()))
-    for i in np.flatnonzero(need):
-        s = np.array([x for x in samples[i] if guard.is_number(x)], dtype=float)
-        s = s[np.isfinite(s) & (np.abs(s) <= guard.MAX_ABS_VALUE)]
-        if len(s) > 1:
-            df.iat[i, df.columns.get_loc("q_25")] = np.quantile(s, 0.25)
-            df.iat[i, df.columns.get_loc("q_75")] = np.quantile(s, 0.75)
-
-
 def load_results(
     paths: Path | str | Iterable[Path | str] = "results",
     repo: Path | str | None = ".",
@@ -433,7 +419,10 @@ def load_results(
     parameter name (strings; B/H/D/Tq/Tk also numeric), params (canonical "B=2 H=4 ..."),
     config (params without bwd_mode), value, invalid ("" or why the file's value was not a
     valid measurement; value is then NaN), ci_99_a, ci_99_b, q_25, q_75, n_samples,
-    samples (JSON text or None), noise_lo, noise_hi, noise_source, started_at, result_file.
+    samples (JSON text or None), noise_lo, noise_hi, noise_source, started_at, result_file,
+    and the file's provenance: where (local/modal), torch, triton, cuda, python_version,
+    driver, gpu, gpu_clock_mhz, mem_clock_mhz (PROVENANCE_COLUMNS; None/NaN when absent).
+    n_samples: the samples kept, else asv's stats_repeat, else 0.
     Raises NoResultsError when nothing usable is there.
     """
     if isinstance(paths, (str, Path)):
@@ -501,9 +490,9 @@ def _assemble(builder: _Builder, repo) -> pd.DataFrame:
 
     df = rows.join(files, on="file_id").join(benches, on="bench_id").join(combos, on="combo_id")
     # rows, files, benches and combos joins keep row positions, so samples line up.
-    _fill_quartiles_from_samples(df, builder.samples)
+    row_noise.fill_quartiles_from_samples(df, builder.samples)
     df["samples"] = [json.dumps(s) if s is not None else None for s in builder.samples]
-    df = _noise_interval(df)
+    df = row_noise.noise_interval(df)
     df["commit_short"] = df["commit"].str[:8]
     df["commit_date"] = pd.to_datetime(df["commit_date_s"], unit="s", utc=True)
     df["started_at"] = pd.to_datetime(df["started_at_ms"], unit="ms", utc=True)
@@ -591,6 +580,7 @@ def _order_columns(df: pd.DataFrame, combo_columns) -> pd.DataFrame:
         "noise_source",
         "started_at",
         "result_file",
+        *row_noise.PROVENANCE_COLUMNS,
     ]
     ordered = lead + params + [c for c in tail if c not in params]
     df = df[[c for c in ordered if c in df.columns]]
