@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import integrity
+from runner.machine import PROVENANCE_KEYS
 from runner.shards import unit_of
 
 ASV_RESULTS_VERSION = 2
@@ -105,6 +107,17 @@ def _merge_benchmarks(results_dir: str | os.PathLike, new: dict, **lock_kw) -> P
         # asv writes it indented (util.write_json with api_version): keep diffs readable
         integrity.atomic_write_text(target, json.dumps(dict(sorted(benchmarks.items())), indent=4))
     return target
+
+
+def provenance_diff(a: dict | None, b: dict | None) -> list[str]:
+    """'torch 2.11.0 -> 2.13.0' per provenance field (runner.machine.PROVENANCE_KEYS) that
+    differs between two result files' params; fields either side lacks are not compared."""
+    a, b = a or {}, b or {}
+    return [
+        f"{k} {a[k]} -> {b[k]}"
+        for k in PROVENANCE_KEYS
+        if a.get(k) is not None and b.get(k) is not None and a[k] != b[k]
+    ]
 
 
 def merge_result_dicts(parts: list[tuple[str, dict]]) -> dict:
@@ -190,6 +203,7 @@ def merge_shards(
 
     report = MergeReport()
     results_dir = Path(results_dir)
+    say = lock_kw.get("say") or (lambda msg: print(msg, file=sys.stderr, flush=True))
     folders = {results_dir / Path(rel).parent.name for rel in groups}
     folders |= {results_dir / m for m in machine_files}
     with integrity.folder_locks(folders, **lock_kw):
@@ -209,9 +223,24 @@ def merge_shards(
                     }
                 parts.append((str(path), data))
             merged = merge_result_dicts(parts)
+            for source, data in parts[1:]:
+                diff = provenance_diff(parts[0][1].get("params"), data.get("params"))
+                if diff:
+                    say(
+                        f"WARNING: shards of {rel} were measured with different toolchains "
+                        f"({', '.join(diff)}: {parts[0][0]} vs {source}); the file's params "
+                        f"keep the first one's"
+                    )
             target = results_dir / rel
             if target.is_file():
                 old = _load(target)
+                diff = provenance_diff(old.get("params"), merged.get("params"))
+                if diff and set(old["results"]) - set(merged["results"]):
+                    say(
+                        f"WARNING: {target} keeps rows measured with another toolchain than "
+                        f"the rows merged into it ({', '.join(diff)}); its params now say "
+                        f"the new run's. Re-run the whole commit to keep one toolchain."
+                    )
                 if old.get("result_columns") != merged.get("result_columns"):
                     raise MergeConflict(f"{target} has other result_columns than the shards")
                 shared = sorted(set(old["results"]) & set(merged["results"]))

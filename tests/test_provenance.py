@@ -263,6 +263,18 @@ def test_asv_compare_reads_the_filled_files(tmp_path):
     assert rows[name.format("'compiled'")][0] == "", out  # 1.3x inside the noise
     assert rows[name.format("'compiled'")][3] == "~1.30", out
     assert sum(mark == "+" for mark, *_ in rows.values()) == 1, out
+    # asv publish reads the same files (stats and the provenance params)
+    conf_data = json.loads(conf.read_text()) | {"html_dir": str(tmp_path / "html")}
+    conf.write_text(json.dumps(conf_data))
+    proc = subprocess.run(
+        [PY, "-m", "asv", "publish", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "html" / "index.json").is_file()
 
 
 # --- provenance ------------------------------------------------------------------------
@@ -392,3 +404,24 @@ def test_the_loader_exposes_provenance_and_keeps_hosts_apart(tmp_path):
     assert set(old["torch"]) == {"2.9.0"}
     assert old["cuda"].isna().all() and old["where"].isna().all()
     assert old["gpu_clock_mhz"].isna().all()
+
+
+def test_merging_rows_of_another_toolchain_into_a_file_warns(tmp_path):
+    from runner import merge
+
+    said: list[str] = []
+    results = tmp_path / "results"
+    one = tmp_path / "one"
+    _result_file(one, "e" * 40, "m", lambda i: 1.0, {"torch": "2.11.0", "where": "local"})
+    merge.merge_shards([one], results, say=said.append)
+    assert not [s for s in said if "WARNING" in s]
+    # a re-run of one benchmark of that commit with another torch: the other rows stay
+    two = tmp_path / "two"
+    path = _result_file(two, "e" * 40, "m", lambda i: 2.0, {"torch": "2.13.0", "where": "local"})
+    data = json.loads(path.read_text())
+    data["results"] = {k: v for k, v in data["results"].items() if k.endswith("track_ms")}
+    path.write_text(json.dumps(data))
+    merge.merge_shards([two], results, say=said.append)
+    (warning,) = [s for s in said if "WARNING" in s]
+    assert "torch 2.11.0 -> 2.13.0" in warning
+    assert merge.provenance_diff({"torch": "1"}, {"torch": "1", "cuda": "13.0"}) == []
