@@ -47,7 +47,7 @@ SKIPPED = "skipped"  # no value because the benchmark skipped it (asv stores NaN
 DRIFT = "drift"  # beyond the rule against the median of the last K commits
 BAD_STATUSES = (REGRESSION, FAILED)
 # How many earlier commits the drift baseline takes its median over, and at least how many.
-DRIFT_WINDOW = 8
+DRIFT_WINDOW = 10
 DRIFT_MIN_POINTS = 3
 
 # Columns describing a series, carried into comparison tables.
