@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -380,3 +381,84 @@ def test_real_asv_run_stored_noise_and_skips(asv_project, capsys, monkeypatch): 
     assert main([*args, "--repo", str(asv_project["root"])]) == EXIT_REGRESSION
     out = capsys.readouterr().out
     assert "REGRESSIONS" in out and "bwd_mode=fused" in out
+
+
+# --------------------------------------------------------------------------------------------
+# runner.compare: the PR gate driver, with a fake run_commit.
+
+
+def _fake_run_commit(calls: list, head_factor: float = 1.0, drop: str | None = None):
+    """runner.asv_run.run_commit's signature: writes a copy of the committed H100 b993c552
+    result (the HEAD side rewritten to a fake commit, fused rows scaled) for the presets."""
+    from runner.asv_run import bench_regex
+
+    src = _file(H100, "b993c552")
+
+    def run_commit(commit, *, machine, results_dir, grid, presets, **_kw):
+        calls.append(commit)
+        data = json.loads(src.read_text())
+        regex = re.compile(bench_regex(grid, presets))
+        data["results"] = {k: v for k, v in data["results"].items() if regex.search(k)}
+        if commit == "HEAD":
+            data["commit_hash"] = "f" * 40
+            scale_fused(data, head_factor)
+            if drop:
+                data["results"] = {k: v for k, v in data["results"].items() if drop not in k}
+        folder = Path(results_dir) / machine
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / "results" / "benchmarks.json", Path(results_dir) / "benchmarks.json")
+        path = folder / f"{data['commit_hash'][:8]}-existing-py3.json"
+        path.write_text(json.dumps(data))
+        return path
+
+    return run_commit
+
+
+def _run_gate(tmp_path, calls, toolchain=None, **kw):
+    from runner import compare as rc
+
+    base_sha = _file(H100, "b993c552").name[:8]
+    full = json.loads(_file(H100, "b993c552").read_text())["commit_hash"]
+    assert full.startswith(base_sha)
+    return rc.gate(
+        "main",
+        presets=["seed", "ttt"],
+        grid="gpu",
+        machine="h100-sxm-80gb",
+        results_dir=ROOT / "results",
+        out=tmp_path / "gate",
+        run_commit=kw.pop("run_commit"),
+        toolchain=toolchain or (lambda: rc.recorded_toolchain(ROOT / "results", "h100-sxm-80gb")),
+        resolve=lambda ref: {"HEAD": "f" * 40, "main": full}[ref],
+        **kw,
+    )
+
+
+def test_runner_compare_reuses_the_committed_base_and_passes(tmp_path, capsys):
+    calls: list = []
+    assert _run_gate(tmp_path, calls, run_commit=_fake_run_commit(calls)) == EXIT_OK
+    assert calls == ["HEAD"]  # the base came from results/h100-sxm-80gb
+    assert "reusing" in capsys.readouterr().out
+
+
+def test_runner_compare_measures_the_base_when_the_toolchain_differs(tmp_path, capsys):
+    calls: list = []
+    code = _run_gate(
+        tmp_path,
+        calls,
+        toolchain=lambda: {"torch": "9.9", "triton": "9.9"},
+        run_commit=_fake_run_commit(calls),
+    )
+    assert code == EXIT_OK
+    assert calls[0] == "HEAD" and calls[1].startswith("b993c552") and len(calls) == 2
+    assert "not reusing" in capsys.readouterr().out
+
+
+def test_runner_compare_fails_on_regression_and_missing(tmp_path):
+    calls: list = []
+    slow = _fake_run_commit(calls, head_factor=1.7)
+    assert _run_gate(tmp_path / "slow", calls, run_commit=slow) == EXIT_REGRESSION
+    gone = _fake_run_commit(calls, drop=".TTT.")
+    assert _run_gate(tmp_path / "gone", calls, run_commit=gone) == EXIT_MISSING
+    gone = _fake_run_commit(calls, drop=".TTT.")
+    assert _run_gate(tmp_path / "ok", calls, run_commit=gone, allow_missing=True) == EXIT_OK
