@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             "--threshold",
             action="append",
             metavar="UNIT=PCT",
-            help="override a unit's relative threshold, e.g. ms=3 (repeatable)",
+            help="override a unit's minimum effect, e.g. ms=3 (repeatable)",
         )
 
     pb = sub.add_parser("build", help="build the report (the default command)")
