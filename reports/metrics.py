@@ -23,6 +23,8 @@ c4ea3647 moved <= 0.3% at >= 3 ms and up to 39% below); MiB and ratio rows of
 ``BACKEND_CHOICE_MODES`` ("backend_choice": SDPA's backend is picked per run); the rest
 "all". "graph ms" (the step replayed from a CUDA graph: no host in it) and "host ms" have
 no A/A pair yet: graph ms borrows ms's gpu_bound noise, host ms keeps its typed 100%.
+A host-bound eager ms row with a graph ms sibling keeps the A/A noise even with a stored
+interval: its kernel is judged on graph ms, its host on host ms (reports/regress.py).
 TFLOP/s rows follow their ms row (reports/regress.py): FLOP model / ms, so the decision is
 the ms row's.
 """
