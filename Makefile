@@ -20,6 +20,8 @@ help:
 	@echo "make bench      run the asv suite for this commit on this machine's grid"
 	@echo "                (GRID=gpu|cpu PRESETS=seed,ttt MACHINE=name PY=python3 to skip the venv)"
 	@echo "make bench-history RANGE=A..B   one asv result per commit, from git worktrees"
+	@echo "make bench-compare BASE=main    PR gate: measure this tree and BASE here, compare;"
+	@echo "                exit 1 on a regression/failure, 4 on a missing series (PRESETS=..)"
 	@echo "make test       CPU tests (Triton interpreter; NO_BROWSER=1 skips the apt Chromium)"
 	@echo "make test-gpu   the GPU-marked tests on a CUDA machine (PY=python3 on the lent GPU)"
 	@echo "make lint       ruff check + ruff format --check"
@@ -83,6 +85,16 @@ bench: $(ENV)
 bench-history: $(ENV)
 	@test -n "$(RANGE)" || { echo "usage: make bench-history RANGE=A..B [GRID=..] [PRESETS=..]" >&2; exit 2; }
 	@$(PY) -m runner.asv_run --range '$(RANGE)' $(BENCH_ARGS); status=$$?; $(REPORT); exit $$status
+
+# The PR gate (runner/compare.py): HEAD and BASE measured on this machine (a committed result
+# of BASE for this machine and toolchain is reused), then `python -m reports compare`.
+# Exit status: 0 pass, 1 regression or failure, 4 missing series (ALLOW_MISSING=1 accepts).
+.PHONY: bench-compare
+BASE ?= main
+bench-compare: $(ENV)
+	$(PY) -m runner.compare --base '$(BASE)' $(if $(PRESETS),--presets '$(PRESETS)') \
+		$(if $(GRID),--grid $(GRID)) $(if $(MACHINE),--machine '$(MACHINE)') \
+		$(if $(ALLOW_MISSING),--allow-missing)
 
 # Sharded runs (runner/; README: Running on Modal). GPUS: default every GPU nvidia-smi lists; SHARDS:
 # default one per GPU (bench-gpu) or 8 containers per commit (bench-modal); PRESETS and

@@ -7,7 +7,9 @@
     python -m reports publish              # asv publish into report/asv_html, offline
 
 A and B are commit prefixes, git refs (HEAD~1, main), "latest", or paths to result folders
-or files. Exit codes: 0 fine, 1 regression (compare), 2 bad arguments, 3 no results.
+or files. Exit codes: 0 fine, 1 regression, drift or failure (compare), 2 bad arguments
+(incl. a commit compared with itself), 3 no results, 4 series missing on the new side
+(compare; --allow-missing accepts).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from reports import html, metrics, plots, regress, tables, text
@@ -44,9 +47,25 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _OnceFilter(logging.Filter):
+    """Each distinct warning once per process (compare loads the results more than once)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
 def _setup_logging() -> None:
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         handler = _StderrHandler()
+        handler.addFilter(_OnceFilter())
         handler.setFormatter(logging.Formatter("warning: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
@@ -194,11 +213,42 @@ def build(
     }
 
 
+EXIT_MISSING = 4  # compare: series of the old side not measured on the new side
+MISSING_SHOWN = 5  # names listed in the missing summary
+
+
+def _band(r) -> str:
+    """The noise the rule used: the two stored intervals, else the A/A default."""
+    lo_o, hi_o = getattr(r, "noise_lo_old", np.nan), getattr(r, "noise_hi_old", np.nan)
+    lo_n, hi_n = getattr(r, "noise_lo_new", np.nan), getattr(r, "noise_hi_new", np.nan)
+    if all(np.isfinite(x) for x in (lo_o, hi_o, lo_n, hi_n)):
+        return (
+            f"noise [{tables.fmt(lo_o, '.4g')}, {tables.fmt(hi_o, '.4g')}] -> "
+            f"[{tables.fmt(lo_n, '.4g')}, {tables.fmt(hi_n, '.4g')}]"
+        )
+    return f"band +-{r.threshold_pct:.1f}%"
+
+
 def _fmt_change(r) -> str:
+    change = "    n/a " if not np.isfinite(r.change_pct) else f"{r.change_pct:+7.1f}%"
     return (
-        f"  {r.change_pct:+7.1f}%  {r.benchmark}  {r.params}  "
+        f"  {change}  {r.benchmark}  {r.params}  "
         f"{tables.fmt(r.value_old, '.4g')} -> {tables.fmt(r.value_new, '.4g')} {r.unit}  "
-        f"(threshold {r.threshold_pct:.1f}%, {metrics.direction(r.unit)} is better)"
+        f"({_band(r)}, min detectable {r.mdc_pct:.1f}%; rule: {r.rule}; "
+        f"{metrics.direction(r.unit)} is better)"
+    )
+
+
+def _missing_summary(rows: pd.DataFrame) -> str:
+    classes = rows["benchmark"].astype(str).str.rsplit(".", n=1).str[0].value_counts()
+    by_class = ", ".join(f"{c} ({n})" for c, n in classes.head(8).items())
+    more = f", +{len(classes) - 8} classes" if len(classes) > 8 else ""
+    names = "; ".join(
+        f"{r.benchmark} {r.params}" for r in rows.head(MISSING_SHOWN).itertuples(index=False)
+    )
+    return (
+        f"{len(rows)} series missing (measured on the old side, absent on the new) in "
+        f"{by_class}{more}; first: {names}" + (" ..." if len(rows) > MISSING_SHOWN else "")
     )
 
 
@@ -207,30 +257,36 @@ def print_comparison(cmp: pd.DataFrame, title: str, show_all: bool = False) -> N
     summary = ", ".join(f"{counts[s]} {s}" for s in counts.index)
     print(f"{title}: {len(cmp)} series: {summary}")
     sections = [
-        (regress.REGRESSION, "REGRESSIONS (worse beyond threshold and noise)", "worse_pct"),
-        (regress.FAILED, "FAILED (had a value, now failed or skipped)", None),
-        (regress.IMPROVEMENT, "IMPROVEMENTS", "worse_pct"),
-        (regress.GONE, "MISSING (not measured in the new run)", None),
+        (regress.REGRESSION, "REGRESSIONS (worse beyond the minimum effect and the noise)"),
+        (regress.DRIFT, "DRIFT (worse than the median of the last commits)"),
+        (regress.FAILED, "FAILED (no value: had one before, or new and failed)"),
+        (regress.IMPROVEMENT, "IMPROVEMENTS"),
     ]
     if show_all:
         sections += [
-            (regress.NOISE, "WITHIN NOISE (beyond threshold, intervals overlap)", None),
-            (regress.NEW, "NEW", None),
+            (regress.NOISE, "WITHIN NOISE (beyond the minimum effect, intervals overlap)"),
+            (regress.STILL_FAILING, "STILL FAILING (no value on either side)"),
+            (regress.NEW, "NEW"),
         ]
-    for status, heading, sort in sections:
+    for status, heading in sections:
         rows = cmp[cmp["status"] == status]
         if rows.empty:
             continue
-        if sort:
-            rows = rows.sort_values(sort, ascending=status != regress.REGRESSION)
+        if status in (regress.REGRESSION, regress.DRIFT, regress.IMPROVEMENT):
+            rows = rows.sort_values("worse_pct", ascending=status == regress.IMPROVEMENT)
         print(heading)
         for r in rows.itertuples(index=False):
             print(_fmt_change(r))
+    missing = cmp[cmp["status"] == regress.GONE]
+    if not missing.empty:
+        print(_missing_summary(missing))
 
 
 def _side(ref: str, df: pd.DataFrame | None, repo, machine: str | None):
-    """Rows for one side of a comparison: a path (its newest commit per machine) or a commit."""
+    """Rows for one side of a comparison: a path (its newest commit per machine) or a commit.
+    Returns (rows, label, commit or None)."""
     path = Path(ref)
+    commit = None
     if path.exists():
         rows = load_results(path, repo=repo).df
         newest = rows.groupby("machine")["commit_order"].transform("max")
@@ -244,7 +300,7 @@ def _side(ref: str, df: pd.DataFrame | None, repo, machine: str | None):
         label = commit[:8]
     if machine:
         rows = rows[rows["machine"] == machine]
-    return rows, label
+    return rows, label, commit
 
 
 def compare(
@@ -256,11 +312,25 @@ def compare(
     overrides=None,
     show_all=False,
     allow_failed=False,
+    allow_missing=False,
+    drift_window: int = regress.DRIFT_WINDOW,
 ) -> int:
+    """Exit EXIT_REGRESSION on a regression, drift or failure, EXIT_MISSING on a missing
+    series (unless allowed), EXIT_USAGE for a self-comparison, EXIT_OK otherwise."""
+    if Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve():
+        print(f"error: {a} and {b} are the same results: nothing to compare", file=sys.stderr)
+        return EXIT_USAGE
     needs_df = not (Path(a).exists() and Path(b).exists())
     df = load_results(results, repo=repo).df if needs_df else None
-    old, label_a = _side(a, df, repo, machine)
-    new, label_b = _side(b, df, repo, machine)
+    old, label_a, commit_a = _side(a, df, repo, machine)
+    new, label_b, commit_b = _side(b, df, repo, machine)
+    if commit_a is not None and commit_a == commit_b:
+        print(
+            f"error: {a!r} and {b!r} are the same commit ({label_a}): compare a commit with "
+            "another one (e.g. the base branch's)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if old.empty or new.empty:
         print(
             f"nothing to compare: {label_a} has {len(old)} rows, {label_b} {len(new)}"
@@ -276,14 +346,44 @@ def compare(
     cmp = regress.compare_frames(old, new, keys=keys, overrides=overrides)
     if keys is not None:
         cmp["machine"] = f"{old['machine'].iloc[0]} vs {new['machine'].iloc[0]}"
+    if commit_b is not None and df is not None and drift_window > 0:
+        hist = df[df["machine"].isin(new["machine"].unique())]
+        drifted = regress.drift(hist, commit_b, drift_window, overrides)
+        drifted = drifted[drifted["status"] == regress.DRIFT]
+        if not drifted.empty:
+            idx = cmp.set_index(regress.SERIES_KEYS).index
+            hit = idx.isin(drifted.set_index(regress.SERIES_KEYS).index)
+            calm = ~cmp["status"].isin([*regress.BAD_STATUSES, regress.IMPROVEMENT]).to_numpy()
+            repl = drifted.set_index(regress.SERIES_KEYS).reindex(idx[hit & calm])
+            cols = ["value_old", "noise_lo_old", "noise_hi_old", "change_pct", "worse_pct"]
+            cols += ["threshold_pct", "mdc_pct", "rule", "status"]
+            for col in cols:
+                cmp.loc[hit & calm, col] = repl[col].to_numpy()
     print_comparison(cmp, f"compare {label_a} -> {label_b}", show_all)
-    bad = [regress.REGRESSION] + ([] if allow_failed else [regress.FAILED])
-    return EXIT_REGRESSION if cmp["status"].isin(bad).any() else EXIT_OK
+    bad = [regress.REGRESSION, regress.DRIFT] + ([] if allow_failed else [regress.FAILED])
+    if cmp["status"].isin(bad).any():
+        return EXIT_REGRESSION
+    if not allow_missing and (cmp["status"] == regress.GONE).any():
+        print("gate: missing series fail the comparison (--allow-missing to accept)")
+        return EXIT_MISSING
+    return EXIT_OK
 
 
-def aa(a: str, b: str, repo=".") -> int:
+def aa(a: str, b: str, repo=".", write: str | None = None) -> int:
     old = load_results(a, repo=repo).df
     new = load_results(b, repo=repo).df
+    if write:
+        commits = sorted(set(old["commit"]) & set(new["commit"])) or sorted(set(new["commit"]))
+        source = {"a": str(a), "b": str(b), "commits": [c[:8] for c in commits]}
+        derived = regress.aa_noise_defaults(old, new, source)
+        Path(write).write_text(metrics.aa_defaults_text(derived, write), encoding="utf-8")
+        metrics._read_aa_defaults.cache_clear()
+        print(f"wrote {write}: {len(derived['noise'])} unit|regime noise thresholds")
+        for key, v in derived["noise"].items():
+            print(
+                f"  {key}: {v['pairs']} pairs, max {v['max_abs_diff_pct']:.3f}% -> "
+                f"{100 * v['threshold']:.1f}%"
+            )
     summary = regress.aa_summary(old, new)
     if summary.empty:
         print("no series measured in both A/A runs", file=sys.stderr)
@@ -318,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             "--threshold",
             action="append",
             metavar="UNIT=PCT",
-            help="override a unit's relative threshold, e.g. ms=3 (repeatable)",
+            help="override a unit's minimum effect, e.g. ms=3 (repeatable)",
         )
 
     pb = sub.add_parser("build", help="build the report (the default command)")
@@ -349,6 +449,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not fail on benchmarks that stopped producing a value",
     )
+    pc.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="do not fail on series the old side has and the new side lacks",
+    )
+    pc.add_argument(
+        "--drift-window",
+        type=int,
+        default=regress.DRIFT_WINDOW,
+        help="also compare B with the median of its last N commits (0: off)",
+    )
     pa = sub.add_parser(
         "aa",
         help="A/A noise: largest difference between two runs of the "
@@ -357,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
     pa.add_argument("a")
     pa.add_argument("b")
     pa.add_argument("--repo", default=".")
+    pa.add_argument(
+        "--write",
+        nargs="?",
+        const=str(metrics.AA_DEFAULTS_PATH),
+        help="write the per unit|regime noise thresholds (default reports/aa_noise.py)",
+    )
     pp = sub.add_parser("publish", help="asv publish into report/asv_html, made offline")
     pp.add_argument("--html-dir", default="report/asv_html")
     pp.add_argument("--config", default="asv.conf.json")
@@ -400,9 +517,11 @@ def main(argv: list[str] | None = None) -> int:
                 _parse_overrides(args.threshold),
                 args.all,
                 args.allow_failed,
+                args.allow_missing,
+                args.drift_window,
             )
         if args.command == "aa":
-            return aa(args.a, args.b, args.repo)
+            return aa(args.a, args.b, args.repo, args.write)
         if args.command == "publish":
             from reports import publish
 

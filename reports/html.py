@@ -285,15 +285,23 @@ def _commits_table(df: pd.DataFrame, changes: pd.DataFrame, link: CommitLinks) -
 def _thresholds_table(overrides: dict[str, float] | None) -> str:
     overrides = overrides or {}
     rows = []
+    noise = metrics.aa_defaults().get("noise", {})
     for unit, rule in metrics.UNIT_RULES.items():
         rel = overrides.get(unit, rule.rel_threshold)
+        aa = ", ".join(
+            f"{k.split('|', 1)[1]} {100 * v['threshold']:.1f}%"
+            for k, v in sorted(noise.items())
+            if k.split("|", 1)[0] == unit
+        )
         rows.append(
             f"<tr><td class=l>{_e(unit)}</td><td class=l>{_e(rule.direction)} is better</td>"
-            f"<td>{100 * rel:.1f}%</td><td>{rule.abs_floor:g}</td></tr>"
+            f"<td>{100 * rel:.1f}%</td><td>{rule.abs_floor:g}</td>"
+            f"<td class=l>{_e(aa or '-')}</td></tr>"
         )
     return (
-        "<table><tr><th class=l>unit</th><th class=l>direction</th><th>relative threshold</th>"
-        f"<th>absolute floor</th></tr>{''.join(rows)}</table>"
+        "<table><tr><th class=l>unit</th><th class=l>direction</th><th>minimum effect</th>"
+        "<th>absolute floor</th><th class=l>A/A noise when a row stores none "
+        f"(reports/aa_noise.py)</th></tr>{''.join(rows)}</table>"
     )
 
 

@@ -1,21 +1,32 @@
 """Regression detection: direction-aware, noise-aware comparisons between commits.
 
-A change between an old and a new measurement of one series (machine x benchmark x params)
-is called a regression or an improvement only when all three hold:
+A step between an old and a new measurement of one series (machine x benchmark x params)
+is a regression or an improvement only when both hold:
 
-1. it goes beyond the unit's relative threshold: ``|new - old| > rel_threshold * |old|``
-   (reports/metrics.py, from A/A data; overridable per unit);
-2. it goes beyond the unit's absolute floor (so 0.03 ms kernels do not flag on 1 us);
-3. the two noise intervals do not overlap (asv's 99% CI of the median when stored and
-   finite, else the q25-q75 range of the samples; a point with no interval is its value).
+1. it reaches the unit's **minimum effect**: ``|new - old| >= rel_threshold * |old|`` and
+   ``> abs_floor`` (reports/metrics.py; ``--threshold UNIT=PCT`` overrides the relative
+   part);
+2. it exceeds the **noise**: with stored noise on both sides (asv's 99% CI of the median,
+   else q25-q75 of the samples; reports/load.py noise_lo/noise_hi) the two intervals do not
+   overlap ("stored noise"); without, the change exceeds the A/A default of the unit and
+   regime (metrics.aa_noise, from reports/aa_noise.py: "A/A default").
 
-Its sign comes from the unit's direction: for "ms"/"MiB"/"ratio" an increase is worse, for
-"TFLOP/s" a decrease is. A measurement that turns into a failure (NaN after a value) is
-"failed" and counts as a regression: a kernel that fails its parity check is recorded as
-failed, never as fast.
+``rule`` says which applied, ``mdc_pct`` the row's minimum detectable change (the smallest
+step in the worse direction that the rule flags: the larger of the minimum effect and the
+noise, which for stored noise is the old interval's upper half-width plus the new one's
+lower half-width, relative to old). TFLOP/s rows follow their ms row (same machine,
+benchmark class, params): the rate is a FLOP model over the time, so its decision is the
+time's ("follows ms"). Its sign comes from the unit's direction. A measurement that is a
+failure (NaN) where it had a value, or is new and failed, is "failed" and gates like a
+regression. ``drift`` compares a commit with the median of the last K commits, which catches
+a slow creep that no single step shows.
 """
 
 from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,7 +42,13 @@ NOISE = "within noise"  # beyond the threshold, but the noise intervals overlap
 UNCHANGED = "unchanged"
 NEW = "new"  # no earlier value to compare with
 GONE = "missing"  # measured before, not measured (no row at all) now
+STILL_FAILING = "still failing"  # failed on both sides of a comparison
+SKIPPED = "skipped"  # no value because the benchmark skipped it (asv stores NaN, not null)
+DRIFT = "drift"  # beyond the rule against the median of the last K commits
 BAD_STATUSES = (REGRESSION, FAILED)
+# How many earlier commits the drift baseline takes its median over, and at least how many.
+DRIFT_WINDOW = 10
+DRIFT_MIN_POINTS = 3
 
 # Columns describing a series, carried into comparison tables.
 DESCRIBE = ["family", "preset", "metric", "unit", "direction", "config", "bwd_mode"]
@@ -42,7 +59,7 @@ class CommitNotFound(ValueError):
 
 
 def thresholds_for(units: pd.Series, overrides: dict[str, float] | None = None):
-    """Per-row (rel_threshold, abs_floor) arrays from metrics.UNIT_RULES (+ overrides)."""
+    """Per-row (minimum effect, abs_floor, worse sign) arrays from metrics.UNIT_RULES."""
     overrides = overrides or {}
     rules = {u: metrics.unit_rule(u) for u in pd.unique(units)}
     rel = units.map(lambda u: overrides.get(u, rules[u].rel_threshold)).to_numpy(float)
@@ -51,85 +68,202 @@ def thresholds_for(units: pd.Series, overrides: dict[str, float] | None = None):
     return rel, floor, sign
 
 
-def host_bound_rows(frame: pd.DataFrame) -> np.ndarray:
-    """True where the row's benchmark takes under metrics.HOST_BOUND_BELOW_MS (its own ms
-    series, either side): those timings are host-bound and noisy (reports/metrics.py)."""
-    needed = {"benchmark", "params", "value_old", "value_new"}
-    if not needed <= set(frame.columns) or frame.empty:
-        return np.zeros(len(frame), dtype=bool)
+def _class_key(frame: pd.DataFrame) -> pd.Series:
+    """machine | benchmark class (name without the method) | params: a row's siblings."""
     machine = frame["machine"] if "machine" in frame.columns else pd.Series("", index=frame.index)
     stem = frame["benchmark"].astype(str).str.rsplit(".", n=1).str[0]
-    key = machine.astype(str) + "|" + stem + "|" + frame["params"].astype(str)
+    return machine.astype(str) + "|" + stem + "|" + frame["params"].astype(str)
+
+
+def own_ms(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's benchmark's own ms (its track_ms sibling, the smaller side); inf if none."""
+    needed = {"benchmark", "params", "value_old", "value_new"}
+    if not needed <= set(frame.columns) or frame.empty:
+        return np.full(len(frame), np.inf)
+    key = _class_key(frame)
     is_ms = frame["benchmark"].astype(str).str.endswith(".track_ms")
     ms_value = pd.concat([frame["value_old"], frame["value_new"]], axis=1).min(axis=1)
     lookup = pd.Series(ms_value[is_ms].to_numpy(), index=key[is_ms].to_numpy())
     lookup = lookup[~lookup.index.duplicated()]
-    ms_of_row = key.map(lookup).to_numpy(float)
-    return np.nan_to_num(ms_of_row, nan=np.inf) < metrics.HOST_BOUND_BELOW_MS
+    return np.nan_to_num(key.map(lookup).to_numpy(float), nan=np.inf)
+
+
+def host_bound_rows(frame: pd.DataFrame) -> np.ndarray:
+    """True where the row's benchmark takes under metrics.HOST_BOUND_BELOW_MS (either side)."""
+    return own_ms(frame) < metrics.HOST_BOUND_BELOW_MS
+
+
+def _host_bound_with_graph(frame: pd.DataFrame, regimes: np.ndarray) -> np.ndarray:
+    """Eager ms rows in the host_bound regime whose track_graph_ms sibling has values."""
+    is_ms = (frame["unit"].astype(object) == "ms").to_numpy() & (regimes == metrics.HOST_BOUND)
+    if not is_ms.any() or "benchmark" not in frame.columns:
+        return np.zeros(len(frame), dtype=bool)
+    key = _class_key(frame)
+    graph = frame["benchmark"].astype(str).str.endswith(".track_graph_ms").to_numpy().copy()
+    graph &= frame["value_old"].notna().to_numpy() | frame["value_new"].notna().to_numpy()
+    return is_ms & key.isin(set(key[graph])).to_numpy()
+
+
+def _follow_ms(out: pd.DataFrame) -> None:
+    """TFLOP/s rows with an ms sibling take its decision (in place)."""
+    is_rate = (out["unit"].astype(object) == "TFLOP/s").to_numpy()
+    if not is_rate.any() or "benchmark" not in out.columns:
+        return
+    key = _class_key(out)
+    is_ms = out["benchmark"].astype(str).str.endswith(".track_ms").to_numpy()
+    cols = ["status", "threshold_pct", "mdc_pct", "noise_overlap"]
+    ms_rows = out.loc[is_ms, cols].set_index(key[is_ms].to_numpy())
+    ms_rows = ms_rows[~ms_rows.index.duplicated()]
+    follow = is_rate & key.isin(ms_rows.index).to_numpy()
+    both = out["value_old"].notna().to_numpy() & out["value_new"].notna().to_numpy()
+    follow &= both
+    if not follow.any():
+        return
+    sib = ms_rows.loc[key[follow].to_numpy()]
+    sib_status = sib["status"].to_numpy()
+    ok = np.isin(sib_status, [REGRESSION, IMPROVEMENT, NOISE, UNCHANGED])
+    idx = out.index[follow][ok]
+    for col in cols:
+        out.loc[idx, col] = sib[col].to_numpy()[ok]
+    out.loc[idx, "rule"] = "follows ms"
 
 
 def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> pd.DataFrame:
-    """Add change_pct, worse_pct, threshold_pct, noise_overlap and status to a frame holding
-    value_old/value_new, noise_lo_old/noise_hi_old, noise_lo_new/noise_hi_new and unit."""
+    """Add change_pct, worse_pct, threshold_pct, mdc_pct, rule, noise_overlap and status to a
+    frame holding value_old/value_new, noise_lo_old/noise_hi_old, noise_lo_new/noise_hi_new
+    and unit (bwd_mode, benchmark and params when present pick the regime)."""
     out = frame.copy()
-    rel, floor, sign = thresholds_for(out["unit"].astype(object), overrides)
     units = out["unit"].astype(object)
-    host_rel = units.map(
-        lambda u: metrics.unit_rule(u).host_bound_rel_threshold or np.nan
-    ).to_numpy(float)
-    short = host_bound_rows(out) & np.isfinite(host_rel)
-    rel = np.where(short, np.fmax(rel, host_rel), rel)
-    if "bwd_mode" in out.columns:
-        choice_rel = units.map(
-            lambda u: metrics.unit_rule(u).backend_choice_rel_threshold or np.nan
-        ).to_numpy(float)
-        chosen = out["bwd_mode"].isin(metrics.BACKEND_CHOICE_MODES).to_numpy(bool)
-        chosen = chosen & np.isfinite(choice_rel)
-        rel = np.where(chosen, np.fmax(rel, choice_rel), rel)
+    min_eff, floor, sign = thresholds_for(units, overrides)
     old = out["value_old"].to_numpy(float)
     new = out["value_new"].to_numpy(float)
     lo_o, hi_o = out["noise_lo_old"].to_numpy(float), out["noise_hi_old"].to_numpy(float)
     lo_n, hi_n = out["noise_lo_new"].to_numpy(float), out["noise_hi_new"].to_numpy(float)
+    stored = np.isfinite(lo_o) & np.isfinite(hi_o) & np.isfinite(lo_n) & np.isfinite(hi_n)
     # Points with no interval stand for themselves.
     lo_o, hi_o = np.where(np.isnan(lo_o), old, lo_o), np.where(np.isnan(hi_o), old, hi_o)
     lo_n, hi_n = np.where(np.isnan(lo_n), new, lo_n), np.where(np.isnan(hi_n), new, hi_n)
 
+    ms_of_row = own_ms(out)
+    modes = out["bwd_mode"] if "bwd_mode" in out.columns else pd.Series(None, index=out.index)
+    regimes = [metrics.regime(u, m, b) for u, m, b in zip(units, ms_of_row, modes)]
+    aa = np.array(
+        [metrics.aa_noise(u, r) for u, r in zip(units, regimes)], dtype=float
+    )  # None -> nan
+    aa_rel = np.fmax(min_eff, np.nan_to_num(aa, nan=0.0))
+    # A host-bound eager row whose graph-replay sibling is measured: the kernel is judged on
+    # graph ms; the eager timing keeps the A/A (between-run) host noise even with a stored
+    # (within-run) interval, which does not see the host's run-to-run swings.
+    host_eager = _host_bound_with_graph(out, np.asarray(regimes, dtype=object))
+    rel = np.where(stored & ~host_eager, min_eff, aa_rel)
+
     with np.errstate(divide="ignore", invalid="ignore"):
         change = (new - old) / np.abs(old)
+        # stored noise: the worse-direction step that separates the intervals
+        sep = np.where(sign > 0, (hi_o - old) + (new - lo_n), (old - lo_o) + (hi_n - new))
+        sep_rel = sep / np.abs(old)
     diff = np.abs(new - old)
-    beyond = (np.abs(change) > rel) & (diff > floor)
     overlap = np.maximum(lo_o, lo_n) <= np.minimum(hi_o, hi_n)
+    # "at least the minimum effect" (a 1.05x step is 5%, give or take a rounding error)
+    beyond = (np.abs(change) >= rel * (1 - 1e-9)) & (diff > floor)
+    apart = np.where(stored, ~overlap, True)
     worse = sign * change
 
     has_old, has_new = np.isfinite(old), np.isfinite(new)
     both = has_old & has_new
     status = np.full(len(out), UNCHANGED, dtype=object)
-    status[both & beyond & overlap] = NOISE
-    status[both & beyond & ~overlap & (worse > 0)] = REGRESSION
-    status[both & beyond & ~overlap & (worse < 0)] = IMPROVEMENT
+    status[both & beyond & ~apart] = NOISE
+    status[both & beyond & apart & (worse > 0)] = REGRESSION
+    status[both & beyond & apart & (worse < 0)] = IMPROVEMENT
     status[has_old & ~has_new] = FAILED
     status[~has_old & has_new] = NEW
     status[~has_old & ~has_new] = UNCHANGED
+    rule = np.where(
+        stored & ~host_eager,
+        [f"stored noise, min effect {100 * m:.1f}%" for m in min_eff],
+        [
+            f"A/A default noise {u}/{r} {100 * a:.1f}%, min effect {100 * m:.1f}%"
+            if np.isfinite(a)
+            else f"min effect {100 * m:.1f}% (no A/A noise for {u})"
+            for u, r, a, m in zip(units, regimes, aa, min_eff)
+        ],
+    )
     out["change_pct"] = 100.0 * change
     out["worse_pct"] = 100.0 * worse
     out["threshold_pct"] = 100.0 * rel
-    out["noise_overlap"] = overlap & both
+    out["mdc_pct"] = 100.0 * np.where(stored, np.fmax(rel, np.nan_to_num(sep_rel, nan=0.0)), rel)
+    rule = np.where(host_eager, "host-bound, kernel judged on graph ms; " + rule.astype(str), rule)
+    out["rule"] = rule
+    out["regime"] = regimes
+    out["noise_overlap"] = np.where(stored, overlap, False) & both
     out["status"] = status
+    _follow_ms(out)
+    return out
+
+
+def _raw_results(path: str) -> dict:
+    """benchmark -> {"v1 v2 ...": raw result} of one asv result file (None: failed, NaN:
+    skipped; load.py reads both as NaN)."""
+    from reports.load import _parse_param_value, _read_result_file
+
+    data = _read_result_file(Path(path), []) if Path(path).is_file() else None
+    if not data:
+        return {}
+    cols = data["result_columns"]
+    i_res, i_par = cols.index("result"), cols.index("params")
+    out = {}
+    for name, row in data["results"].items():
+        try:
+            params = [[_parse_param_value(v) for v in axis] for axis in row[i_par]]
+            result = row[i_res]
+            combos = list(itertools.product(*params))
+            if not isinstance(result, list) or len(result) != len(combos):
+                continue
+            out[name] = {" ".join(c): r for c, r in zip(combos, result)}
+        except (TypeError, IndexError, ValueError):
+            continue
+    return out
+
+
+def asv_skipped(files: pd.Series, benchmarks: pd.Series, params: pd.Series) -> np.ndarray:
+    """True where the raw result is NaN (asv: the benchmark raised NotImplementedError, a
+    combination that does not apply), False where it is null (a failure) or a value."""
+    out = np.zeros(len(files), dtype=bool)
+    cache: dict[str, dict] = {}
+    for i, (f, b, p) in enumerate(zip(files, benchmarks, params)):
+        if not isinstance(f, str):
+            continue
+        raw = cache.setdefault(f, _raw_results(f))
+        values = " ".join(part.split("=", 1)[-1] for part in str(p).split(" "))
+        v = raw.get(str(b), {}).get(values)
+        out[i] = isinstance(v, float) and math.isnan(v)
     return out
 
 
 def _side(df: pd.DataFrame, suffix: str, keys: list[str]) -> pd.DataFrame:
     cols = keys + [c for c in DESCRIBE if c in df.columns and c not in keys]
     cols += ["commit", "value", "noise_lo", "noise_hi"]
+    cols += ["result_file"] if "result_file" in df.columns else []
     side = df[cols].rename(
         columns={
             "commit": "commit" + suffix,
             "value": "value" + suffix,
             "noise_lo": "noise_lo" + suffix,
             "noise_hi": "noise_hi" + suffix,
+            "result_file": "result_file" + suffix,
         }
     )
     return side
+
+
+def _mark_skips(result: pd.DataFrame, candidates: pd.Series) -> None:
+    """A no-value row the benchmark skipped (asv NaN) with no value before is SKIPPED."""
+    cand = candidates.to_numpy(bool) & result["value_old"].isna().to_numpy()
+    if not cand.any() or "result_file_new" not in result.columns:
+        return
+    sub = result[cand]
+    skip = asv_skipped(sub["result_file_new"], sub["benchmark"], sub["params"])
+    result.loc[sub.index[skip], "status"] = SKIPPED
 
 
 def compare_frames(
@@ -152,6 +286,14 @@ def compare_frames(
             merged = merged.drop(columns=col + "_o")
     merged["unit"] = merged["unit"].astype(object)
     result = classify(merged, overrides)
+    # A failure now: FAILED when it had a value or is new; failing on both sides is news
+    # but not this change's doing.
+    no_new = result["value_new"].isna()
+    result.loc[no_new & (result["_merge"] == "right_only"), "status"] = FAILED
+    result.loc[no_new & result["value_old"].isna() & (result["_merge"] == "both"), "status"] = (
+        STILL_FAILING
+    )
+    _mark_skips(result, result["status"].isin([FAILED, STILL_FAILING]) & no_new)
     result.loc[result["_merge"] == "left_only", "status"] = GONE
     return result.drop(columns="_merge")
 
@@ -164,6 +306,7 @@ def history(df: pd.DataFrame, overrides: dict[str, float] | None = None) -> pd.D
     """
     cols = SERIES_KEYS + [c for c in DESCRIBE if c not in SERIES_KEYS and c in df.columns]
     cols += ["commit", "commit_order", "value", "noise_lo", "noise_hi"]
+    cols += ["result_file"] if "result_file" in df.columns else []
     d = df[cols].sort_values(SERIES_KEYS + ["commit_order"]).reset_index(drop=True)
     group = d.groupby(SERIES_KEYS, sort=False, observed=True)
     finite = d["value"].notna()
@@ -180,6 +323,7 @@ def history(df: pd.DataFrame, overrides: dict[str, float] | None = None) -> pd.D
             "noise_lo": "noise_lo_new",
             "noise_hi": "noise_hi_new",
             "commit_order": "commit_order_new",
+            "result_file": "result_file_new",
         }
     )
     out["commit_old"] = prev["commit"]
@@ -193,7 +337,51 @@ def history(df: pd.DataFrame, overrides: dict[str, float] | None = None) -> pd.D
     result.loc[still_failing, "status"] = UNCHANGED
     first = group.cumcount().to_numpy() == 0
     result.loc[first & result["value_new"].notna().to_numpy(), "status"] = NEW
+    # A series whose first measurement failed is a failure, not "unchanged".
+    first_none = first & result["value_new"].isna().to_numpy()
+    result.loc[first_none, "status"] = FAILED
+    _mark_skips(result, pd.Series(first_none, index=result.index))
     return result
+
+
+def drift(
+    df: pd.DataFrame,
+    commit: str,
+    k: int = DRIFT_WINDOW,
+    overrides: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """``commit``'s rows vs the median of each series' last ``k`` earlier values on the same
+    machine (at least DRIFT_MIN_POINTS of them): status DRIFT where the classify rule (A/A
+    default noise: a median carries no interval) calls that a regression.
+
+    A slow creep (+1% a commit) never trips the step-by-step rule; against a median ~k/2
+    commits back it does once it adds up to the minimum effect.
+    """
+    new = df[df["commit"] == commit]
+    if new.empty:
+        return compare_frames(df.iloc[:0], df.iloc[:0])
+    order = new["commit_order"].max()
+    earlier = df[(df["commit_order"] < order) & df["machine"].isin(new["machine"].unique())]
+    earlier = earlier[earlier["value"].notna()].sort_values("commit_order")
+    window = earlier.groupby(SERIES_KEYS, observed=True, sort=False).tail(k)
+    stats = window.groupby(SERIES_KEYS, observed=True)["value"].agg(["median", "count"])
+    stats = stats[stats["count"] >= DRIFT_MIN_POINTS].reset_index()
+    base = new.drop(columns=["value"]).merge(
+        stats.rename(columns={"median": "value"}), on=SERIES_KEYS, how="inner"
+    )
+    if base.empty:
+        return compare_frames(df.iloc[:0], df.iloc[:0])
+    base["noise_lo"] = np.nan
+    base["noise_hi"] = np.nan
+    base["commit"] = f"median of last {k}"
+    cur = new[new.set_index(SERIES_KEYS).index.isin(base.set_index(SERIES_KEYS).index)]
+    out = compare_frames(base, cur, overrides=overrides)
+    out["drift_points"] = out.merge(stats, on=SERIES_KEYS, how="left")["count"].to_numpy()
+    out.loc[out["status"] == REGRESSION, "status"] = DRIFT
+    out.loc[out["status"] == DRIFT, "rule"] = (
+        f"drift vs median of last {k}: " + out.loc[out["status"] == DRIFT, "rule"]
+    )
+    return out
 
 
 def resolve_commit(df: pd.DataFrame, ref: str, repo: str | None = ".") -> str:
@@ -237,17 +425,7 @@ def latest_vs(df: pd.DataFrame, baseline: str, repo=".", overrides=None) -> pd.D
     return pd.concat(parts, ignore_index=True)
 
 
-def aa_summary(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
-    """Largest same-commit (A/A) difference per unit and metric, and the threshold it implies.
-
-    Series are matched on benchmark and params (the two runs may carry different machine
-    names, e.g. h100-sxm-80gb-aa1 / -aa2). ``flagged_now`` counts the pairs the current
-    thresholds would call a regression or improvement: it must be 0.
-
-    When the two sides share commits (e.g. the A side is a machine's whole history and the
-    B side a repeat of one of its commits), only those commits are compared, commit by
-    commit.
-    """
+def _aa_pairs(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     keys = ["benchmark", "params"]
     common = sorted(set(old["commit"]) & set(new["commit"]))
     if common:
@@ -260,6 +438,46 @@ def aa_summary(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
         cmp = compare_frames(old, new, keys=keys)
     cmp = cmp[cmp["value_old"].notna() & cmp["value_new"].notna()].copy()
     cmp["abs_rel"] = cmp["change_pct"].abs() / 100.0
+    return cmp
+
+
+def aa_noise_defaults(old: pd.DataFrame, new: pd.DataFrame, source: dict | None = None) -> dict:
+    """The A/A derivation metrics.aa_noise reads: per unit and regime, the pairs, the median
+    and largest same-commit difference, and the threshold it implies
+    (metrics.implied_threshold: 1.5x the largest, rounded up to 0.5%)."""
+    cmp = _aa_pairs(old, new)
+    noise = {}
+    for (unit, reg), g in cmp.groupby(["unit", "regime"], sort=True):
+        worst = g.loc[g["abs_rel"].idxmax()]
+        noise[f"{unit}|{reg}"] = {
+            "pairs": int(len(g)),
+            "median_abs_diff_pct": round(100.0 * float(g["abs_rel"].median()), 4),
+            "max_abs_diff_pct": round(100.0 * float(worst["abs_rel"]), 4),
+            "worst": f"{worst['benchmark']} {worst['params']}",
+            "threshold": metrics.implied_threshold(float(worst["abs_rel"])),
+        }
+    return {
+        "about": "A/A noise per unit|regime; written by `python -m reports aa A B --write`; "
+        "read by reports/metrics.py aa_noise (the gate's fallback when a row has no stored "
+        "noise). threshold = 1.5 x max_abs_diff, rounded up to 0.5%.",
+        "source": source or {},
+        "host_bound_below_ms": metrics.HOST_BOUND_BELOW_MS,
+        "noise": noise,
+    }
+
+
+def aa_summary(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """Largest same-commit (A/A) difference per unit and metric, and the threshold it implies.
+
+    Series are matched on benchmark and params (the two runs may carry different machine
+    names, e.g. h100-sxm-80gb-aa1 / -aa2). ``flagged_now`` counts the pairs the current
+    thresholds would call a regression or improvement: it must be 0.
+
+    When the two sides share commits (e.g. the A side is a machine's whole history and the
+    B side a repeat of one of its commits), only those commits are compared, commit by
+    commit.
+    """
+    cmp = _aa_pairs(old, new)
     rows = []
     for (unit, metric), g in cmp.groupby(["unit", "metric"], sort=True, dropna=False):
         worst = g.loc[g["abs_rel"].idxmax()]
