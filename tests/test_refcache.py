@@ -391,3 +391,68 @@ def test_a_dead_writers_temporary_file_is_removed(cache):
     fresh_tmp.write_bytes(b"partial")
     through_cache("backward", CFG)
     assert not tmp.exists() and fresh_tmp.exists()
+
+
+# --- caches on the Modal Volume -------------------------------------------------------------
+
+
+def test_modal_caches_are_keyed_by_triton_version_and_card():
+    modal_runner = pytest.importorskip("modal_runner")
+    env = modal_runner.cache_env("/shards", "3.6.0", "NVIDIA H100 80GB HBM3")
+    assert env == {
+        "TRITON_CACHE_DIR": "/shards/_cache/triton/3.6.0-NVIDIA-H100-80GB-HBM3",
+        "GRADGRAD_REF_CACHE": "/shards/_cache/refs",
+    }
+    assert modal_runner.cache_env("/shards", "3.7.0", "NVIDIA H100 80GB HBM3") != env
+    other_card = modal_runner.cache_env("/shards", "3.6.0", "NVIDIA H200")
+    assert other_card["TRITON_CACHE_DIR"] != env["TRITON_CACHE_DIR"]
+    # the references key themselves (card, code hash) under one root
+    assert other_card["GRADGRAD_REF_CACHE"] == env["GRADGRAD_REF_CACHE"]
+    # no commit folder can collide with the caches' folder (commits are 40 hex digits)
+    assert not all(c in "0123456789abcdef" for c in modal_runner.VOLUME_CACHES)
+
+
+def test_a_shard_in_a_container_puts_its_caches_on_the_volume(tmp_path, monkeypatch):
+    """run_shard's body as a container runs it (modal.is_local() False), the Volume a folder:
+    the asv runner it calls sees TRITON_CACHE_DIR and GRADGRAD_REF_CACHE under the Volume."""
+    modal_runner = pytest.importorskip("modal_runner")
+    from runner import shards
+
+    class FakeVolume:
+        def __init__(self):
+            self.calls = []
+
+        def reload(self):
+            self.calls.append("reload")
+
+        def commit(self):
+            self.calls.append("commit")
+
+    vol = FakeVolume()
+    seen = {}
+
+    def fake_run_shard(commit, units, root, **kw):
+        seen.update(
+            root=root, **{k: os.environ.get(k) for k in ("TRITON_CACHE_DIR", refcache.CACHE_ENV)}
+        )
+        return shards.ShardResult(Path(root), {"commit": commit, "units": units})
+
+    monkeypatch.setattr(modal_runner.modal, "is_local", lambda: False)
+    monkeypatch.setattr(modal_runner, "volume", vol)
+    monkeypatch.setattr(modal_runner, "VOLUME_MOUNT", str(tmp_path / "shards"))
+    monkeypatch.setattr(shards, "run_shard", fake_run_shard)
+    monkeypatch.setattr(modal_runner, "_gpu_name", lambda: "NVIDIA H100 80GB HBM3")
+    for name in ("TRITON_CACHE_DIR", refcache.CACHE_ENV):
+        monkeypatch.setenv(name, "before")  # restored afterwards by monkeypatch
+    from importlib import metadata
+
+    monkeypatch.setattr(metadata, "version", lambda name: {"triton": "3.6.0"}[name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # modal: .local() has no Volume
+        out = modal_runner.run_shard.local("a" * 40, ["bench_forward.Seed"], machine="m")
+    volume_root = tmp_path / "shards"
+    assert seen["TRITON_CACHE_DIR"] == str(
+        volume_root / "_cache" / "triton" / "3.6.0-NVIDIA-H100-80GB-HBM3"
+    )
+    assert seen[refcache.CACHE_ENV] == str(volume_root / "_cache" / "refs")
+    assert vol.calls == ["reload", "commit"] and out["skipped"] is False
