@@ -18,10 +18,12 @@ Layout: ``<root>/<code hash>/<entry key>.pt``
   config (B, H, T, D, dtype, mask), seed, the reference chunking, the device (the card's
   name and capability; on a CPU its model and torch's thread count), torch and CUDA
   versions, the code hash, the format. Another card, another torch, seed or shape misses.
-- file: ``MAGIC``, the sha256 of the payload, the payload's length, then the payload
-  (``torch.save`` of {key, meta, CPU tensors}, loaded with ``weights_only=True``). An entry
-  whose magic, length, checksum, key, or tensor shapes/dtypes are wrong is ignored with a
-  warning, recomputed and rewritten: never a crash, never a wrong value.
+- file: ``MAGIC``, a CRC-32 (hex) of the rest, one JSON line (key, meta, each tensor's
+  shape and dtype), then the tensors' raw bytes. No pickle; loading is a read into one
+  buffer and ``torch.frombuffer`` views: 96 MiB in 0.07 s on the dev VM (1.5 GB/s; 0.19 s
+  with sha256 and torch.save's format). CRC-32 is a corruption check, not a signature. An
+  entry whose magic, header, length, checksum, key, or tensor shapes/dtypes are wrong is
+  ignored with a warning, recomputed and rewritten: never a crash, never a wrong value.
 - writes: a temporary file in the same folder, then ``os.replace``: two shards storing the
   same entry each replace it whole (the contents are the same), a reader sees the old file
   or the new one. No fsync: a file cut short by a crash fails its length/checksum test.
@@ -43,13 +45,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import io
 import json
+import math
 import os
 import platform
 import time
 import uuid
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,8 +63,8 @@ DEFAULT_TOTAL_GIB = 16.0
 DEFAULT_ENTRY_GIB = 1.0
 DEFAULT_ROOT = Path("~/.cache/gradgrad-attention/refs")
 DISABLED = ("off", "0", "none", "")
-FORMAT = 1
-MAGIC = b"gradgrad-ref-cache 1\n"
+FORMAT = 2
+MAGIC = b"gradgrad-ref-cache 2\n"
 SUFFIX = ".pt"
 PROTECT_S = 3600.0  # entries used this recently are never evicted (a GPU grid is < 10 min)
 STALE_TMP_S = 3600.0  # a temporary file this old is a dead writer's
@@ -217,30 +220,43 @@ def cached_outputs(
     return outs, meta, Outcome(status, note)
 
 
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+MAX_HEADER = 1 << 20
+
+
 def load(file: Path, key: dict, expect) -> tuple[list, str]:
     """An entry's (CPU tensors, meta); raises on anything wrong (FileNotFoundError: none)."""
     import torch
 
     with open(file, "rb") as f:
-        head = f.read(len(MAGIC))
-        if head != MAGIC:
+        if f.read(len(MAGIC)) != MAGIC:
             raise ValueError("not a reference cache file (bad magic)")
-        digest = f.readline().strip().decode("ascii", "replace")
-        length = int(f.readline())
-        payload = f.read()
-    if len(payload) != length:
-        raise ValueError(f"truncated: {len(payload)} of {length} bytes")
-    if hashlib.sha256(payload).hexdigest() != digest:
+        crc = int(f.readline(64), 16)
+        header = f.readline(MAX_HEADER)
+        head = json.loads(header)
+        specs = [(tuple(int(n) for n in shape), dtype) for shape, dtype in head["tensors"]]
+        if any(dtype not in DTYPES for _, dtype in specs):
+            raise ValueError(f"unknown dtype in {specs}")
+        dtypes = [getattr(torch, dtype) for _, dtype in specs]
+        sizes = [math.prod(shape) * dt.itemsize for (shape, _), dt in zip(specs, dtypes)]
+        payload = bytearray(sum(sizes))
+        got = f.readinto(payload)
+        if got != len(payload) or f.read(1):
+            raise ValueError(f"truncated or too long: {got} payload bytes, {len(payload)} expected")
+    if zlib.crc32(payload, zlib.crc32(header)) != crc:
         raise ValueError("checksum mismatch")
-    obj = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-    if obj.get("key") != key:
+    if head.get("key") != key:
         raise ValueError("key mismatch (another entry under this name)")
-    tensors = obj["tensors"]
-    got = [(tuple(t.shape), t.dtype) for t in tensors]
+    got_specs = [(shape, dt) for (shape, _), dt in zip(specs, dtypes)]
     want = [(tuple(s), d) for s, d in expect]
-    if got != want:
-        raise ValueError(f"outputs {got}, expected {want}")
-    return tensors, str(obj.get("meta", ""))
+    if got_specs != want:
+        raise ValueError(f"outputs {got_specs}, expected {want}")
+    tensors, offset = [], 0
+    for (shape, _), dt, size in zip(specs, dtypes, sizes):
+        flat = torch.frombuffer(payload, dtype=dt, count=size // dt.itemsize, offset=offset)
+        tensors.append(flat.view(shape))
+        offset += size
+    return tensors, str(head.get("meta", ""))
 
 
 def store(file: Path, key: dict, outs, meta: str) -> tuple[bool, str]:
@@ -251,20 +267,23 @@ def store(file: Path, key: dict, outs, meta: str) -> tuple[bool, str]:
     cap = entry_cap()
     if size > cap:
         return False, f"{size / 2**20:.0f} MiB > per-entry cap {cap / 2**20:.0f} MiB"
-    buf = io.BytesIO()
-    tensors = [t.detach().to("cpu", copy=True).contiguous() for t in outs]
-    torch.save({"key": key, "meta": meta, "tensors": tensors}, buf)
-    payload = buf.getvalue()
-    digest = hashlib.sha256(payload).hexdigest()
-    header = MAGIC + digest.encode() + b"\n" + str(len(payload)).encode() + b"\n"
+    tensors = [t.detach().to("cpu").contiguous() for t in outs]
+    specs = [[list(t.shape), str(t.dtype).removeprefix("torch.")] for t in tensors]
+    header = (json.dumps({"key": key, "meta": meta, "tensors": specs}) + "\n").encode()
+    # the raw bytes without a copy: a uint8 view of each contiguous tensor (bf16 included)
+    raw = [memoryview(t.view(-1).view(torch.uint8).numpy()) for t in tensors]
+    crc = zlib.crc32(header)
+    for chunk in raw:
+        crc = zlib.crc32(chunk, crc)
     tmp = file.parent / f".{file.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
-        if not make_room(file.parent.parent, len(header) + len(payload), keep=file):
+        if not make_room(file.parent.parent, len(header) + size + 64, keep=file):
             return False, f"the cache is full ({total_cap() / 2**30:.1f} GiB of recent entries)"
         with open(tmp, "wb") as f:
-            f.write(header)
-            f.write(payload)
+            f.write(MAGIC + f"{crc:08x}\n".encode() + header)
+            for chunk in raw:
+                f.write(chunk)
         os.replace(tmp, file)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

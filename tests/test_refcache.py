@@ -222,14 +222,14 @@ def _empty(f: Path):
     f.write_bytes(b"")
 
 
-def _bad_length(f: Path):
+def _bad_header(f: Path):
     lines = f.read_bytes().split(b"\n", 3)
     lines[2] = b"12x"
     f.write_bytes(b"\n".join(lines))
 
 
 @pytest.mark.parametrize(
-    "damage", [_flip_last_byte, _truncate, _garbage, _empty, _bad_length], ids=lambda f: f.__name__
+    "damage", [_flip_last_byte, _truncate, _garbage, _empty, _bad_header], ids=lambda f: f.__name__
 )
 def test_a_corrupt_entry_is_ignored_recomputed_and_rewritten(cache, damage):
     want = fresh("gradgrad", CFG)
