@@ -168,3 +168,11 @@ def test_run_commit_appends_the_record_and_prints_it_last(tmp_path, capfd):
     assert rec["presets"] == ["cpu"] and rec["classes"] == 1 and rec["state"] == "cold"
     assert rec["measure_s"] == 0.004 and rec["reference_s"] == 0.002
     assert rec["process_asv_s"] == pytest.approx(rec["wall_s"] - 0.007, abs=0.002)
+
+
+def test_the_overhead_line_says_what_the_reference_cache_did(capsys):
+    from runner.progress import print_overhead
+
+    events = class_events(ref_cache={"hit": 3}) + class_events(ref_cache={"hit": 1, "miss": 2})
+    print_overhead(events, 10.0)
+    assert "fp64/math references 0.5 s (4 hit, 2 miss);" in capsys.readouterr().out
