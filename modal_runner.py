@@ -47,6 +47,11 @@ LOCAL_COST_MACHINE = "h100-sxm-80gb"
 # expected in minutes, so 2 h only catches a hung container.
 SHARD_TIMEOUT_S = 2 * 3600
 LOCAL_SHARDS = PROJECT_ROOT / ".asv" / "modal_local"  # the Volume's stand-in under .local()
+# Caches kept on the Volume between containers (issue 20), under /_cache (no commit folder
+# has that name): Triton's compiled kernels and autotuning results, one folder per Triton
+# version and card (Triton's own keys hold the source, version and target as well), and
+# the parity references (harness/refcache.py adds a folder per reference-code hash).
+VOLUME_CACHES = "_cache"
 STAGING = PROJECT_ROOT / ".asv" / "modal_shards"  # shards downloaded from the Volume
 # What the containers get of this checkout: an allow-list, never "everything but ...", so a
 # file nobody thought of (.env, .netrc, a key, a cloud credentials file, .git/config with a
@@ -133,6 +138,43 @@ def _import_project() -> None:
         sys.path.insert(0, root)
 
 
+def cache_env(root: str | os.PathLike, triton_version: str, gpu_name: str) -> dict[str, str]:
+    """The environment that puts a shard's caches under ``root/_cache`` (the Volume)."""
+    import re
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "unknown"
+
+    base = Path(root) / VOLUME_CACHES
+    return {
+        "TRITON_CACHE_DIR": str(base / "triton" / f"{slug(triton_version)}-{slug(gpu_name)}"),
+        "GRADGRAD_REF_CACHE": str(base / "refs"),
+    }
+
+
+def use_volume_caches(root: str | os.PathLike) -> dict[str, str]:
+    """Point this container's caches (os.environ, inherited by asv) at the Volume."""
+    from importlib import metadata
+
+    try:
+        triton_version = metadata.version("triton")
+    except metadata.PackageNotFoundError:
+        triton_version = "no-triton"
+    env = cache_env(root, triton_version, _gpu_name())
+    os.environ.update(env)
+    return env
+
+
+def _gpu_name() -> str:
+    """The card's name from nvidia-smi (not torch: this process keeps no CUDA context)."""
+    try:
+        query = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"]
+        out = subprocess.run(query, capture_output=True, text=True, timeout=60).stdout
+        return out.splitlines()[0].strip() or GPU
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return GPU
+
+
 @app.function(
     gpu=GPU,
     timeout=SHARD_TIMEOUT_S,
@@ -165,6 +207,7 @@ def run_shard(
     elif in_container:
         root = Path(VOLUME_MOUNT)
         volume.reload()  # see shards other containers finished since this one started
+        use_volume_caches(root)  # committed with the shard's results (volume.commit below)
     else:
         root = LOCAL_SHARDS
     if machine is None:

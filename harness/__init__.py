@@ -5,6 +5,8 @@
 - ``flops``: the one FLOP model every TFLOP/s number comes from.
 - ``impls``: seeded inputs, the three paths, each mode's implementation.
 - ``parity``: the chunked fp64 references and the parity gate.
+- ``refcache``: those references kept on disk across commits (keyed by problem, seed,
+  device and reference code).
 - ``timing``: CUDA-event and CPU timers, host time, peak memory.
 - ``measure``: the per-preset loop of a ``setup_cache`` and its progress side channel.
 - ``quick``: ``python -m harness.quick ...``, one shape without asv.

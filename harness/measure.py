@@ -6,7 +6,8 @@ asv runs every benchmark *and every parameter combination* in a fresh process.
 Measuring in those processes would pay torch/CUDA start-up and Triton compilation
 hundreds of times (docs/design.md trap 10). So each asv class (one preset x one path)
 measures all of its combinations once, in its ``setup_cache`` process
-(:func:`measure_preset`): inputs, fp64 reference, parity gate, first call
+(:func:`measure_preset`): inputs, fp64 reference and same-dtype math outputs (from
+harness/refcache.py's cache when an earlier run computed them), parity gate, first call
 (compile / autotune), memory, timing. It returns a dict keyed by the asv
 parameter tuple. ``setup`` then raises ``NotImplementedError`` for skipped
 combinations (asv records "skipped") and the ``track_*`` methods are one-line
@@ -44,7 +45,13 @@ from harness import impls
 from harness.flops import config_flops
 from harness.grid import PROGRESS_ENV, check_path, get_preset
 from harness.impls import make_inputs, run_path
-from harness.parity import PARITY_LIMIT, parity, reference_outputs, same_dtype_math_outputs
+from harness.parity import (
+    PARITY_LIMIT,
+    REFERENCE_CHUNK_SCORES,
+    parity,
+    reference_outputs,
+    same_dtype_math_outputs,
+)
 from harness.timing import free_memory, graph_timing, peak_mib, step_samples, summarize
 
 
@@ -94,6 +101,7 @@ class Record:
 
 
 NO_CUDA = "no CUDA"  # graph_reason on a CPU (timing.graph_timing)
+SEED = 0  # make_inputs' seed: part of the reference cache's key
 
 
 def measure_mode(
@@ -274,16 +282,17 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
         event="class_start",
         kernels_dir=kernels_dir,
         startup_s=startup_s,
+        caches=cache_state(),
     )
     results: dict = {}
     totals = {"reference_s": 0.0, "first_call_s": 0.0, "measure_s": 0.0}
+    ref_counts: dict[str, int] = {}  # reference cache outcomes: hit, miss, skip, corrupt, off
     warnings.filterwarnings("ignore", message=".*[Ff]lash|.*[Mm]emory [Ee]fficient|.*cuDNN")
     for cfg in p.configs():
         t0 = time.perf_counter()
         try:
-            inp = make_inputs(cfg, device)
-            ref64 = reference_outputs(path, cfg, inp, torch.float64)
-            math_same, which = same_dtype_math_outputs(path, cfg, inp)
+            inp = make_inputs(cfg, device, seed=SEED)
+            ref64, math_same, which = _references(tag, path, cfg, inp, device, ref_counts)
         except torch.cuda.OutOfMemoryError:
             # Seen on the H100 at forward T=32768 after a fragmented T=16384 config: skip
             # the config (every mode), free the tensors outside the except block, go on.
@@ -324,13 +333,74 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
         tag,
         f"done in {total_s:.1f} s: references {totals['reference_s']:.1f} s, "
         f"first calls {totals['first_call_s']:.1f} s, measuring "
-        f"{totals['measure_s']:.1f} s, other {other_s:.1f} s",
+        f"{totals['measure_s']:.1f} s, other {other_s:.1f} s; reference cache "
+        + (", ".join(f"{n} {k}" for k, n in sorted(ref_counts.items())) or "unused"),
         event="class_done",
         total_s=total_s,
         startup_s=startup_s,
+        ref_cache=ref_counts,
         **totals,
     )
     return results
+
+
+def _references(tag, path, cfg, inp, device, counts):
+    """(fp64 reference, same-dtype math outputs, which math) for one config: from the
+    reference cache (harness/refcache.py) or computed and stored; ``counts`` tallies what
+    the cache did, and a skipped or corrupt entry is a progress note."""
+    import torch
+
+    from harness import refcache
+
+    leaves = (inp.q,) if path == "forward" else (inp.q, inp.k, inp.v)
+    shapes = [tuple(t.shape) for t in leaves]
+    common = dict(seed=SEED, chunk_scores=REFERENCE_CHUNK_SCORES)
+    ref64, _, got64 = refcache.cached_outputs(
+        "fp64",
+        path,
+        cfg,
+        device,
+        lambda: (reference_outputs(path, cfg, inp, torch.float64), "fp64"),
+        expect=[(s, torch.float64) for s in shapes],
+        **common,
+    )
+    math_same, which, got_same = refcache.cached_outputs(
+        "same_dtype",
+        path,
+        cfg,
+        device,
+        lambda: same_dtype_math_outputs(path, cfg, inp),
+        expect=[(s, cfg.torch_dtype) for s in shapes],
+        **common,
+    )
+    for what, got in (("fp64 reference", got64), ("same-dtype math outputs", got_same)):
+        counts[got.status] = counts.get(got.status, 0) + 1
+        if got.note:
+            _progress(tag, f"{cfg.label()}: {what} {got.note}", event="note")
+    return ref64, math_same, which
+
+
+def cache_state() -> dict:
+    """How full the caches a run can reuse are, now: reference cache entries of this
+    reference code and Triton cache entries (kernels and autotuning results; Triton's
+    default folder unless TRITON_CACHE_DIR). The first class of a run reports the state
+    before the run: runner/costs.py calls a run warm or cold from it."""
+    from harness import refcache
+
+    root = refcache.cache_root()
+    triton_dir = os.environ.get("TRITON_CACHE_DIR") or os.path.join(
+        os.environ.get("TRITON_HOME") or os.path.expanduser("~"), ".triton", "cache"
+    )
+    try:
+        triton_entries = sum(1 for _ in os.scandir(triton_dir))
+    except OSError:
+        triton_entries = 0
+    return {
+        "refs": refcache.count_entries(root) if root is not None else None,
+        "ref_dir": None if root is None else str(root),
+        "triton": triton_entries,
+        "triton_dir": triton_dir,
+    }
 
 
 def _kernels_dir() -> str:

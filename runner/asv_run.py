@@ -73,7 +73,7 @@ if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
     sys.path.insert(0, str(REPO_ROOT))
 
 from harness import grid as grids  # noqa: E402  (standard library only)
-from runner import git, integrity, merge, noise  # noqa: E402
+from runner import costs, git, integrity, merge, noise  # noqa: E402
 from runner.machine import default_grid, machine_name, write_machine_file  # noqa: E402
 from runner.progress import ProgressTail, failures, print_overhead, print_table  # noqa: E402
 
@@ -310,6 +310,7 @@ def run_commit(
                 else:
                     broken.append((label, code))
         wall_s = time.time() - started
+        cost = costs.record_run(results_dir / machine, tail.events, commit=sha, wall_s=wall_s)
     if events is not None:
         events.extend({**e, "commit": sha} for e in tail.events)
     if broken:
@@ -324,6 +325,7 @@ def run_commit(
             flush=True,
         )
     print_overhead(tail.events, wall_s)
+    print(cost, flush=True)  # the run's cost record (runner/costs.py), as appended
     return result
 
 

@@ -62,9 +62,14 @@ def print_overhead(events: list[dict], wall_s: float) -> None:
     first = sum(e["first_call_s"] for e in done)
     startup = sum(e.get("startup_s") or 0.0 for e in done)
     outside = wall_s - measure - reference
+    cache: dict[str, int] = {}  # what the reference cache did (harness/refcache.py)
+    for e in done:
+        for k, n in (e.get("ref_cache") or {}).items():
+            cache[k] = cache.get(k, 0) + n
+    cached = f" ({', '.join(f'{n} {k}' for k, n in sorted(cache.items()))})" if cache else ""
     print(
         f"asv wall time {wall_s:.1f} s over {len(done)} classes: timing + memory + parity "
-        f"{measure:.1f} s, fp64/math references {reference:.1f} s; outside measuring "
+        f"{measure:.1f} s, fp64/math references {reference:.1f} s{cached}; outside measuring "
         f"{outside:.1f} s ({100 * outside / max(wall_s, 1e-9):.0f}%): first calls "
         f"(compile/autotune) {first:.1f} s, process start + imports {startup:.1f} s, "
         f"asv, its per-benchmark processes and the rest {outside - first - startup:.1f} s",

@@ -9,8 +9,11 @@ TRITON_INTERPRET must be set before any @triton.jit function is created
                       on the GPU, and the ``gpu``-marked (larger) cases run too.
 """
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 GPU_RUN = "--gpu" in sys.argv
 if GPU_RUN:
@@ -54,3 +57,10 @@ def device():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# The reference cache (harness/refcache.py) of every test, the asv runs they start included:
+# a temporary folder, never ~/.cache (tests of the cache point it at their own tmp_path).
+_REF_CACHE = tempfile.mkdtemp(prefix="gradgrad-ref-cache-")
+os.environ["GRADGRAD_REF_CACHE"] = _REF_CACHE
+atexit.register(shutil.rmtree, _REF_CACHE, True)

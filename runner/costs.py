@@ -1,0 +1,127 @@
+"""What a run cost: one JSON line per ``run_commit`` in ``results/<machine>/runs.jsonl``.
+
+Built from the suite's progress events (harness/measure.py; runner/progress.py collects
+them), so it costs nothing to measure. A record holds the commit, the presets, the wall
+time and where it went (measuring; fp64/math references; first calls: compilation and
+autotuning; process start + imports; and the rest: asv, its forks, discovery), the state
+of the caches, the date and the host.
+
+Warm or cold (``state``), from the caches *before the run*: the first class of a run
+reports how many entries the Triton cache (compiled kernels and autotuning results) and
+the reference cache (harness/refcache.py, for this reference code) held when it started,
+before anything of the run was compiled or computed (harness.measure.cache_state):
+
+- ``warm``: both held entries; ``cold``: neither did; ``partial``: one of them did;
+- ``unknown``: the suite measured says nothing (a commit older than the cache, or a run
+  whose classes all failed before starting).
+
+A warm run may still compile a kernel the cache lacks; ``ref_cache`` (hits, misses, ...
+of the references, summed over classes) says how warm the references were.
+
+The file is appended to (O_APPEND, one write per line) under the runner's lock on
+``results/<machine>`` (runner/integrity.py FolderLock, re-entrant: run_commit holds it);
+runner/merge.py and reports/ read only ``*.json`` files, so the ``.jsonl`` is theirs to
+ignore. Showing the trend is the reports' job (not done here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from runner import integrity
+
+RUNS_FILE = "runs.jsonl"
+
+
+def _presets(events: list[dict]) -> list[str]:
+    """The presets measured, in order of first appearance (from the tags "<path>/<preset>")."""
+    seen: dict[str, None] = {}
+    for e in events:
+        tag = e.get("tag") or ""
+        if e.get("event") in ("class_start", "class_done", "unavailable", "class_failed"):
+            seen.setdefault(tag.partition("/")[2] or tag, None)
+    return list(seen)
+
+
+def cache_state(events: list[dict]) -> tuple[str, dict]:
+    """("warm" | "cold" | "partial" | "unknown", the first class's cache counts)."""
+    first = next((e for e in events if e.get("event") == "class_start" and e.get("caches")), None)
+    if first is None:
+        return "unknown", {}
+    caches = first["caches"]
+    refs, triton = caches.get("refs"), caches.get("triton")
+    full = [bool(refs), bool(triton)]
+    state = "warm" if all(full) else "cold" if not any(full) else "partial"
+    return state, {"refs": refs, "triton": triton}
+
+
+def _sum(done: Iterable[dict], field: str) -> float:
+    return sum(e.get(field) or 0.0 for e in done)
+
+
+def build_record(
+    events: list[dict], *, commit: str, machine: str, wall_s: float, failed: bool = False
+) -> dict:
+    """The cost record of one run from its progress events (see the module docstring)."""
+    done = [e for e in events if e.get("event") == "class_done"]
+    measure, reference = _sum(done, "measure_s"), _sum(done, "reference_s")
+    first, startup = _sum(done, "first_call_s"), _sum(done, "startup_s")
+    ref_cache: dict[str, int] = {}
+    for e in done:
+        for k, n in (e.get("ref_cache") or {}).items():
+            ref_cache[k] = ref_cache.get(k, 0) + int(n)
+    state, before = cache_state(events)
+    return {
+        "commit": commit,
+        "machine": machine,
+        "presets": _presets(events),
+        "classes": len(done),
+        "state": state,
+        "caches_before": before,
+        "ref_cache": ref_cache,
+        "wall_s": round(wall_s, 3),
+        "measure_s": round(measure, 3),
+        "reference_s": round(reference, 3),
+        "first_call_s": round(first, 3),
+        "startup_s": round(startup, 3),
+        # asv, its processes and forks, discovery, imports outside setup_cache, the rest
+        "process_asv_s": round(wall_s - measure - reference - first, 3),
+        "failed": failed,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+    }
+
+
+def append_record(folder: str | os.PathLike, record: dict) -> Path:
+    """Append ``record`` as one line to ``folder/runs.jsonl`` under the folder's lock."""
+    folder = Path(folder)
+    path = folder / RUNS_FILE
+    line = (json.dumps(record) + "\n").encode()
+    with integrity.FolderLock(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write: a reader never sees half a line of a live writer
+        finally:
+            os.close(fd)
+    return path
+
+
+def record_run(folder: str | os.PathLike, events: list[dict], *, commit: str, wall_s: float) -> str:
+    """Build the run's record, append it to ``folder/runs.jsonl`` (``folder`` is
+    results/<machine>) and return the same JSON line for the runner to print last. A
+    failure to write is said on stderr, never raised: the run's results are already saved."""
+    folder = Path(folder)
+    failed = any(e.get("event") in ("class_failed", "asv_failed") for e in events)
+    record = build_record(events, commit=commit, machine=folder.name, wall_s=wall_s, failed=failed)
+    try:
+        append_record(folder, record)
+    except (OSError, integrity.LockBusy) as exc:
+        print(f"warning: run cost not appended to {folder / RUNS_FILE}: {exc}", file=sys.stderr)
+    return json.dumps(record)
