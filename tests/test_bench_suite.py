@@ -350,6 +350,9 @@ def test_history_measures_each_commit_from_its_own_worktree(tmp_path):
     git = lambda *a: subprocess.run(
         ["git", "-C", str(clone), *a], check=True, capture_output=True, text=True
     ).stdout.strip()
+    # good~1..bad must hold exactly good and bad, whatever HEAD is (a merge commit's
+    # first-parent range would also hold the merged branch's commits)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "good")
     good = git("rev-parse", "HEAD")
     ref_py = clone / "kernels" / "reference.py"
     with open(ref_py, "a") as f:  # a later definition replaces the math path
