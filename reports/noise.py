@@ -17,21 +17,12 @@ import numpy as np
 import pandas as pd
 
 from reports import guard
+from runner.machine import PROVENANCE_KEYS
 
 # Provenance of a result file (runner/machine.py PROVENANCE_KEYS, in the file's "params":
 # asv copies the machine file there): one column each, None/NaN in files that predate a
 # field. The clocks are numbers (MHz); "-" (unknown when measured) reads as missing.
-PROVENANCE_COLUMNS = (
-    "where",
-    "torch",
-    "triton",
-    "cuda",
-    "python_version",
-    "driver",
-    "gpu",
-    "gpu_clock_mhz",
-    "mem_clock_mhz",
-)
+PROVENANCE_COLUMNS = ("where", *(k for k in PROVENANCE_KEYS if k != "where"))
 NUMERIC_PROVENANCE = ("gpu_clock_mhz", "mem_clock_mhz")
 
 
