@@ -32,3 +32,21 @@ def assert_within_rule(name, out, ref64, math_out, factor=2.0):
         f"{name}: max error {err:.3e} > {factor} x math error {math_err:.3e} + floor {floor:.3e}"
     )
     return err / max(math_err, floor)
+
+
+def shape_id(s):
+    """A test id for (B, H, Tq, Tk, D, causal, window)."""
+    b, h, tq, tk, d, causal, window = s
+    mask = f"w{window}" if window else ("causal" if causal else "full")
+    return f"B{b}H{h}-{tq}x{tk}-D{d}-{mask}"
+
+
+def all_orders(fn, q, k, v, do, r):
+    """The 8 tensors of every derivative order, flat: o; dq, dk, dv (for cotangent dO);
+    then the grads of sum <(dq, dk, dv), r> w.r.t. q, k, v and dO."""
+    q, k, v, do = (t.detach().clone().requires_grad_() for t in (q, k, v, do))
+    o = fn(q, k, v)
+    grads = torch.autograd.grad(o, (q, k, v), do, create_graph=True)
+    loss = sum((g.float() * ri.float()).sum() for g, ri in zip(grads, r))
+    gradgrads = torch.autograd.grad(loss, (q, k, v, do))
+    return [o.detach(), *(g.detach() for g in grads), *gradgrads]

@@ -8,7 +8,7 @@ tests/numerics.py.
 
 import pytest
 import torch
-from numerics import assert_within_rule
+from numerics import all_orders, assert_within_rule, shape_id
 
 import kernels
 from kernels import reference
@@ -34,22 +34,6 @@ GPU_SHAPES = [
 ]
 
 
-def _shape_id(s):
-    b, h, tq, tk, d, causal, window = s
-    mask = f"w{window}" if window else ("causal" if causal else "full")
-    return f"B{b}H{h}-{tq}x{tk}-D{d}-{mask}"
-
-
-def _all_orders(fn, q, k, v, do, r):
-    """o; (dq, dk, dv); grad of sum <(dq, dk, dv), r> w.r.t. (q, k, v, dO)."""
-    q, k, v, do = (t.detach().clone().requires_grad_() for t in (q, k, v, do))
-    o = fn(q, k, v)
-    grads = torch.autograd.grad(o, (q, k, v), do, create_graph=True)
-    loss = sum((g.float() * ri.float()).sum() for g, ri in zip(grads, r))
-    gradgrads = torch.autograd.grad(loss, (q, k, v, do))
-    return o.detach(), [g.detach() for g in grads], list(gradgrads)
-
-
 def _check_case(mode, dtype, shape, device):
     b, h, tq, tk, d, causal, window = shape
     q = torch.randn(b, h, tq, d, device=device, dtype=dtype)
@@ -68,21 +52,18 @@ def _check_case(mode, dtype, shape, device):
     def kernel(q, k, v):
         return kernels.attention(q, k, v, bwd_mode=mode, **opts)
 
-    want = _all_orders(ref64, *(t.double() for t in (q, k, v, do)), [t.double() for t in r])
-    base = _all_orders(math, q, k, v, do, r)
-    got = _all_orders(kernel, q, k, v, do, r)
-    names = [["o"], ["dq", "dk", "dv"], ["gg_q", "gg_k", "gg_v", "gg_do"]]
+    want = all_orders(ref64, *(t.double() for t in (q, k, v, do)), [t.double() for t in r])
+    base = all_orders(math, q, k, v, do, r)
+    got = all_orders(kernel, q, k, v, do, r)
+    names = ["o", "dq", "dk", "dv", "gg_q", "gg_k", "gg_v", "gg_do"]
     ratios = {}
-    for group_names, g_got, g_want, g_base in zip(names, got, want, base):
-        if isinstance(g_got, torch.Tensor):
-            g_got, g_want, g_base = [g_got], [g_want], [g_base]
-        for name, a, w, m in zip(group_names, g_got, g_want, g_base):
-            assert a.dtype == dtype, f"{name}: dtype {a.dtype} != {dtype}"
-            ratios[name] = assert_within_rule(f"{mode}/{name}", a, w, m)
+    for name, a, w, m in zip(names, got, want, base, strict=True):
+        assert a.dtype == dtype, f"{name}: dtype {a.dtype} != {dtype}"
+        ratios[name] = assert_within_rule(f"{mode}/{name}", a, w, m)
     return ratios
 
 
-@pytest.mark.parametrize("shape", CPU_SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("shape", CPU_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_mode_matches_fp64_reference(mode, dtype, shape, device):
@@ -90,13 +71,13 @@ def test_mode_matches_fp64_reference(mode, dtype, shape, device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("shape", GPU_SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("mode", MODES)
 def test_mode_matches_fp64_reference_large(mode, dtype, shape, device):
     ratios = _check_case(mode, dtype, shape, device)
     print(
-        f"RATIOS {mode} {dtype} {_shape_id(shape)} "
+        f"RATIOS {mode} {dtype} {shape_id(shape)} "
         + " ".join(f"{k}={v:.2f}" for k, v in ratios.items())
     )
 

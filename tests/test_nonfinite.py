@@ -23,6 +23,7 @@ CPU: Triton interpreter; ``pytest --gpu``: the same cases on CUDA.
 
 import pytest
 import torch
+from numerics import all_orders, shape_id
 
 import kernels
 from kernels import reference
@@ -46,22 +47,6 @@ NAMES = ["o", "dq", "dk", "dv", "gg_q", "gg_k", "gg_v", "gg_do"]
 MASKED_PAIR_SPREAD = {"dk", "gg_k", "gg_do"}
 
 
-def _shape_id(s):
-    b, h, tq, tk, d, causal, window = s
-    mask = f"w{window}" if window else ("causal" if causal else "full")
-    return f"B{b}H{h}-{tq}x{tk}-D{d}-{mask}"
-
-
-def _all_orders(fn, q, k, v, do, r):
-    """The 8 tensors: o; (dq, dk, dv); grad of sum <(dq, dk, dv), r> w.r.t. (q, k, v, dO)."""
-    q, k, v, do = (t.detach().clone().requires_grad_() for t in (q, k, v, do))
-    o = fn(q, k, v)
-    grads = torch.autograd.grad(o, (q, k, v), do, create_graph=True)
-    loss = sum((g.float() * ri.float()).sum() for g, ri in zip(grads, r))
-    gradgrads = torch.autograd.grad(loss, (q, k, v, do))
-    return [o.detach(), *(g.detach() for g in grads), *gradgrads]
-
-
 def _with_row(inputs, name, row, value):
     out = dict(inputs)
     t = out[name].clone()
@@ -72,12 +57,12 @@ def _with_row(inputs, name, row, value):
 
 def _ref64(inputs, r, opts):
     args = [inputs[n].double() for n in ("q", "k", "v", "do")]
-    return _all_orders(lambda q, k, v: reference.attention(q, k, v, **opts), *args, r)
+    return all_orders(lambda q, k, v: reference.attention(q, k, v, **opts), *args, r)
 
 
 @pytest.mark.parametrize("mode", kernels.BWD_MODES)
 @pytest.mark.parametrize("where", ROWS, ids=lambda w: f"{w[0]}-at-{w[1]}")
-@pytest.mark.parametrize("shape", SHAPES, ids=_shape_id)
+@pytest.mark.parametrize("shape", SHAPES, ids=shape_id)
 def test_nan_row_reaches_what_depends_on_it(shape, where, mode, device):
     b, h, tq, tk, d, causal, window = shape
     dtype = torch.bfloat16 if mode in ("dv_only", "save_p") else torch.float16
@@ -93,7 +78,7 @@ def test_nan_row_reaches_what_depends_on_it(shape, where, mode, device):
     second = _ref64(_with_row(inputs, name, row, -1.5), r64, opts)
     nan_inputs = _with_row(inputs, name, row, float("nan"))
     want = _ref64(nan_inputs, r64, opts)
-    got = _all_orders(
+    got = all_orders(
         lambda q, k, v: kernels.attention(q, k, v, bwd_mode=mode, **opts),
         *(nan_inputs[n] for n in ("q", "k", "v", "do")),
         r,
