@@ -104,7 +104,9 @@ def tuned(configs, key, prune):
 
 # Candidates measured on the H100 (docs/probes.md, gpu_forward_check, 2026-11-25): (64, 64,
 # 4 warps, 3 stages) won at D=128 T=4096-8192 and D=64 causal; (128, 64, 4, 4) at D=64
-# T=4096. The first is the default when autotuning is off.
+# T=4096. (128, 128, 8, 3) added from the H200 sweep (docs/probes.md, forward variants,
+# 2026-12-01): the fastest at D=128, e.g. 1.180 ms vs 1.250 ms at B1 H8 T16384 causal.
+# The first is the default when autotuning is off.
 _FORWARD_CANDIDATES = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
     for bm, bn, w, st in [
@@ -113,6 +115,7 @@ _FORWARD_CANDIDATES = [
         (128, 64, 4, 3),
         (128, 64, 8, 3),
         (128, 128, 8, 2),
+        (128, 128, 8, 3),
         (64, 128, 4, 2),
         (64, 32, 4, 4),
     ]
@@ -131,20 +134,19 @@ FORWARD_CONFIGS = _forward_configs()
 def prune_forward_configs(configs, named_args, **kwargs):
     """Drop forward tiles that cannot be fast or do not fit.
 
-    Shared memory per stage ~ (BLOCK_N * BLOCK_D) * 2 tensors * 2 bytes; a
-    128x128 K/V tile pair at D=128 is 64 KiB a stage, so 4 stages exceed the
-    H100's 227 KiB with the Q tile. 8 warps only pay off on 128-row tiles.
+    Shared memory ~ Q tile + stages * (BLOCK_N * BLOCK_D) * 2 tensors * 2 bytes; a
+    128x128 K/V tile pair at D=128 is 64 KiB a stage: 3 stages and the Q tile are
+    224 KiB, inside Hopper's 227 KiB a block (and the fastest D=128 tile on the H200),
+    4 stages are not. 8 warps only pay off on 128-row tiles.
     """
     bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
     kept = []
     for c in configs:
         bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
         smem = (bm * bd + c.num_stages * 2 * bn * bd) * 2
-        if smem > 200 * 1024:
+        if smem > 227 * 1024:
             continue
         if c.num_warps == 8 and bm < 128:
-            continue
-        if bd >= 128 and bn > 64 and c.num_stages > 2:
             continue
         kept.append(c)
     return kept or configs[:1]
