@@ -9,12 +9,13 @@ in one place:
 - Config tables, one per kernel: ``FORWARD_CONFIGS``, ``DKDV_CONFIGS``, ``DQ_CONFIGS``,
   ``GRADGRAD_ROWS_CONFIGS``, ``GRADGRAD_COLS_CONFIGS``.
 - Pruning: ``prune_forward_configs`` (shared memory, warps), ``prune_by_head_dim``
-  (the largest BLOCK_D a backward / grad-grad tile fits without register spills).
+  (the largest BLOCK_D each backward / grad-grad tile is timed at).
 - Keys: ``TUNING_KEY`` (head dim, bucketed lengths, mask flags), ``DKDV_KEY``,
   ``GRADGRAD_KEY``; ``length_bucket`` makes the bucketed lengths.
 
-scripts/sm90_resources.py rebuilds the backward / grad-grad tables (registers and
-spills per tile, compiled for sm_90 without a GPU).
+The tables come from timings on the H200 (docs/probes.md); scripts/sm90_resources.py
+prints registers and spills per tile (compiled for sm_90 without a GPU), which is how
+the earlier tables were chosen.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def configs_from_table(shapes):
 
     Through ``autotune_configs``: under the interpreter ONE config of 16x16 tiles; with
     KERNELS_AUTOTUNE=0 the first tuple, which fits every D. ``max BLOCK_D``: the largest
-    BLOCK_D the tiles fit without register spills (``prune_by_head_dim``).
+    BLOCK_D the tile is timed at (``prune_by_head_dim``).
     """
     candidates = []
     for m, n, w, s, max_bd in shapes:
@@ -178,12 +179,10 @@ def configs_from_table(shapes):
 def prune_by_head_dim(configs, named_args, **kwargs):
     """early_config_prune: keep the configs whose max BLOCK_D covers this BLOCK_D.
 
-    The tables below come from compiling every (BLOCK_M, BLOCK_N, warps) for sm_90
-    with ptxas (triton 3.9, bf16, causal, no GPU needed; scripts/sm90_resources.py) and
-    reading the register and spill counts: e.g. the dK/dV kernel at 64 x 128 tiles,
-    8 warps, has no spill at D=64 and spills 88 B/thread at D=128. Tiles whose score
-    dots have fewer than 64 rows per warpgroup fall back from wgmma (HGMMA) to
-    mma.sync (HMMA), so those are kept only where nothing else fits.
+    A table entry's max BLOCK_D is the largest head-dim tile it is worth timing at: on
+    the H200 the 64 x 64 grad-grad tiles win at D=64 and lose by 1.4-2x at BLOCK_D=128
+    (docs/probes.md), and every candidate costs a compile (~11 s for a grad-grad kernel)
+    per tuning key on a cold machine, so a loser is not tried where it loses.
     """
     bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
     kept = [c for c in configs if _MAX_BLOCK_D.get(id(c), 128) >= bd]
@@ -192,23 +191,38 @@ def prune_by_head_dim(configs, named_args, **kwargs):
 
 # dK/dV: a program holds K, V and the fp32 dK, dV for BLOCK_N keys and streams Q, dO
 # tiles of BLOCK_M rows; score tiles are (BLOCK_N, BLOCK_M), so BLOCK_N >= 64 keeps wgmma.
-DKDV_CONFIGS = configs_from_table(
-    [(32, 64, 4, 3, 128), (32, 128, 8, 2, 128), (64, 64, 8, 2, 128), (64, 128, 8, 2, 64)]
-)
+# Timed on the H200 (docs/probes.md, backward tiles, 2026-12-01), dK/dV kernel ms at B1 H8
+# T16384 D128 causal / B4 H16 T4096 D64 causal / TTT D64: 32 x 64 / 4 warps / 3 stages
+# 2.20 / 0.68 / 0.14; 64 x 64 / 4 / 2 1.97 / 0.70 / 0.14; 64 x 128 / 8 / 3 2.06 / 0.83 /
+# 0.17. Dropped: 32 x 128 / 8 / 2 (2.46 / 1.06 / 0.21), 64 x 64 / 8 warps (5.32 at D128).
+DKDV_CONFIGS = configs_from_table([(32, 64, 4, 3, 128), (64, 64, 4, 2, 128), (64, 128, 8, 3, 128)])
 # dQ: holds Q, dO and the fp32 dQ for BLOCK_M rows, streams K, V; BLOCK_M >= 64 for wgmma.
+# dQ kernel ms, same shapes: 128 x 64 / 8 / 3 1.59 / 0.43 / 0.13 (the fastest or within 13%
+# everywhere, so the default); 64 x 64 / 4 / 2 1.67 / 0.44 / 0.16; 64 x 64 / 4 / 3 1.87 /
+# 0.43 / 0.11; 64 x 32 / 4 / 3 1.72 / 0.45 / 0.14. Dropped: 128 x 32 / 8 / 2 (2.42 / 0.63
+# / 0.28), 128 x 64 / 8 / 2 (1.74 / 0.48 / 0.20).
 DQ_CONFIGS = configs_from_table(
-    [(64, 32, 4, 3, 128), (64, 64, 4, 2, 128), (128, 32, 8, 2, 128), (128, 64, 8, 2, 128)]
+    [(128, 64, 8, 3, 128), (64, 64, 4, 2, 128), (64, 64, 4, 3, 128), (64, 32, 4, 3, 128)]
 )
+# Grad-grad tables: timed on the H200 (docs/probes.md, grad-grad tiles, 2026-12-01) at B1 H8
+# T8192 D128 causal and the TTT chunk (1024 queries over 9216 keys, window 8192) at D64/80/96,
+# eight tiles per kernel; the four kept each win or place second somewhere. The first of each
+# fits every D (the default with KERNELS_AUTOTUNE=0). Register spills (scripts/
+# sm90_resources.py) did not predict the order: 64 x 32 / 4 warps spills at D=128 and is
+# still the fastest rows tile there.
 # Grad-grad rows: holds Q, dO, u and the fp32 grad Q, grad dO for BLOCK_M rows, streams
-# K, V, w, z; up to seven (BLOCK_M, BLOCK_N) fp32 tiles live in loop 2. At D=128 no wgmma
-# tile compiles spill-free (ptxas, sm_90): 128 x 32 / 8 warps spills 24 B/thread, 64 x 32 /
-# 8 warps 48 B; 32 x 64 / 8 warps has no spill but uses mma.sync. Autotuning picks.
+# K, V, w, z; up to seven (BLOCK_M, BLOCK_N) fp32 tiles live in loop 2. Rows kernel ms
+# (D128 / TTT D64 / TTT D80): 128 x 32 / 8 warps / 3 stages 2.39 / 0.56 / 0.92;
+# 64 x 32 / 4 / 2 2.13 / 0.62 / 0.96; 128 x 64 / 8 / 2 2.24 / 0.56 / 0.94; 64 x 64 / 4 / 2
+# 2.97 / 0.46 / 1.38 (kept for D<=64 only). Dropped: 64 x 32 / 8 warps (7.96 ms at D128),
+# 32 x 64 / 8 (5.78), 128 x 32 / 8 / 2 stages (2.46, the old default).
 GRADGRAD_ROWS_CONFIGS = configs_from_table(
-    [(128, 32, 8, 2, 128), (64, 32, 8, 2, 128), (32, 64, 8, 2, 128), (64, 32, 4, 2, 64)]
+    [(128, 32, 8, 3, 128), (64, 32, 4, 2, 128), (128, 64, 8, 2, 128), (64, 64, 4, 2, 64)]
 )
 # Grad-grad columns: holds K, V, w, z and the fp32 grad K, grad V for BLOCK_N keys, streams
-# Q, dO, u. D=128: 32 x 128 / 8 warps spills 24 B/thread (wgmma), 64 x 32 / 8 warps none
-# (mma.sync).
+# Q, dO, u. Cols kernel ms (D128 / TTT D64 / TTT D80): 32 x 128 / 8 / 3 1.38 / 0.32 / 0.50;
+# 64 x 64 / 4 / 2 2.79 / 0.25 / 1.15; 64 x 128 / 8 / 2 1.87 / 0.28 / 0.64; 32 x 64 / 4 / 2
+# 1.54 / 0.29 / 0.57. Dropped: 64 x 32 / 8 warps (3.16 at D128), 32 x 64 / 8 (4.77).
 GRADGRAD_COLS_CONFIGS = configs_from_table(
-    [(32, 128, 8, 2, 128), (64, 32, 8, 2, 128), (32, 64, 4, 2, 64), (32, 64, 8, 2, 64)]
+    [(32, 128, 8, 3, 128), (64, 64, 4, 2, 64), (64, 128, 8, 2, 64), (32, 64, 4, 2, 128)]
 )
