@@ -7,6 +7,8 @@ Only what asv discovers lives here; the machinery is the ``harness`` package.
   ``track_ms``, ``track_tflops``, ``track_peak_mib``, ``track_parity``, ``track_host_ms``
   and ``track_graph_ms`` (GPU only; the step replayed from a CUDA graph, skipped with
   the reason where it cannot be captured).
+- ``bench_peak.py``: ``Peak``, the card's own ceilings (dense bf16/fp16 matmul, HBM
+  copy; ``track_ms`` per ``op``), run once with every GPU run (harness/peak.py).
 - ``base.py``: their shared body (``PresetBenchmark``): setup and the track_* lookups.
 
 asv imports every module here in each of its processes: nothing may touch the GPU at

@@ -7,6 +7,8 @@ FLOPs, whatever it actually executes, so TFLOP/s ranks like 1/ms within a config
 
 from __future__ import annotations
 
+import dataclasses
+
 from harness.grid import Config, check_path, parse_mask
 
 # Matmuls of 2*Tq*Tk*D FLOPs each (per batch and head, on visible pairs), per stage: the
@@ -59,3 +61,59 @@ def flops(path: str, B: int, H: int, Tq: int, Tk: int, D: int, mask: str) -> flo
 
 def config_flops(path: str, cfg: Config) -> float:
     return flops(path, cfg.B, cfg.H, cfg.tq, cfg.tk, cfg.D, cfg.mask)
+
+
+# --------------------------------------------------------------------------------------
+# The card's own ceilings (bench_suite/bench_peak.py, harness/peak.py; issue 17): what each
+# op of the Peak benchmark does, in FLOPs and in bytes moved to or from HBM. The op's name
+# carries its size, so a change of size is a new series, never a silent rescale of old ms.
+
+
+@dataclasses.dataclass(frozen=True)
+class PeakOp:
+    """One op of the Peak benchmark: a square matmul (``n``, ``dtype``) or a copy."""
+
+    kind: str  # "matmul" or "copy"
+    dtype: str  # torch dtype name ("bfloat16", "float16"; "uint8" for the copy)
+    n: int  # matmul: N of an N x N x N product; copy: bytes of the source tensor
+
+    @property
+    def flops(self) -> float:
+        """2*N^3 for a matmul (a multiply and an add per term), 0 for a copy."""
+        return 2.0 * self.n**3 if self.kind == "matmul" else 0.0
+
+    @property
+    def bytes(self) -> float:
+        """HBM traffic at the least: a copy reads and writes its n bytes (2n, the STREAM
+        convention); a matmul reads A and B and writes C once (3 N^2 elements)."""
+        if self.kind == "copy":
+            return 2.0 * self.n
+        return 3.0 * self.n**2 * DTYPE_BYTES[self.dtype]
+
+
+DTYPE_BYTES = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "uint8": 1}
+PEAK_MATMUL_N = 8192  # 1.1 TFLOP a call: ~1.4 ms at the H100's 790 TFLOP/s, far above launch cost
+PEAK_COPY_BYTES = 2 * 2**30  # a 2 GiB device-to-device copy: 4 GiB of HBM traffic a call
+PEAK_OPS: dict[str, PeakOp] = {
+    f"matmul_bf16_{PEAK_MATMUL_N}": PeakOp("matmul", "bfloat16", PEAK_MATMUL_N),
+    f"matmul_fp16_{PEAK_MATMUL_N}": PeakOp("matmul", "float16", PEAK_MATMUL_N),
+    f"copy_{PEAK_COPY_BYTES // 2**30}GiB": PeakOp("copy", "uint8", PEAK_COPY_BYTES),
+}
+# The ops whose rates are the ceilings the reports divide by.
+PEAK_MATMUL_OP = f"matmul_bf16_{PEAK_MATMUL_N}"  # "% of peak": the bf16 dense matmul
+PEAK_COPY_OP = f"copy_{PEAK_COPY_BYTES // 2**30}GiB"  # the roofline's memory ceiling
+
+
+def peak_op(op: str) -> PeakOp | None:
+    """The op of a Peak benchmark row by its name (None for a name this model lacks)."""
+    return PEAK_OPS.get(op)
+
+
+def tflops_of(flop: float, ms: float) -> float:
+    """FLOPs done in ``ms`` milliseconds, in TFLOP/s."""
+    return flop / ms / 1e9
+
+
+def gbps_of(nbytes: float, ms: float) -> float:
+    """Bytes moved in ``ms`` milliseconds, in GB/s (10^9 bytes)."""
+    return nbytes / ms / 1e6

@@ -148,7 +148,11 @@ def test_graph_time_adds_benchmarks_and_changes_no_committed_version():
             assert found[name][field] == old[field], (name, field)
     graph = {n for n in found if n.endswith(".track_graph_ms")}
     assert len(graph) == len(grid.PATHS) * len(grid.PRESETS)
-    assert set(found) - set(committed) <= graph  # nothing else new, nothing renamed
+    peak = {"bench_peak.Peak.track_ms"}  # the card's ceilings (issue 17): new too
+    assert set(found) - set(committed) <= graph | peak  # nothing else new, nothing renamed
+    assert found["bench_peak.Peak.track_ms"]["unit"] == "ms"
+    assert found["bench_peak.Peak.track_ms"]["param_names"] == ["op"]
+    assert found["bench_peak.Peak.track_ms"]["params"] == [[repr(op) for op in flops.PEAK_OPS]]
     for name in graph:
         assert found[name]["unit"] == "graph ms"
         assert found[name]["params"] == found[name.replace("_graph_ms", "_ms")]["params"]
@@ -165,13 +169,17 @@ def test_bench_regex_selects_classes_by_grid():
         for m in METRICS
     ]
 
+    names.append("bench_peak.Peak.track_ms")  # the card's ceilings: every GPU run
+
     def picked(regex):
         return {n.split(".")[1] for n in names if re.search(regex, n)}
 
-    assert picked(asv_run.bench_regex("gpu")) == {"Seed", "TTT", "Long", "Grid", "Short"}
+    gpu = {"Seed", "TTT", "Long", "Grid", "Short"}
+    assert picked(asv_run.bench_regex("gpu")) == gpu | {"Peak"}
+    assert picked(asv_run.bench_regex("gpu", peak=False)) == gpu
     assert picked(asv_run.bench_regex("cpu")) == {"CPU"}
-    assert picked(asv_run.bench_regex("gpu", ["seed", "TTT"])) == {"Seed", "TTT"}
-    assert picked(asv_run.bench_regex("gpu", ["short"])) == {"Short"}
+    assert picked(asv_run.bench_regex("gpu", ["seed", "TTT"])) == {"Seed", "TTT", "Peak"}
+    assert picked(asv_run.bench_regex("gpu", ["short"])) == {"Short", "Peak"}
     assert all(re.search(asv_run.bench_regex("cpu"), n) for n in names if ".CPU." in n)
     with pytest.raises(ValueError, match="not in the gpu grid"):
         asv_run.bench_regex("gpu", ["cpu"])
@@ -182,12 +190,14 @@ def test_bench_regex_selects_classes_by_grid():
 def test_preset_chunks_are_one_asv_run_per_preset():
     chunks = asv_run.preset_chunks("gpu")
     assert [label for label, _ in chunks] == list(grid.GRIDS["gpu"])
-    for label, regex in chunks:
-        assert regex == asv_run.bench_regex("gpu", [label])
-    assert [label for label, _ in asv_run.preset_chunks("gpu", ["TTT", "seed"])] == [
-        "ttt",
-        "seed",
-    ]
+    for i, (label, regex) in enumerate(chunks):  # the card's ceilings in the first only
+        assert regex == asv_run.bench_regex("gpu", [label], peak=i == 0)
+    peak = "bench_peak.Peak.track_ms(" + "'matmul_bf16_8192')"
+    assert [bool(re.search(regex, peak)) for _, regex in chunks] == [True] + [False] * 4
+    two = asv_run.preset_chunks("gpu", ["TTT", "seed"])
+    assert [label for label, _ in two] == ["ttt", "seed"]
+    assert [bool(re.search(regex, peak)) for _, regex in two] == [True, False]
+    assert not any(re.search(regex, peak) for _, regex in asv_run.preset_chunks("cpu"))
     with pytest.raises(ValueError, match="not in the gpu grid"):
         asv_run.preset_chunks("gpu", ["cpu"])
 
