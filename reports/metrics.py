@@ -70,6 +70,8 @@ UNIT_RULES: dict[str, UnitRule] = {
     "ms": UnitRule(LOWER_IS_BETTER, 0.05, 0.002, "time (ms)"),
     # FLOP model / time: follows its ms row (regress.py); this rule only for a lone row.
     "TFLOP/s": UnitRule(HIGHER_IS_BETTER, 0.05, 0.5, "TFLOP/s"),
+    # bytes / time of the Peak copy (reports/derived.py): follows its ms row too.
+    "GB/s": UnitRule(HIGHER_IS_BETTER, 0.05, 1.0, "GB/s"),
     # torch.cuda.max_memory_allocated delta: 1% and 2 MiB (one large-block rounding).
     "MiB": UnitRule(LOWER_IS_BETTER, 0.01, 2.0, "peak memory (MiB)"),
     # bench_suite's host time per call (perf_counter). No A/A yet; the same step in fresh

@@ -1,0 +1,213 @@
+"""Rates derived in the reports, each card's own measured peak, machines side by side and
+the roofline (issues 15 item 3 and 17 items 1 and 3): reports/derived.py, reports/peaks.py,
+reports/machines.py, reports/roofline.py. CPU only, from synthetic and committed results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from harness import flops  # noqa: E402
+from reports import derived, regress  # noqa: E402
+from reports.load import load_results  # noqa: E402
+from tests.test_reports import (  # noqa: E402
+    RESULT_COLUMNS,
+    fake_commit,
+    write_history,
+)
+
+PEAK_OPS = list(flops.PEAK_OPS)
+
+
+def _asv_row(values, params, stats=None):
+    row = [values, [[repr(v) for v in axis] for axis in params], "0" * 64, 1, 1.0]
+    if stats:
+        row += stats
+    return row
+
+
+def write_machine(
+    results: Path,
+    machine: str,
+    commit: str,
+    date_ms: int,
+    rows: dict,
+    meta: dict,
+) -> Path:
+    """One asv result file of ``rows`` (name -> asv row) for ``machine``; ``meta`` (name ->
+    (param_names, params, unit)) merged into results/benchmarks.json."""
+    bj_path = results / "benchmarks.json"
+    bj = json.loads(bj_path.read_text()) if bj_path.is_file() else {"version": 2}
+    for name, (names, params, unit) in meta.items():
+        bj[name] = {
+            "name": name,
+            "param_names": names,
+            "params": [[repr(v) for v in axis] for axis in params],
+            "type": "track",
+            "unit": unit,
+            "version": "0" * 64,
+        }
+    results.mkdir(parents=True, exist_ok=True)
+    bj_path.write_text(json.dumps(bj))
+    folder = results / machine
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "machine.json").write_text(json.dumps({"machine": machine, "version": 1}))
+    data = {
+        "commit_hash": commit,
+        "env_name": "existing-py3",
+        "date": date_ms,
+        "params": {"machine": machine, "python": "3"},
+        "python": "3",
+        "requirements": {},
+        "env_vars": {},
+        "result_columns": RESULT_COLUMNS,
+        "results": rows,
+        "durations": {},
+        "version": 2,
+    }
+    path = folder / f"{commit[:8]}-existing-py3.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+ATTN_NAMES = ["B", "H", "T", "D", "dtype", "mask", "bwd_mode"]
+TTT = [[1], [12], ["1024/9216"], [64, 96], ["bfloat16"], ["window8192"], ["math", "fused"]]
+
+
+def attention_rows(ms_by_mode: dict, graph_by_mode: dict | None = None, family="gradgrad"):
+    """rows + meta of one TTT-like class: ms (and graph ms) per mode, the same for each D."""
+    n_d = len(TTT[3])
+    modes = TTT[6]
+    ms = [ms_by_mode[m] for _ in range(n_d) for m in modes]
+    rows = {f"bench_{family}.TTT.track_ms": _asv_row(ms, TTT)}
+    meta = {f"bench_{family}.TTT.track_ms": (ATTN_NAMES, TTT, "ms")}
+    if graph_by_mode:
+        g = [graph_by_mode.get(m) for _ in range(n_d) for m in modes]
+        rows[f"bench_{family}.TTT.track_graph_ms"] = _asv_row(g, TTT)
+        meta[f"bench_{family}.TTT.track_graph_ms"] = (ATTN_NAMES, TTT, "graph ms")
+    return rows, meta
+
+
+def peak_rows(ms: list[float]):
+    rows = {"bench_peak.Peak.track_ms": _asv_row(ms, [PEAK_OPS])}
+    meta = {"bench_peak.Peak.track_ms": (["op"], [PEAK_OPS], "ms")}
+    return rows, meta
+
+
+# --------------------------------------------------------------------------------------------
+# B: rates derived from the times (issue 15 item 3)
+
+
+def test_stored_tflops_are_replaced_by_the_flop_model_over_ms(tmp_path):
+    """The synthetic history stores track_tflops by a model of its own (gradgrad 10x the
+    forward): the loader drops them and derives every TFLOP/s from ms with harness/flops.py."""
+    write_history(tmp_path, 2)
+    df = load_results(tmp_path, repo=None).df
+    rates = df[df["metric"] == "tflops"]
+    assert not rates.empty and (rates["unit"] == "TFLOP/s").all()
+    assert (rates["direction"] == "higher").all()
+    ms = df[df["metric"] == "ms"].set_index(["commit", "family", "params"])["value"]
+    for r in rates.itertuples():
+        want = (
+            flops.flops(r.family, r.B, r.H, r.Tq, r.Tk, r.D, r.mask)
+            / ms[(r.commit, r.family, r.params)]
+        )
+        if math.isnan(want):
+            assert math.isnan(r.value)
+        else:
+            assert r.value == pytest.approx(want / 1e9, rel=1e-12)
+        assert r.benchmark.endswith(".track_tflops")
+    # one rate per time row: nothing stored left over, nothing doubled
+    assert len(rates) == len(ms)
+    assert not df.duplicated(["machine", "commit", "benchmark", "params"]).any()
+
+
+def test_graph_and_peak_rates_and_their_noise(tmp_path):
+    rows, meta = attention_rows({"math": 20.0, "fused": 2.0}, {"fused": 1.0})
+    q = [[None, 1.8, None, 1.8], [None, 2.2, None, 2.2]]  # ms quartiles of the fused rows
+    rows["bench_gradgrad.TTT.track_ms"] += [None, None] + q
+    prow, pmeta = peak_rows([1.4, 1.4, 1.0])
+    write_machine(
+        tmp_path, "h200-sxm-140gb", fake_commit(1), 1_700_000_000_000, rows | prow, meta | pmeta
+    )
+    df = load_results(tmp_path, repo=None).df
+    f = flops.flops("gradgrad", 1, 12, 1024, 9216, 64, "window8192")
+    fused = df[(df["bwd_mode"] == "fused") & (df["D"] == 64)].set_index("metric")
+    assert fused.loc["tflops", "value"] == pytest.approx(f / 2.0 / 1e9)
+    assert fused.loc["graph_tflops", "value"] == pytest.approx(f / 1.0 / 1e9)
+    assert fused.loc["graph_tflops", "benchmark"] == "bench_gradgrad.TTT.track_graph_tflops"
+    # the time's quartiles turned around: the rate's q25 comes from the time's q75
+    assert fused.loc["tflops", "q_25"] == pytest.approx(f / 2.2 / 1e9)
+    assert fused.loc["tflops", "q_75"] == pytest.approx(f / 1.8 / 1e9)
+    math_rows = df[(df["bwd_mode"] == "math") & (df["D"] == 64)]
+    assert "graph_tflops" in set(math_rows["metric"])  # a skipped graph ms: a NaN rate
+    assert math.isnan(math_rows.set_index("metric").loc["graph_tflops", "value"])
+    peak = df[df["family"] == "peak"].set_index(["metric", "op"])["value"]
+    bf16 = flops.PEAK_OPS["matmul_bf16_8192"].flops
+    assert peak[("tflops", "matmul_bf16_8192")] == pytest.approx(bf16 / 1.4 / 1e9)
+    assert peak[("gbps", "copy_2GiB")] == pytest.approx(4 * 2**30 / 1.0 / 1e6)
+    assert ("gbps", "matmul_bf16_8192") not in peak.index
+    units = df[df["family"] == "peak"].set_index("metric")["unit"]
+    assert units["gbps"] == "GB/s" and (units["tflops"] == "TFLOP/s").all()
+
+
+def test_rate_rows_follow_the_time_they_come_from():
+    def frame(metric, unit, values):
+        return pd.DataFrame(
+            {
+                "machine": "m",
+                "benchmark": f"bench_gradgrad.Seed.track_{metric}",
+                "params": "B=2 bwd_mode=fused",
+                "unit": unit,
+                "bwd_mode": "fused",
+                "value_old": [values[0]],
+                "value_new": [values[1]],
+                "noise_lo_old": [np.nan],
+                "noise_hi_old": [np.nan],
+                "noise_lo_new": [np.nan],
+                "noise_hi_new": [np.nan],
+            }
+        )
+
+    # eager ms unchanged, graph ms 20% slower: graph TFLOP/s regresses with it, not with ms
+    rows = pd.concat(
+        [
+            frame("ms", "ms", (5.0, 5.0)),
+            frame("tflops", "TFLOP/s", (100.0, 100.0)),
+            frame("graph_ms", "graph ms", (4.0, 4.8)),
+            frame("graph_tflops", "TFLOP/s", (125.0, 125.0 / 1.2)),
+        ],
+        ignore_index=True,
+    )
+    out = regress.classify(rows).set_index(rows["benchmark"].str.rpartition(".")[2])
+    assert out.loc["track_graph_ms", "status"] == regress.REGRESSION
+    assert out.loc["track_graph_tflops", "status"] == regress.REGRESSION
+    assert out.loc["track_graph_tflops", "rule"] == "follows ms"
+    assert out.loc["track_tflops", "status"] == regress.UNCHANGED
+
+
+def test_derived_rates_need_no_torch():
+    """reports/ never imports torch (docs/design.md): harness.flops is standard library."""
+    import subprocess
+
+    code = "import sys, reports.derived, reports.load; print('torch' in sys.modules)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert proc.stdout.strip() == "False"
+
+
+def test_add_rates_leaves_a_table_without_times_alone():
+    df = pd.DataFrame({"metric": ["peak_mib"], "family": ["forward"], "value": [1.0]})
+    assert derived.add_rates(df).equals(df)
+    assert derived.add_rates(pd.DataFrame()).empty
