@@ -211,3 +211,83 @@ def test_add_rates_leaves_a_table_without_times_alone():
     df = pd.DataFrame({"metric": ["peak_mib"], "family": ["forward"], "value": [1.0]})
     assert derived.add_rates(df).equals(df)
     assert derived.add_rates(pd.DataFrame()).empty
+
+
+# --------------------------------------------------------------------------------------------
+# C: % of each card's own measured peak (issue 17 item 1)
+
+
+def _two_machines(tmp_path, h200_peaks=((1.25, 1.24, 0.95), (1.22, 1.21, None))):
+    """h100-sxm-80gb: one commit, no Peak (legacy); h200-sxm-140gb: commits 1 and 2, each
+    with a Peak run (``h200_peaks``: ms of bf16, fp16, copy; None = failed)."""
+    rows, meta = attention_rows({"math": 20.0, "fused": 2.0})
+    write_machine(tmp_path, "h100-sxm-80gb", fake_commit(0), 1_700_000_000_000, rows, meta)
+    for i, ms in enumerate(h200_peaks, 1):
+        rows, meta = attention_rows({"math": 10.0, "fused": 1.25}, {"fused": 1.0})
+        prow, pmeta = peak_rows(list(ms))
+        date = 1_700_000_000_000 + i * 3_600_000
+        write_machine(tmp_path, "h200-sxm-140gb", fake_commit(i), date, rows | prow, meta | pmeta)
+    return load_results(tmp_path, repo=None).df
+
+
+def test_each_machine_is_rated_against_its_own_newest_peak(tmp_path):
+    from reports import peaks
+
+    df = _two_machines(tmp_path)
+    h200 = peaks.card_peak(df, "h200-sxm-140gb")
+    bf16 = flops.PEAK_OPS["matmul_bf16_8192"].flops
+    assert h200.tflops == pytest.approx(bf16 / 1.22 / 1e9)  # the newest commit's run
+    assert h200.commit == fake_commit(2) and not h200.legacy
+    # the newest copy failed: the copy ceiling comes from the newest run that has one
+    assert h200.gbps == pytest.approx(4 * 2**30 / 0.95 / 1e6)
+    assert h200.copy_commit == fake_commit(1)
+    assert "bench_peak.Peak at " + fake_commit(2)[:8] in h200.source
+    h100 = peaks.card_peak(df, "h100-sxm-80gb")
+    assert h100.tflops == 790.0 and h100.legacy and h100.gbps is None
+    assert "legacy" in h100.source and "docs/baselines.md" in h100.source
+    assert peaks.card_peak(df, "cpu-x86_64") is None
+    assert peaks.pct_of_peak(450.0, h200) == pytest.approx(100 * 450.0 / h200.tflops)
+    assert math.isnan(peaks.pct_of_peak(450.0, None))
+
+
+def test_a_machine_whose_peak_run_lost_the_matmul_keeps_its_copy_and_the_legacy_matmul(tmp_path):
+    from reports import peaks
+
+    rows, meta = peak_rows([None, None, 1.0])
+    write_machine(tmp_path, "h100-sxm-80gb", fake_commit(3), 1_700_000_000_000, rows, meta)
+    df = load_results(tmp_path, repo=None).df
+    card = peaks.card_peak(df, "h100-sxm-80gb")
+    assert card.tflops == 790.0 and card.legacy
+    assert card.gbps == pytest.approx(4 * 2**30 / 1e6)
+
+
+def test_text_and_html_show_percent_of_the_machines_own_peak(tmp_path):
+    from reports import cli, peaks
+
+    df = _two_machines(tmp_path)
+    out = tmp_path / "report"
+    res = cli.build(tmp_path, out, repo=None, make_plots=False)
+    h200 = (out / "h200-sxm-140gb_latest.txt").read_text()
+    card = peaks.card_peak(df, "h200-sxm-140gb")
+    assert f"% peak = TFLOP/s / {card.tflops:.0f}, the bf16 dense matmul ceiling: measured" in h200
+    assert f"HBM copy {card.gbps:.0f} GB/s" in h200
+    f = flops.flops("gradgrad", 1, 12, 1024, 9216, 64, "window8192")
+    pct = 100 * f / 1.25 / 1e9 / card.tflops
+    assert f"{pct:.1f}%" in h200
+    assert "Peak" not in h200.split("PER CONFIG")[1]  # the ceilings are no preset block
+    h100 = (out / "h100-sxm-80gb_latest.txt").read_text()
+    assert "% peak = TFLOP/s / 790, the bf16 dense matmul ceiling: legacy" in h100
+    page = res["written"]["html"].read_text()
+    assert f"TFLOP/s / {card.tflops:.0f}, the bf16 dense matmul ceiling: measured" in page
+    assert "legacy: no Peak result for this machine" in page
+
+
+def test_the_gate_shows_the_ceilings_but_never_fails_on_them(tmp_path, capsys):
+    from reports import cli
+
+    _two_machines(tmp_path, h200_peaks=((1.2, 1.2, 0.9), (2.4, 2.4, 1.8)))  # card at half speed
+    code = cli.compare(fake_commit(1), fake_commit(2), tmp_path, repo=None, drift_window=0)
+    out = capsys.readouterr().out
+    assert "bench_peak.Peak.track_ms" in out  # shown: the card changed
+    assert "not gated" in out
+    assert code == cli.EXIT_OK
