@@ -4,6 +4,7 @@
                                            #   plots, HTML
     python -m reports compare A B          # changed benchmarks; exit 1 on a regression
     python -m reports aa DIR_A DIR_B       # largest A/A difference per metric -> thresholds
+    python -m reports machines A B         # two cards side by side (--out DIR: write it too)
     python -m reports publish              # asv publish into report/asv_html, offline
 
 A and B are commit prefixes, git refs (HEAD~1, main), "latest", or paths to result folders
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import html, metrics, plots, regress, tables, text
+from reports import html, machines, metrics, plots, regress, tables, text
 from reports.derived import PEAK_FAMILY
 from reports.load import CSV_DROP, CSV_DROP_WHEN_EMPTY, NoResultsError, load_results
 from reports.paths import inside, slug
@@ -103,6 +104,32 @@ def machine_file_names(machines: list[str]) -> dict[str, str]:
     return out
 
 
+def machines_file_name(a: str, b: str) -> str:
+    """``machines_<a>_vs_<b>.txt`` (the machines' file names: machine_file_names)."""
+    return f"machines_{a}_vs_{b}.txt"
+
+
+def machines_cmd(a: str, b: str, results="results", repo=".", out: str | None = None) -> int:
+    """`python -m reports machines A B`: print the side-by-side table (and write it into
+    ``out`` as machines_<a>_vs_<b>.txt); EXIT_USAGE for an unknown machine."""
+    df = load_results(results, repo=repo).df
+    known = set(df["machine"])
+    unknown = [m for m in (a, b) if m not in known]
+    if unknown or a == b:
+        why = f"unknown machine(s) {unknown}" if unknown else "the same machine twice"
+        print(f"error: {why}; machines with results: {sorted(known)}", file=sys.stderr)
+        return EXIT_USAGE
+    body = machines.machines_text(df, a, b)
+    print(body, end="")
+    if out:
+        names = machine_file_names([a, b])
+        path = inside(Path(out), Path(out) / machines_file_name(names[a], names[b]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body, encoding="utf-8")
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 def build(
     results: Path | str = "results",
     out: Path | str = "report",
@@ -157,11 +184,11 @@ def build(
             tidy.to_parquet(written["parquet"], index=False)
     timings["data"] = time.perf_counter() - t
 
-    machines = report_machines(df)
-    file_names = machine_file_names(machines)
+    machines_list = report_machines(df)
+    file_names = machine_file_names(machines_list)
     t = time.perf_counter()
     written["text"] = []
-    for machine in machines:
+    for machine in machines_list:
         path = inside(out, out / f"{file_names[machine]}_latest.txt")
         try:
             body = text.latest_text(df, machine, changes)
@@ -172,12 +199,22 @@ def build(
             body = f"{machine}: the text report failed ({type(exc).__name__}: {exc})\n"
         path.write_text(body, encoding="utf-8")
         written["text"].append(path)
+    # Machines side by side (issue 17 item 3): every pair of report machines sharing rows.
+    for a, b in machines.pairs(df, machines_list):
+        path = inside(out, out / machines_file_name(file_names[a], file_names[b]))
+        try:
+            body = machines.machines_text(df, a, b)
+        except Exception as exc:  # as above: one pair's odd data must not cost the report
+            log.warning("machines %r vs %r failed: %s: %s", a, b, type(exc).__name__, exc)
+            body = f"{a} vs {b}: the table failed ({type(exc).__name__}: {exc})\n"
+        path.write_text(body, encoding="utf-8")
+        written["text"].append(path)
     timings["text"] = time.perf_counter() - t
 
     t = time.perf_counter()
     plot_files = {}
     if make_plots:
-        for machine in machines:
+        for machine in machines_list:
             plot_dir = inside(out, out / "plots" / file_names[machine])
             try:
                 plot_files[machine] = plots.machine_plots(df, machine, plot_dir)
@@ -194,7 +231,7 @@ def build(
         changes,
         base_changes,
         base_commit,
-        machines,
+        machines_list,
         plot_files,
         out / "html",
         commit_url=commit_url if commit_url is not None else html.github_commit_url(repo),
@@ -481,6 +518,16 @@ def main(argv: list[str] | None = None) -> int:
         const=str(metrics.AA_DEFAULTS_PATH),
         help="write the per unit|regime noise thresholds (default reports/aa_noise.py)",
     )
+    pm = sub.add_parser(
+        "machines",
+        help="two machines side by side: same preset/config/mode, ms, %% of each card's own "
+        "peak, ratio (newest commit each ran)",
+    )
+    pm.add_argument("a")
+    pm.add_argument("b")
+    pm.add_argument("--results", default="results", help="asv results folder (results/)")
+    pm.add_argument("--repo", default=".", help="git repository for commit dates and order")
+    pm.add_argument("--out", help="also write machines_<a>_vs_<b>.txt into this folder")
     pp = sub.add_parser("publish", help="asv publish into report/asv_html, made offline")
     pp.add_argument("--html-dir", default="report/asv_html")
     pp.add_argument("--config", default="asv.conf.json")
@@ -529,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.command == "aa":
             return aa(args.a, args.b, args.repo, args.write)
+        if args.command == "machines":
+            return machines_cmd(args.a, args.b, args.results, args.repo, args.out)
         if args.command == "publish":
             from reports import publish
 

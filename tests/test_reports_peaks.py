@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -291,3 +292,66 @@ def test_the_gate_shows_the_ceilings_but_never_fails_on_them(tmp_path, capsys):
     assert "bench_peak.Peak.track_ms" in out  # shown: the card changed
     assert "not gated" in out
     assert code == cli.EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# D: machines side by side (issue 17 item 3)
+
+
+def test_machine_rows_pair_the_same_config_and_mode_from_each_newest_commit(tmp_path):
+    from reports import machines, peaks
+
+    df = _two_machines(tmp_path)
+    rows = machines.machine_rows(df, "h100-sxm-80gb", "h200-sxm-140gb")
+    assert len(rows) == 2 * 2  # D 64/96 x math/fused, gradgrad TTT only
+    assert set(rows["commit_a"]) == {fake_commit(0)} and set(rows["commit_b"]) == {fake_commit(2)}
+    fused = rows[(rows["bwd_mode"] == "fused") & (rows["D"] == 64)].iloc[0]
+    assert fused["ms_a"] == 2.0 and fused["ms_b"] == 1.25 and fused["ratio"] == 1.6
+    f = flops.flops("gradgrad", 1, 12, 1024, 9216, 64, "window8192")
+    assert fused["pct_peak_a"] == pytest.approx(100 * f / 2.0 / 1e9 / 790.0)  # legacy H100
+    own = peaks.card_peak(df, "h200-sxm-140gb").tflops
+    assert fused["pct_peak_b"] == pytest.approx(100 * f / 1.25 / 1e9 / own)
+    assert math.isnan(fused["graph_ratio"])  # the H100 has no graph ms
+    assert list(rows["bwd_mode"][:2]) == ["math", "fused"]  # the reports' mode order
+    assert machines.pairs(df) == [("h100-sxm-80gb", "h200-sxm-140gb")]
+
+
+def test_machines_text_html_and_cli(tmp_path, capsys):
+    from reports import cli, machines
+
+    df = _two_machines(tmp_path)
+    text = machines.machines_text(df, "h100-sxm-80gb", "h200-sxm-140gb")
+    assert "A h100-sxm-80gb: bf16 matmul peak 790 TFLOP/s, legacy" in text
+    assert "B h200-sxm-140gb: bf16 matmul peak" in text and "bench_peak.Peak at" in text
+    assert "== gradgrad | TTT | B=1 H=12 T=1024/9216 D=64" in text
+    assert re.search(r"\n  fused +2\.000 +1\.250 +1\.60x +34\.3% +48\.0%\n", text)
+    page = machines.machines_html(df, "h100-sxm-80gb", "<b>")
+    assert "<b>" not in page and "&lt;b&gt;" in page  # names are escaped
+    assert "No preset, config and mode measured on both" in page
+    page = machines.machines_html(df, "h100-sxm-80gb", "h200-sxm-140gb")
+    assert page.count("<tr>") == 1 + 4 and "1.60x" in page
+    # CLI: prints, writes with --out; unknown machines are a usage error
+    out = tmp_path / "out"
+    argv = ["machines", "h100-sxm-80gb", "h200-sxm-140gb", "--results", str(tmp_path)]
+    assert cli.main([*argv, "--repo", str(tmp_path), "--out", str(out)]) == cli.EXIT_OK
+    printed = capsys.readouterr().out
+    assert "MACHINES side by side" in printed
+    written = out / "machines_h100-sxm-80gb_vs_h200-sxm-140gb.txt"
+    assert written.read_text() == text
+    assert cli.main(["machines", "h100-sxm-80gb", "nope", "--results", str(tmp_path)]) == 2
+    assert "unknown machine" in capsys.readouterr().err
+    # `python -m reports` (make report) writes every pair
+    res = cli.build(tmp_path, tmp_path / "report", repo=None, make_plots=False)
+    assert tmp_path / "report" / written.name in res["written"]["text"]
+
+
+def test_committed_results_build_the_h100_vs_h200_table(tmp_path):
+    """`make report` on a fresh clone: the committed H100 and H200 results share the Seed and
+    TTT presets, so report/machines_h100-sxm-80gb_vs_h200-sxm-140gb.txt has rows."""
+    from reports import machines
+
+    df = load_results(ROOT / "results", repo=ROOT).df
+    assert ("h100-sxm-80gb", "h200-sxm-140gb") in machines.pairs(df)
+    text = machines.machines_text(df, "h100-sxm-80gb", "h200-sxm-140gb")
+    assert "== gradgrad | Seed |" in text and "== backward | TTT |" in text
+    assert "legacy" in text.splitlines()[1]
