@@ -1,4 +1,5 @@
-"""The one FLOP model: every TFLOP/s in the results divides these FLOPs by a time.
+"""The one FLOP model (and, beside it, the byte model): every TFLOP/s in the results divides
+these FLOPs by a time; the roofline divides them by these bytes.
 
 Only visible (query, key) pairs are counted, so a causal or windowed problem is not
 credited the work its mask skips. Every mode of a configuration is credited the same
@@ -61,6 +62,53 @@ def flops(path: str, B: int, H: int, Tq: int, Tk: int, D: int, mask: str) -> flo
 
 def config_flops(path: str, cfg: Config) -> float:
     return flops(path, cfg.B, cfg.H, cfg.tq, cfg.tk, cfg.D, cfg.mask)
+
+
+# --------------------------------------------------------------------------------------
+# The byte model, beside the FLOP model: HBM traffic of one call, for the roofline
+# (reports/roofline.py: arithmetic intensity = flops / bytes_moved). Compulsory traffic only:
+# each pass of the step reads each of its inputs once and writes each output once (a fused
+# kernel's ideal; re-reads of K and V per query block are left to the L2), so it is a lower
+# bound of the real traffic and the intensity an upper bound. Per batch and head, counted in
+# tensors of Tq x D ("q-sized": q, o, dO, dq, ...), Tk x D ("k-sized": k, v, dk, dv, ...) in
+# the input dtype, and fp32 rows of Tq (the logsumexp, delta = rowsum(dO * o)). The mask does
+# not change it: every visible key is still read once. docs/gradgrad.md "Byte model".
+#
+#   forward:            read q, k, v; write o and the logsumexp                 (2, 2, 1)
+#   backward (+ fwd):   read q, o, dO, k, v, lse; write dq, dk, dv, delta,
+#                       read delta again                                         (+4, +4, +3)
+#   double backward:    read q, o, dO, the cotangent of dq, k, v, the cotangents
+#                       of dk and dv, lse, delta; write the grads of q, dO, k, v (+6, +6, +2)
+TENSORS_FORWARD = (2, 2, 1)
+TENSORS_BACKWARD = (4, 4, 3)
+TENSORS_DOUBLE_BACKWARD = (6, 6, 2)
+TENSORS_PER_PATH = {  # (q-sized, k-sized, fp32 rows) of a whole step of the path
+    "forward": TENSORS_FORWARD,
+    "backward": tuple(map(sum, zip(TENSORS_FORWARD, TENSORS_BACKWARD))),  # (6, 6, 4)
+    "gradgrad": tuple(  # (12, 12, 6)
+        map(sum, zip(TENSORS_FORWARD, TENSORS_BACKWARD, TENSORS_DOUBLE_BACKWARD))
+    ),
+}
+ROW_STAT_BYTES = 4  # fp32 logsumexp and delta
+
+
+def bytes_moved(path: str, B: int, H: int, Tq: int, Tk: int, D: int, dtype: str) -> float:
+    """Bytes one call of ``path`` moves to and from HBM at the least (see above)."""
+    check_path(path)
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPE_BYTES)}, got {dtype!r}")
+    n_q, n_k, n_rows = TENSORS_PER_PATH[path]
+    item = DTYPE_BYTES[dtype]
+    return float(B * H * ((n_q * Tq + n_k * Tk) * D * item + n_rows * Tq * ROW_STAT_BYTES))
+
+
+def config_bytes(path: str, cfg: Config) -> float:
+    return bytes_moved(path, cfg.B, cfg.H, cfg.tq, cfg.tk, cfg.D, cfg.dtype)
+
+
+def intensity(path: str, B: int, H: int, Tq: int, Tk: int, D: int, mask: str, dtype: str):
+    """Arithmetic intensity of one call, FLOPs per byte of HBM traffic (the roofline's x)."""
+    return flops(path, B, H, Tq, Tk, D, mask) / bytes_moved(path, B, H, Tq, Tk, D, dtype)
 
 
 # --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import html, machines, metrics, plots, regress, tables, text
+from reports import html, machines, metrics, plots, regress, roofline, tables, text
 from reports.derived import PEAK_FAMILY
 from reports.load import CSV_DROP, CSV_DROP_WHEN_EMPTY, NoResultsError, load_results
 from reports.paths import inside, slug
@@ -223,6 +223,15 @@ def build(
                     "plots of machine %r failed, left out: %s: %s", machine, type(exc).__name__, exc
                 )
                 plot_files[machine] = []
+            try:  # the roofline (reports/roofline.py), listed with the machine's plots
+                plot_files[machine] += roofline.machine_roofline(df, machine, plot_dir)
+            except Exception as exc:
+                log.warning(
+                    "roofline of machine %r failed, left out: %s: %s",
+                    machine,
+                    type(exc).__name__,
+                    exc,
+                )
     timings["plots"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -355,3 +355,70 @@ def test_committed_results_build_the_h100_vs_h200_table(tmp_path):
     text = machines.machines_text(df, "h100-sxm-80gb", "h200-sxm-140gb")
     assert "== gradgrad | Seed |" in text and "== backward | TTT |" in text
     assert "legacy" in text.splitlines()[1]
+
+
+# --------------------------------------------------------------------------------------------
+# E: the byte model and the roofline
+
+
+def test_byte_model_counts_each_pass_reading_its_inputs_once():
+    # forward, B1 H1 T=Tq=Tk=1024 D64 bf16: q, k, v read, o written, lse fp32
+    assert flops.bytes_moved("forward", 1, 1, 1024, 1024, 64, "bfloat16") == (
+        4 * 1024 * 64 * 2 + 1024 * 4
+    )
+    assert flops.TENSORS_PER_PATH == {
+        "forward": (2, 2, 1),
+        "backward": (6, 6, 4),
+        "gradgrad": (12, 12, 6),
+    }
+    # B and H scale it, fp32 doubles the tensors, the mask does not enter it
+    one = flops.bytes_moved("gradgrad", 1, 1, 1024, 9216, 64, "bfloat16")
+    assert flops.bytes_moved("gradgrad", 2, 3, 1024, 9216, 64, "bfloat16") == 6 * one
+    ai = flops.intensity("gradgrad", 1, 12, 1024, 9216, 64, "window8192", "bfloat16")
+    assert ai == pytest.approx(
+        flops.flops("gradgrad", 1, 12, 1024, 9216, 64, "window8192")
+        / flops.bytes_moved("gradgrad", 1, 12, 1024, 9216, 64, "bfloat16")
+    )
+    assert 1500 < ai < 2500  # docs/gradgrad.md "Byte model": ~1900 FLOP/byte
+    with pytest.raises(ValueError, match="dtype"):
+        flops.bytes_moved("forward", 1, 1, 8, 8, 8, "int4")
+    with pytest.raises(ValueError, match="path"):
+        flops.bytes_moved("sideways", 1, 1, 8, 8, 8, "float16")
+
+
+def test_roofline_points_and_files(tmp_path):
+    from reports import roofline
+
+    df = _two_machines(tmp_path)
+    points = roofline.roofline_points(df, "h200-sxm-140gb")
+    assert set(points["family"]) == {"gradgrad"} and len(points) == 4
+    fused = points[points["bwd_mode"] == "fused"].sort_values("intensity").iloc[0]
+    assert fused["intensity"] == pytest.approx(
+        flops.intensity("gradgrad", 1, 12, 1024, 9216, 64, "window8192", "bfloat16")
+    )
+    f = flops.flops("gradgrad", 1, 12, 1024, 9216, 64, "window8192")
+    assert fused["tflops"] == pytest.approx(f / 1.25 / 1e9)
+    assert fused["graph_tflops"] == pytest.approx(f / 1.0 / 1e9)
+    out = tmp_path / "plots"
+    files = roofline.machine_roofline(df, "h200-sxm-140gb", out / "h200")
+    assert [p.name for p in files] == ["roofline.png", "roofline.svg"]
+    assert all(p.stat().st_size > 1000 for p in files)
+    svg = files[1].read_text()
+    assert "HBM copy" in svg and "bf16 matmul" in svg
+    # the legacy H100: a matmul roof only, and the figure says so
+    legacy = roofline.machine_roofline(df, "h100-sxm-80gb", out / "h100")
+    assert legacy and "legacy H100 matmul" in legacy[1].read_text()
+    assert "no memory roof" in legacy[1].read_text()
+    # no roof at all, or no points: no figure
+    assert roofline.machine_roofline(df, "cpu-x86_64", out / "cpu") == []
+
+
+def test_make_report_writes_the_roofline_and_lists_it_for_the_html(tmp_path):
+    from reports import cli
+
+    _two_machines(tmp_path)
+    res = cli.build(tmp_path, tmp_path / "report", repo=None)
+    h200 = [p.name for p in res["plots"]["h200-sxm-140gb"]]
+    assert "roofline.png" in h200 and "roofline.svg" in h200
+    page = res["written"]["html"].read_text()
+    assert "roofline.png" in page
