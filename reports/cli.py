@@ -104,32 +104,6 @@ def machine_file_names(machines: list[str]) -> dict[str, str]:
     return out
 
 
-def machines_file_name(a: str, b: str) -> str:
-    """``machines_<a>_vs_<b>.txt`` (the machines' file names: machine_file_names)."""
-    return f"machines_{a}_vs_{b}.txt"
-
-
-def machines_cmd(a: str, b: str, results="results", repo=".", out: str | None = None) -> int:
-    """`python -m reports machines A B`: print the side-by-side table (and write it into
-    ``out`` as machines_<a>_vs_<b>.txt); EXIT_USAGE for an unknown machine."""
-    df = load_results(results, repo=repo).df
-    known = set(df["machine"])
-    unknown = [m for m in (a, b) if m not in known]
-    if unknown or a == b:
-        why = f"unknown machine(s) {unknown}" if unknown else "the same machine twice"
-        print(f"error: {why}; machines with results: {sorted(known)}", file=sys.stderr)
-        return EXIT_USAGE
-    body = machines.machines_text(df, a, b)
-    print(body, end="")
-    if out:
-        names = machine_file_names([a, b])
-        path = inside(Path(out), Path(out) / machines_file_name(names[a], names[b]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(body, encoding="utf-8")
-        print(f"wrote {path}")
-    return EXIT_OK
-
-
 def build(
     results: Path | str = "results",
     out: Path | str = "report",
@@ -201,7 +175,7 @@ def build(
         written["text"].append(path)
     # Machines side by side (issue 17 item 3): every pair of report machines sharing rows.
     for a, b in machines.pairs(df, machines_list):
-        path = inside(out, out / machines_file_name(file_names[a], file_names[b]))
+        path = inside(out, out / machines.file_name(file_names[a], file_names[b]))
         try:
             body = machines.machines_text(df, a, b)
         except Exception as exc:  # as above: one pair's odd data must not cost the report
@@ -586,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "aa":
             return aa(args.a, args.b, args.repo, args.write)
         if args.command == "machines":
-            return machines_cmd(args.a, args.b, args.results, args.repo, args.out)
+            names = machine_file_names([args.a, args.b])
+            return machines.command(args.a, args.b, args.results, args.repo, args.out, names)
         if args.command == "publish":
             from reports import publish
 

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import html as _html
 import itertools
+import sys
+from pathlib import Path
 
 import pandas as pd
 
 from reports import metrics, peaks, tables
+from reports.load import load_results
+from reports.paths import inside, slug
 from reports.tables import fmt, fmt_ms
 
 KEYS = ["family", "preset", "config", "bwd_mode"]
@@ -177,3 +181,30 @@ def machines_html(df: pd.DataFrame, a: str, b: str, rows: pd.DataFrame | None = 
         )
     parts.append("</table>")
     return "\n".join(parts)
+
+
+def file_name(a: str, b: str) -> str:
+    """``machines_<a>_vs_<b>.txt``, from the machines' file names (reports/cli.py
+    machine_file_names: slugs, distinct for distinct machines)."""
+    return f"machines_{a}_vs_{b}.txt"
+
+
+def command(a: str, b: str, results="results", repo=".", out=None, names=None) -> int:
+    """`python -m reports machines A B`: print the table; with ``out`` also write it there.
+    Exit 0, or 2 (usage) for an unknown machine or the same machine twice."""
+    df = load_results(results, repo=repo).df
+    known = set(df["machine"])
+    unknown = [m for m in (a, b) if m not in known]
+    if unknown or a == b:
+        why = f"unknown machine(s) {unknown}" if unknown else "the same machine twice"
+        print(f"error: {why}; machines with results: {sorted(known)}", file=sys.stderr)
+        return 2
+    body = machines_text(df, a, b)
+    print(body, end="")
+    if out:
+        names = names or {a: slug(a), b: slug(b)}
+        path = inside(Path(out), Path(out) / file_name(names[a], names[b]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(body, encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
