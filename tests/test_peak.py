@@ -189,3 +189,24 @@ def test_peak_on_the_gpu():
             assert 100 < flops.tflops_of(op.flops, ms) < 2000, (name, ms)
         else:  # HBM3/3e: 3.35-4.8 TB/s peak, a copy reaches most of it
             assert 500 < flops.gbps_of(op.bytes, ms) < 10000, (name, ms)
+
+
+def test_asv_runs_the_class_on_a_cpu_and_records_skips_not_failures(tmp_path):
+    """The command that runs the Peak benchmark alone, through the runner and asv itself;
+    on a machine without CUDA every op is asv's skip (NaN), not a failure (null)."""
+    import math
+
+    result = asv_run.run_commit(
+        "HEAD",
+        machine="pytest-cpu",
+        results_dir=tmp_path,
+        bench=r"^bench_peak\.Peak\.track_",
+        grid="cpu",
+    )
+    data = json.loads(result.read_text())
+    assert list(data["results"]) == ["bench_peak.Peak.track_ms"]
+    row = dict(zip(data["result_columns"], data["results"]["bench_peak.Peak.track_ms"]))
+    assert row["params"] == [[repr(op) for op in flops.PEAK_OPS]]
+    assert len(row["result"]) == 3 and all(math.isnan(v) for v in row["result"])
+    meta = json.loads((tmp_path / "benchmarks.json").read_text())["bench_peak.Peak.track_ms"]
+    assert meta["unit"] == "ms" and meta["param_names"] == ["op"]
