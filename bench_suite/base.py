@@ -9,6 +9,11 @@ why the bench_*.py files import harness.measure as ``common``: their setup_cache
 ``common.measure_preset(self.preset, self.path)``, the text the committed results were
 hashed with (when the machinery lived in bench_suite/common.py).
 
+No TFLOP/s track (issue 15 item 3): asv reads every track as lower-is-better, so ``asv
+compare`` and ``asv publish`` showed a TFLOP/s gain as a regression. The reports derive
+TFLOP/s from ``track_ms`` and ``track_graph_ms`` with harness/flops.py (reports/derived.py);
+``python -m runner.integrity migrate`` dropped the stored ``track_tflops`` rows.
+
 Imports only the standard library, asv_runner and harness.grid (asv imports this module
 in every process, and nothing may touch the GPU before a benchmark asks for it).
 """
@@ -65,11 +70,6 @@ class PresetBenchmark(abc.ABC):
         return self._value("ms")
 
     track_ms.unit = "ms"
-
-    def track_tflops(self, cache, *params):
-        return self._value("tflops")
-
-    track_tflops.unit = "TFLOP/s"
 
     def track_peak_mib(self, cache, *params):
         return self._value("peak_mib")

@@ -2,7 +2,8 @@
 
 - ``grid``: presets, the asv parameter axes, :class:`~harness.grid.Config` (standard
   library only: the runner imports it without torch).
-- ``flops``: the one FLOP model every TFLOP/s number comes from.
+- ``flops``: the one FLOP model every TFLOP/s number comes from (and the Peak ops' work).
+- ``peak``: the card's own ceilings (matmul, HBM copy) for ``bench_suite/bench_peak.py``.
 - ``impls``: seeded inputs, the three paths, each mode's implementation.
 - ``parity``: the chunked fp64 references and the parity gate.
 - ``refcache``: those references kept on disk across commits (keyed by problem, seed,

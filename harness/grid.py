@@ -131,6 +131,11 @@ GRIDS: dict[str, tuple[str, ...]] = {
     "cpu": ("cpu",),
 }
 
+# The card's own ceilings (bench_suite/bench_peak.py): measured once in every run of these
+# grids, whatever its presets (runner/asv_run.py bench_regex), and recorded with its results.
+PEAK_CLASS = "bench_peak.Peak"
+PEAK_GRIDS = ("gpu",)
+
 
 def preset_configs(preset: str) -> list[Config]:
     """The configurations of a preset (without the bwd_mode axis)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import metrics, regress, tables
+from reports import metrics, peaks, regress, tables
 
 MAX_REGRESSION_ROWS = 300  # history tables beyond this are cut (the CSV has them all)
 MAX_BENCHMARK_SECTIONS = 1000  # per-benchmark sections (the suite has ~100)
@@ -342,7 +342,8 @@ def write_html(
         newest = latest["commit_order"].max()
         first = latest[latest["commit_order"] == newest].iloc[0]
         fills = tables.older_commit_fill_ins(latest)
-        peak = metrics.peak_tflops(machine)
+        card = peaks.card_peak(df, machine)  # issue 17: the machine's own Peak, else legacy
+        peak = card.tflops if card else None
         date = first["commit_date"]
         parts.append(
             f"<h3>{_e(machine)} @ {link(first['commit'])} "
@@ -367,8 +368,8 @@ def write_html(
             parts.append(_summary_table(table, peak, link if fills else None))
         if peak:
             parts.append(
-                f"<p class=muted>% of peak: TFLOP/s / {peak:.0f}, the measured bf16 dense "
-                f"matmul ceiling of the lent H100 ({metrics.PEAK_SOURCE}).</p>"
+                f"<p class=muted>% of peak: TFLOP/s / {peak:.0f}, the bf16 dense matmul "
+                f"ceiling: {_e(card.source)}.</p>"
             )
         invalid = _invalid_list(latest)
         if invalid:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from reports import guard, metrics
+from reports import derived, guard, metrics
 from reports import noise as row_noise
 from reports.paths import is_safe_name, slug
 from runner.git import GitError, git
@@ -422,7 +422,8 @@ def load_results(
     samples (JSON text or None), noise_lo, noise_hi, noise_source, started_at, result_file,
     and the file's provenance: where (local/modal), torch, triton, cuda, python_version,
     driver, gpu, gpu_clock_mhz, mem_clock_mhz (PROVENANCE_COLUMNS; None/NaN when absent).
-    n_samples: the samples kept, else asv's stats_repeat, else 0.
+    n_samples: the samples kept, else asv's stats_repeat, else 0. Rates (TFLOP/s, GB/s) are
+    rows derived from the times (reports/derived.py), never read from a file.
     Raises NoResultsError when nothing usable is there.
     """
     if isinstance(paths, (str, Path)):
@@ -507,6 +508,7 @@ def _assemble(builder: _Builder, repo) -> pd.DataFrame:
         ]
     )
     df = _dedupe(df)
+    df = derived.add_rates(df)  # TFLOP/s and GB/s from the times (reports/derived.py)
     return _order_columns(df, combos.columns)
 
 

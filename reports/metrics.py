@@ -70,6 +70,8 @@ UNIT_RULES: dict[str, UnitRule] = {
     "ms": UnitRule(LOWER_IS_BETTER, 0.05, 0.002, "time (ms)"),
     # FLOP model / time: follows its ms row (regress.py); this rule only for a lone row.
     "TFLOP/s": UnitRule(HIGHER_IS_BETTER, 0.05, 0.5, "TFLOP/s"),
+    # bytes / time of the Peak copy (reports/derived.py): follows its ms row too.
+    "GB/s": UnitRule(HIGHER_IS_BETTER, 0.05, 1.0, "GB/s"),
     # torch.cuda.max_memory_allocated delta: 1% and 2 MiB (one large-block rounding).
     "MiB": UnitRule(LOWER_IS_BETTER, 0.01, 2.0, "peak memory (MiB)"),
     # bench_suite's host time per call (perf_counter). No A/A yet; the same step in fresh
@@ -89,16 +91,21 @@ UNIT_RULES: dict[str, UnitRule] = {
 # A unit we do not know: asv's own convention (higher value = worse), loose threshold.
 UNKNOWN_UNIT_RULE = UnitRule(LOWER_IS_BETTER, 0.10, 0.0, "value")
 
-# Measured bf16 dense matmul ceiling on the lent H100 SXM 80GB (torch.matmul, bf16):
-# ~790 TFLOP/s. Source: docs/baselines.md, "Measured bf16 matmul ceiling on the lent H100".
-# fp16 runs on the same tensor cores at the same rate, so it is used for both.
-H100_BF16_MEASURED_PEAK_TFLOPS = 790.0
-# Where the reports (text and HTML) say the peak comes from.
+# "% of peak" divides by each machine's own measured bf16 matmul (bench_peak.Peak, run with
+# every GPU suite: reports/peaks.py card_peak). LEGACY fallback, for machines whose results
+# predate the Peak benchmark (the h100-sxm-80gb history): the bf16 dense matmul ceiling
+# measured once by hand on the lent H100 SXM 80GB (torch.matmul, bf16), ~790 TFLOP/s
+# (docs/baselines.md). fp16 runs on the same tensor cores at the same rate. Reports label it
+# "legacy" wherever they use it.
+LEGACY_H100_BF16_PEAK_TFLOPS = 790.0
+H100_BF16_MEASURED_PEAK_TFLOPS = LEGACY_H100_BF16_PEAK_TFLOPS  # the old name, same number
+# Where the reports (text and HTML) say the legacy peak comes from.
 PEAK_SOURCE = "docs/baselines.md"
 
-# Machine names say the GPU (docs/design.md); the prefix picks the peak. No entry, no
-# "% of peak".
-PEAK_TFLOPS_BY_MACHINE_PREFIX: dict[str, float] = {"h100": H100_BF16_MEASURED_PEAK_TFLOPS}
+# Machine names say the GPU (docs/design.md); the prefix picks the legacy peak. No entry and
+# no Peak result: no "% of peak".
+LEGACY_PEAK_TFLOPS_BY_MACHINE_PREFIX: dict[str, float] = {"h100": LEGACY_H100_BF16_PEAK_TFLOPS}
+PEAK_TFLOPS_BY_MACHINE_PREFIX = LEGACY_PEAK_TFLOPS_BY_MACHINE_PREFIX
 
 # The method names of the project's metrics (bench_suite contract) -> short names, in the
 # order reports show them. host_ms: GPU runs only, in results from its commit on.
@@ -121,8 +128,9 @@ def direction(unit: str | None) -> str:
 
 
 def peak_tflops(machine: str) -> float | None:
-    """The measured peak for a machine name, or None when its GPU has no measured peak."""
-    for prefix, peak in PEAK_TFLOPS_BY_MACHINE_PREFIX.items():
+    """The LEGACY typed-in peak for a machine name (None when its GPU has none). The reports
+    use reports.peaks.card_peak: the machine's own Peak result first, this only without one."""
+    for prefix, peak in LEGACY_PEAK_TFLOPS_BY_MACHINE_PREFIX.items():
         if machine.lower().startswith(prefix):
             return peak
     return None

@@ -104,15 +104,34 @@ def _host_bound_with_graph(frame: pd.DataFrame, regimes: np.ndarray) -> np.ndarr
     return is_ms & key.isin(set(key[graph])).to_numpy()
 
 
+# A rate's method -> the method of the time it is derived from (reports/derived.py).
+RATE_SOURCE = {
+    "track_tflops": "track_ms",
+    "track_graph_tflops": "track_graph_ms",
+    "track_gbps": "track_ms",
+}
+
+
+def _series_key(frame: pd.DataFrame, benchmark: pd.Series) -> pd.Series:
+    machine = frame["machine"] if "machine" in frame.columns else pd.Series("", index=frame.index)
+    return machine.astype(str) + "|" + benchmark + "|" + frame["params"].astype(str)
+
+
 def _follow_ms(out: pd.DataFrame) -> None:
-    """TFLOP/s rows with an ms sibling take its decision (in place)."""
-    is_rate = (out["unit"].astype(object) == "TFLOP/s").to_numpy()
+    """Rate rows (TFLOP/s, GB/s) with their time row take its decision (in place): the rate
+    is the FLOP model over that time (reports/derived.py), so it moves exactly when the
+    time does. ``track_tflops`` follows ``track_ms``, ``track_graph_tflops`` ``track_graph_ms``."""
+    is_rate = out["unit"].astype(object).isin(["TFLOP/s", "GB/s"]).to_numpy()
     if not is_rate.any() or "benchmark" not in out.columns:
         return
-    key = _class_key(out)
-    is_ms = out["benchmark"].astype(str).str.endswith(".track_ms").to_numpy()
+    names = out["benchmark"].astype(str)
+    stem, method = names.str.rpartition(".")[0], names.str.rpartition(".")[2]
+    source = stem + "." + method.map(RATE_SOURCE).fillna("")
+    key = _series_key(out, source)  # a rate row: the key of its time row
+    own = _series_key(out, names)  # every row: its own key
+    is_time = method.isin(set(RATE_SOURCE.values())).to_numpy()
     cols = ["status", "threshold_pct", "mdc_pct", "noise_overlap"]
-    ms_rows = out.loc[is_ms, cols].set_index(key[is_ms].to_numpy())
+    ms_rows = out.loc[is_time, cols].set_index(own[is_time].to_numpy())
     ms_rows = ms_rows[~ms_rows.index.duplicated()]
     follow = is_rate & key.isin(ms_rows.index).to_numpy()
     both = out["value_old"].notna().to_numpy() & out["value_new"].notna().to_numpy()

@@ -22,6 +22,7 @@ import math
 import pandas as pd
 
 from reports import metrics
+from reports.derived import PEAK_FAMILY  # bench_peak.Peak: the card's ceilings, not a preset
 
 # Display order of bwd_mode values (bench_suite contract); others follow alphabetically.
 MODE_ORDER = ["math", "sdpa", "flash", "compiled", "recompute", "save_p", "dv_only", "fused"]
@@ -91,7 +92,9 @@ def benchmark_class(benchmark: pd.Series) -> pd.Series:
 
 def latest_rows_per_class(df: pd.DataFrame, machine: str) -> pd.DataFrame:
     """The latest view of ``machine``: for each asv benchmark class (family + preset), all the
-    rows of the newest commit that has rows for that class, and only that commit's.
+    rows of the newest commit that has rows for that class, and only that commit's. The
+    card's ceilings (family ``peak``, bench_peak.Peak) are left out: reports/peaks.py reads
+    them.
 
     The one rule behind every "latest" table (text, HTML summary, speed/memory and scaling
     plots). A class the newest commit did not measure (a partial ``--presets`` run, a
@@ -109,6 +112,8 @@ def latest_rows_per_class(df: pd.DataFrame, machine: str) -> pd.DataFrame:
     flash, vs sdpa, memory ratios) then always combine measurements of one commit.
     """
     mdf = df[df["machine"] == machine]
+    if "family" in mdf.columns:  # the card's ceilings are no benchmark class (reports/peaks.py)
+        mdf = mdf[mdf["family"] != PEAK_FAMILY]
     if mdf.empty:
         return mdf
     newest_for_class = (

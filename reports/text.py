@@ -19,7 +19,7 @@ import math
 
 import pandas as pd
 
-from reports import metrics, regress
+from reports import peaks, regress
 from reports.tables import (
     BASELINE_MODE,
     FUSED_MODE,
@@ -196,7 +196,8 @@ def latest_text(df: pd.DataFrame, machine: str, changes: pd.DataFrame | None = N
     at_newest = latest[latest["commit_order"] == newest]
     fills = older_commit_fill_ins(latest)
     first = at_newest.iloc[0]
-    peak = metrics.peak_tflops(machine)
+    card = peaks.card_peak(df, machine)  # the machine's own Peak result, else legacy
+    peak = card.tflops if card else None
     table = config_table(latest, peak) if "bwd_mode" in latest else pd.DataFrame()
     n_ok = int(at_newest["value"].notna().sum())
     lines = [
@@ -205,11 +206,11 @@ def latest_text(df: pd.DataFrame, machine: str, changes: pd.DataFrame | None = N
         f"subject: {first['subject']}" if first.get("subject") else "",
         _fill_in_line(fills) if fills else None,
         (
-            f"% peak = TFLOP/s / {peak:.0f} (measured bf16 dense matmul ceiling on the lent "
-            f"H100, {metrics.PEAK_SOURCE})"
+            f"% peak = TFLOP/s / {peak:.0f}, the bf16 dense matmul ceiling: {card.source}"
             if peak
-            else "% peak: no measured peak for this machine"
+            else "% peak: no measured peak for this machine (no bench_peak.Peak result)"
         ),
+        f"ceilings: {card.describe()}" if card and not card.legacy else None,
         "n/a = not run here (mode not applicable, out of memory) or failed its parity check",
         "",
     ]

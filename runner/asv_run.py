@@ -116,8 +116,10 @@ sys.exit(main())
 # --------------------------------------------------------------------------------------
 
 
-def bench_regex(grid: str, presets: Sequence[str] | None = None) -> str:
-    """asv --bench regex selecting the classes of ``grid`` (or of the given presets of it)."""
+def bench_regex(grid: str, presets: Sequence[str] | None = None, *, peak: bool = True) -> str:
+    """asv --bench regex selecting the classes of ``grid`` (or of the given presets of it),
+    and on a grid of ``PEAK_GRIDS`` (GPU) the card's ceilings, ``bench_peak.Peak``, unless
+    ``peak`` is False."""
     if grid not in grids.GRIDS:
         raise ValueError(f"grid must be one of {sorted(grids.GRIDS)}, got {grid!r}")
     chosen = list(grids.GRIDS[grid]) if not presets else [p.strip().lower() for p in presets]
@@ -126,14 +128,18 @@ def bench_regex(grid: str, presets: Sequence[str] | None = None) -> str:
         raise ValueError(f"presets {bad} are not in the {grid} grid {grids.GRIDS[grid]}")
     classes = "|".join(grids.PRESETS[p].class_name for p in chosen)
     families = "|".join(grids.PATHS)
+    if peak and grid in grids.PEAK_GRIDS:
+        klass = grids.PEAK_CLASS.replace(".", r"\.")
+        return rf"^(?:bench_({families})\.({classes})|{klass})\.track_"
     return rf"^bench_({families})\.({classes})\.track_"
 
 
 def preset_chunks(grid: str, presets: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """(preset, --bench regex) per preset of ``grid`` (or of ``presets``): one asv run each."""
+    """(preset, --bench regex) per preset of ``grid`` (or of ``presets``): one asv run each.
+    The first also measures the card's ceilings (GPU grids): once per commit run."""
     bench_regex(grid, presets)  # the same checks of grid and presets, the same errors
     chosen = list(grids.GRIDS[grid]) if not presets else [p.strip().lower() for p in presets]
-    return [(p, bench_regex(grid, [p])) for p in chosen]
+    return [(p, bench_regex(grid, [p], peak=i == 0)) for i, p in enumerate(chosen)]
 
 
 # --------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ Standard library only (Linux: flock, /proc, prctl).
   descendant inherits, and :func:`terminate_marked` finds them in /proc and ends them,
   SIGTERM then SIGKILL, wherever they were re-parented.
 - :data:`ENV_NAME`: the asv environment name the runner records, without host paths.
+- ``python -m runner.integrity migrate``: result files renamed to :data:`ENV_NAME`, and the
+  rows of retired benchmarks (:data:`RETIRED_METHODS`) dropped.
 """
 
 from __future__ import annotations
@@ -316,16 +318,76 @@ def migrate_env_names(results_dir: str | os.PathLike = "results") -> list[tuple[
     return moves
 
 
+# --------------------------------------------------------------------------------------
+# Benchmarks the suite no longer has
+# --------------------------------------------------------------------------------------
+
+# track methods dropped from the suite, whose stored rows ``migrate`` removes from results/ so
+# that ``asv compare`` and ``asv publish`` stop showing them. track_tflops (issue 15 item 3):
+# asv reads every track as lower-is-better, so a TFLOP/s gain showed as a regression; the
+# reports derive TFLOP/s from the times now (reports/derived.py).
+RETIRED_METHODS = ("track_tflops",)
+
+
+def _retired(name: str, methods: tuple[str, ...]) -> bool:
+    return name.rpartition(".")[2] in methods
+
+
+def drop_retired_benchmarks(
+    results_dir: str | os.PathLike = "results", methods: tuple[str, ...] = RETIRED_METHODS
+) -> list[tuple[Path, int]]:
+    """Remove the rows of ``methods`` from every result file under ``results_dir`` and their
+    entries from its benchmarks.json; returns (file, rows removed) per file changed.
+    Idempotent; each machine folder's lock and benchmarks.json's lock are held while writing,
+    and every file is replaced atomically."""
+    results_dir = Path(results_dir)
+    changed: list[tuple[Path, int]] = []
+    for folder in sorted(p for p in results_dir.iterdir() if (p / "machine.json").is_file()):
+        with FolderLock(folder):
+            for path in sorted(folder.glob("*.json")):
+                if path.name == "machine.json":
+                    continue
+                data = json.loads(path.read_text())
+                results = data.get("results") if isinstance(data, dict) else None
+                if not isinstance(results, dict):
+                    continue
+                gone = [name for name in results if _retired(name, methods)]
+                if gone:
+                    for name in gone:
+                        del results[name]
+                    write_json(path, data)
+                    changed.append((path, len(gone)))
+    meta = results_dir / "benchmarks.json"
+    if meta.is_file():
+        with FolderLock(results_dir, name=BENCHMARKS_LOCK):
+            data = json.loads(meta.read_text())
+            gone = [name for name in data if _retired(name, methods)]
+            if gone:
+                for name in gone:
+                    del data[name]
+                # indented as asv and runner.merge write it, in its own order: a diff of
+                # deletions only
+                atomic_write_text(meta, json.dumps(data, indent=4))
+                changed.append((meta, len(gone)))
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m runner.integrity")
     sub = p.add_subparsers(dest="cmd", required=True)
-    m = sub.add_parser("migrate", help=f"rename path-named result files to {ENV_NAME}")
+    m = sub.add_parser(
+        "migrate",
+        help=f"rename path-named result files to {ENV_NAME}; drop the rows of retired "
+        f"benchmarks ({', '.join(RETIRED_METHODS)})",
+    )
     m.add_argument("results_dir", nargs="?", default="results")
     args = p.parse_args(argv)
     for old, new in migrate_env_names(args.results_dir):
         print(f"{old} -> {new.name}")
+    for path, n in drop_retired_benchmarks(args.results_dir):
+        print(f"{path}: dropped {n} retired benchmark(s)")
     return 0
 
 

@@ -507,3 +507,47 @@ def test_an_empty_benchmarks_json_in_a_shard_writes_nothing(tmp_path):
     with pytest.raises(merge.MergeConflict, match="benchmarks.json"):
         merge.merge_shards([tmp_path / "a"], tmp_path / "results")
     assert not (tmp_path / "results" / "m").exists()
+
+
+def test_migrate_drops_retired_benchmarks_and_keeps_the_rest(tmp_path):
+    """track_tflops (issue 15 item 3) leaves every result file and benchmarks.json; all else,
+    key order included, stays as it was; a second run changes nothing."""
+    results = tmp_path / "results"
+    folder = results / "m"
+    folder.mkdir(parents=True)
+    (folder / "machine.json").write_text(json.dumps({"machine": "m", "version": 1}))
+    rows = {
+        "bench_forward.Seed.track_ms": [[1.0]],
+        "bench_forward.Seed.track_tflops": [[300.0]],
+        "bench_peak.Peak.track_ms": [[1.4]],
+    }
+    data = {"version": 2, "commit_hash": "ab" * 20, "env_name": "existing-py3", "results": rows}
+    (folder / "abababab-existing-py3.json").write_text(json.dumps(data))
+    meta = {name: {"name": name, "unit": "x"} for name in reversed(list(rows))}
+    meta["version"] = 2
+    (results / "benchmarks.json").write_text(json.dumps(meta, indent=4))
+    changed = integrity.drop_retired_benchmarks(results)
+    assert [(p.name, n) for p, n in changed] == [
+        ("abababab-existing-py3.json", 1),
+        ("benchmarks.json", 1),
+    ]
+    kept = json.loads((folder / "abababab-existing-py3.json").read_text())
+    assert list(kept["results"]) == ["bench_forward.Seed.track_ms", "bench_peak.Peak.track_ms"]
+    assert {k: v for k, v in kept.items() if k != "results"} == {
+        k: v for k, v in data.items() if k != "results"
+    }
+    assert list(json.loads((results / "benchmarks.json").read_text())) == [
+        "bench_peak.Peak.track_ms",
+        "bench_forward.Seed.track_ms",
+        "version",
+    ]
+    assert integrity.drop_retired_benchmarks(results) == []  # idempotent
+    assert integrity.main(["migrate", str(results)]) == 0
+
+
+def test_committed_results_hold_no_retired_benchmark():
+    root = Path(__file__).resolve().parents[1] / "results"
+    for path in [root / "benchmarks.json", *root.glob("*/*-existing-*.json")]:
+        data = json.loads(path.read_text())
+        names = data.get("results", data)
+        assert not [n for n in names if n.rpartition(".")[2] in integrity.RETIRED_METHODS], path

@@ -600,7 +600,7 @@ def test_committed_h100_results_load_and_report():
     df = loaded.df
     h100 = df[df["machine"].str.startswith("h100")]
     assert h100["value"].notna().any()
-    assert set(h100["family"]) <= {"forward", "backward", "gradgrad"}
+    assert set(h100["family"]) <= {"forward", "backward", "gradgrad", "peak"}
     assert {"B", "H", "T", "D", "dtype", "mask", "bwd_mode"} <= set(df.columns)
     from reports import text
 
@@ -609,7 +609,8 @@ def test_committed_h100_results_load_and_report():
     ):
         report = text.latest_text(df, machine, regress.history(df))
         assert "HEADLINE" in report and "PER CONFIG" in report
-        assert "% peak = TFLOP/s / 790" in report
+        assert "% peak = TFLOP/s / 790" in report or "by bench_peak.Peak at" in report
+        assert "legacy" in report or "by bench_peak.Peak at" in report
         # Every preset ever measured on the machine is in its latest view, whichever
         # commit last measured it (a partial newest run hides nothing).
         for preset in set(df.loc[df["machine"] == machine, "preset"]):
@@ -944,6 +945,7 @@ def test_report_outputs(tmp_path):
     assert set(bad["commit_new"].str[:8]) == {fake_commit(4)[:8]}
     pngs = sorted(p.name for p in (out / "plots" / "h100-sxm-80gb").glob("*.png"))
     assert pngs == [
+        "roofline.png",  # reports/roofline.py: the legacy H100 matmul roof
         "scaling_T.png",
         "speed_memory.png",
         "trend_backward.png",
@@ -977,7 +979,8 @@ def test_html_report_in_headless_chromium(tmp_path, chromium):
     v = r["values"]
     assert r["errors"] == []
     assert v["summary_rows"] > 20
-    assert v["images"] == 5 and v["images_loaded"] == 5
+    # the five plots and the roofline (reports/roofline.py; legacy H100 roof), all loaded
+    assert v["images"] == 6 and v["images_loaded"] == 6
     assert v["regression_rows"] >= 2 and "bench_gradgrad.Seed.track_ms" in v["regression_text"]
     assert v["commit_link"].startswith("https://example.invalid/c/")
     assert all(u.startswith(("file://", "data:")) for u in r["requests"]), r["requests"]
