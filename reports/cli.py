@@ -403,9 +403,11 @@ def aa(a: str, b: str, repo=".", write: str | None = None) -> int:
         commits = sorted(set(old["commit"]) & set(new["commit"])) or sorted(set(new["commit"]))
         source = {"a": str(a), "b": str(b), "commits": [c[:8] for c in commits]}
         derived = regress.aa_noise_defaults(old, new, source)
-        Path(write).write_text(metrics.aa_defaults_text(derived, write), encoding="utf-8")
+        card = metrics.card_of(sorted(old["machine"].unique())[0])
+        merged = metrics.merge_aa_defaults(metrics.aa_defaults(write), derived, card)
+        Path(write).write_text(metrics.aa_defaults_text(merged, write), encoding="utf-8")
         metrics._read_aa_defaults.cache_clear()
-        print(f"wrote {write}: {len(derived['noise'])} unit|regime noise thresholds")
+        print(f"wrote {write}: {len(derived['noise'])} unit|regime noise thresholds for {card}")
         for key, v in derived["noise"].items():
             print(
                 f"  {key}: {v['pairs']} pairs, max {v['max_abs_diff_pct']:.3f}% -> "

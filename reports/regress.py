@@ -166,8 +166,11 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
     ms_of_row = own_ms(out)
     modes = out["bwd_mode"] if "bwd_mode" in out.columns else pd.Series(None, index=out.index)
     regimes = [metrics.regime(u, m, b) for u, m, b in zip(units, ms_of_row, modes)]
+    # The A/A noise of the row's card (a cross-machine comparison: the new side's card).
+    mcol = next((c for c in ("machine", "machine_new") if c in out.columns), None)
+    machines = out[mcol] if mcol else pd.Series(None, index=out.index, dtype=object)
     aa = np.array(
-        [metrics.aa_noise(u, r) for u, r in zip(units, regimes)], dtype=float
+        [metrics.aa_noise(u, r, m) for u, r, m in zip(units, regimes, machines)], dtype=float
     )  # None -> nan
     aa_rel = np.fmax(min_eff, np.nan_to_num(aa, nan=0.0))
     # A host-bound eager row whose graph-replay sibling is measured: the kernel is judged on
@@ -476,9 +479,10 @@ def aa_noise_defaults(old: pd.DataFrame, new: pd.DataFrame, source: dict | None 
             "threshold": metrics.implied_threshold(float(worst["abs_rel"])),
         }
     return {
-        "about": "A/A noise per unit|regime; written by `python -m reports aa A B --write`; "
-        "read by reports/metrics.py aa_noise (the gate's fallback when a row has no stored "
-        "noise). threshold = 1.5 x max_abs_diff, rounded up to 0.5%.",
+        "about": "A/A noise per card and unit|regime; written by `python -m reports aa A B "
+        "--write` (one card per pair); read by reports/metrics.py aa_noise (the gate's "
+        "fallback when a row has no stored noise, and the host noise of host-bound eager "
+        "rows). threshold = 1.5 x max_abs_diff, rounded up to 0.5%.",
         "source": source or {},
         "host_bound_below_ms": metrics.HOST_BOUND_BELOW_MS,
         "noise": noise,

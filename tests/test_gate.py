@@ -230,11 +230,32 @@ def test_aa_pair_flags_nothing():
 def test_aa_write_records_the_derivation(tmp_path, capsys):
     out = tmp_path / "aa_noise.py"
     assert main(["aa", str(H100), str(H100_AA), "--repo", str(ROOT), "--write", str(out)]) == 0
-    committed = metrics.aa_defaults()
-    written = metrics.aa_defaults(out)
+    card = "h100-sxm-80gb"
+    committed = metrics.aa_defaults()["cards"][card]
+    written = metrics.aa_defaults(out)["cards"][card]
     assert written["noise"] == committed["noise"], "reports/aa_noise.py is out of date"
     assert written["noise"]["ms|host_bound"]["pairs"] > 10
     assert "wrote" in capsys.readouterr().out
+
+
+def test_aa_noise_is_per_card(tmp_path, monkeypatch):
+    """Each card reads its own A/A pair's noise; a card without one, the largest recorded."""
+
+    def derived(host_bound):
+        return {"source": {}, "noise": {"ms|host_bound": {"threshold": host_bound}}}
+
+    both = metrics.merge_aa_defaults({}, derived(0.59), "h100-sxm-80gb")
+    both = metrics.merge_aa_defaults(both, derived(0.12), "h200-sxm-140gb")
+    path = tmp_path / "aa.json"
+    path.write_text(json.dumps(both))
+    monkeypatch.setattr(metrics, "AA_DEFAULTS_PATH", path)
+    assert metrics.aa_noise("ms", "host_bound", "h200-sxm-140gb") == 0.12
+    assert metrics.aa_noise("ms", "host_bound", "h200-sxm-140gb-aa") == 0.12
+    assert metrics.aa_noise("ms", "host_bound", "h100-sxm-80gb-x2") == 0.59
+    assert metrics.aa_noise("ms", "host_bound", "a100-sxm-40gb") == 0.59  # unknown: largest
+    assert metrics.aa_noise("ms", "host_bound") == 0.59
+    assert metrics.aa_noise("MiB", "all", "h200-sxm-140gb") is None
+    assert metrics.card_of("h200-sxm-140gb-modal") == "h200-sxm-140gb"
 
 
 def test_old_issue_example_now_fails(capsys):
