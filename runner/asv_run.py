@@ -58,6 +58,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -69,24 +70,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# BENCH_SUITE_WORKER=0: no measuring process; every class measures in its own setup_cache
+WORKER_ENV = "BENCH_SUITE_WORKER"
 if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
     sys.path.insert(0, str(REPO_ROOT))
 
 from harness import grid as grids  # noqa: E402  (standard library only)
-from runner import costs, git, integrity, merge, noise  # noqa: E402
+from harness import records  # noqa: E402  (standard library only)
+from runner import costs, git, integrity, measurer, merge, noise  # noqa: E402
 from runner.machine import default_grid, machine_name, write_machine_file  # noqa: E402
+from runner.measurer import Measurer  # noqa: E402
 from runner.progress import ProgressTail, failures, print_overhead, print_table  # noqa: E402
 
-# asv, with three patches of asv itself, for this process only (argv[1:4] are popped):
+# asv, with four patches of asv itself, for this process only (argv[1:5] are popped):
 # - its machine file is read from a per-run file (argv[1]), not ~/.asv-machine.json;
 # - its temporary folders (forkserver sockets, result files) go into a per-run folder
 #   (argv[2]) that the runner removes whatever happened to asv;
 # - the existing environment is named after argv[3] (integrity.PYTHON_LABEL), not after the
 #   interpreter's path: result file names and fields carry no host paths (trap 12);
+# - (argv[4], the path of runner/asv_inproc.py, or "") the classes the measuring process
+#   measured (harness/records.py) run their setup_cache and track_* in asv's process;
 # and its child processes (forkserver, discovery) are killed when asv dies (PDEATHSIG).
 _ASV_MAIN = """\
 import ctypes, signal, subprocess, sys, tempfile
 machine_file, tempfile.tempdir, label = sys.argv.pop(1), sys.argv.pop(1), sys.argv.pop(1)
+inproc = sys.argv.pop(1)
 import asv.environment as E
 import asv.machine
 asv.machine.MachineCollection.get_machine_file_path = staticmethod(lambda: machine_file)
@@ -106,6 +114,12 @@ def _popen(self, *args, preexec_fn=None, **kwargs):
             preexec_fn()
     _popen_init(self, *args, preexec_fn=preexec, **kwargs)
 subprocess.Popen.__init__ = _popen
+if inproc:  # classes measured by the runner's measuring process: read in this process
+    import importlib.util, os
+    spec = importlib.util.spec_from_file_location("_gradgrad_asv_inproc", inproc)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.install(os.environ["BENCH_SUITE_RECORDS"])
 from asv.main import main
 sys.exit(main())
 """
@@ -127,6 +141,26 @@ def bench_regex(grid: str, presets: Sequence[str] | None = None) -> str:
     classes = "|".join(grids.PRESETS[p].class_name for p in chosen)
     families = "|".join(grids.PATHS)
     return rf"^bench_({families})\.({classes})\.track_"
+
+
+# the track_* metrics of the suite's classes: names to try an asv --bench regex on
+TRACK_PROBES = ("ms", "tflops", "peak_mib", "parity", "host_ms", "graph_ms")
+
+
+def chunk_classes(regex: str) -> list[tuple[str, str]]:
+    """The suite's preset classes, as (preset, path), that an asv --bench regex selects (a
+    class is selected when the regex finds one of its track_* names): what the measuring
+    process measures before that ``asv run``. Presets in harness.grid order, then paths."""
+    pattern = re.compile(regex)
+    return [
+        (preset.name, path)
+        for preset in grids.PRESETS.values()
+        for path in grids.PATHS
+        if any(
+            pattern.search(f"bench_{path}.{preset.class_name}.track_{metric}")
+            for metric in TRACK_PROBES
+        )
+    ]
 
 
 def preset_chunks(grid: str, presets: Sequence[str] | None = None) -> list[tuple[str, str]]:
@@ -259,7 +293,11 @@ def run_commit(
         progress = tmp / "progress.jsonl"
         run_env = _source_env(src, env, progress)
         run_env[integrity.RUN_TOKEN_ENV] = token
-        with ProgressTail(progress) as tail:
+        meas = _measurer(python, src, run_env, tmp)
+        inproc = str(REPO_ROOT / "runner" / "asv_inproc.py") if meas is not None else ""
+        with ProgressTail(progress) as tail, contextlib.ExitStack() as stack:
+            if meas is not None:
+                stack.callback(meas.close)
             for i, (label, regex) in enumerate(chunks, 1):
                 part = f" [{i}/{len(chunks)} {label}]" if len(chunks) > 1 else ""
                 print(
@@ -277,6 +315,7 @@ def run_commit(
                     str(machine_file),
                     str(asv_tmp),
                     integrity.PYTHON_LABEL,
+                    inproc,
                     "run",
                     "--config",
                     str(conf),
@@ -293,10 +332,14 @@ def run_commit(
                     *extra_args,
                 ]
                 try:
+                    if meas is not None:  # one process measures the classes asv reads
+                        meas.measure(chunk_classes(regex))
                     code = _run_asv(cmd, src, run_env)
                     if code in (0, 2):  # 2: results saved, some benchmarks failed
+                        measured = noise.read_events(progress)
                         # the noise of each timing into asv's stats columns (runner/noise.py)
-                        noise.fill_results_dir(private, noise.read_events(progress))
+                        noise.fill_results_dir(private, measured)
+                        _setup_cache_durations(private, measured)
                         written += _merge_private(private, results_dir, machine)
                 except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via main()'s handler
                     _stop_run(token)
@@ -310,6 +353,13 @@ def run_commit(
                 else:
                     broken.append((label, code))
         wall_s = time.time() - started
+        tail.events.append(
+            {
+                "event": "run_info",
+                "asv_runs": len(chunks),
+                "measuring_processes": meas.started if meas is not None else None,
+            }
+        )
         cost = costs.record_run(results_dir / machine, tail.events, commit=sha, wall_s=wall_s)
     if events is not None:
         events.extend({**e, "commit": sha} for e in tail.events)
@@ -327,6 +377,57 @@ def run_commit(
     print_overhead(tail.events, wall_s)
     print(cost, flush=True)  # the run's cost record (runner/costs.py), as appended
     return result
+
+
+def _measurer(python: str, src: Path, run_env: dict, tmp: Path) -> Measurer | None:
+    """The run's measuring process (runner/measurer.py; started on first use), and the
+    records folder in ``run_env`` for asv's setup_caches; None for a tree without it (an
+    older commit) or with BENCH_SUITE_WORKER=0: each class measures in its setup_cache."""
+    if run_env.get(WORKER_ENV, "1") == "0" or not measurer.supported(src):
+        run_env.pop(records.RECORDS_ENV, None)
+        return None
+    run_env[records.RECORDS_ENV] = str(tmp / "records")
+    worker_env = dict(run_env, PYTHONPATH=run_env["ASV_PYTHONPATH"])
+    worker_env.pop(records.RECORDS_ENV)
+    return Measurer(
+        python, src, worker_env, tmp / "records", tmp / "measure.log",
+        preexec_fn=_die_with_parent, say=_say,
+    )  # fmt: skip
+
+
+def _setup_cache_durations(private: Path, events: list[dict]) -> None:
+    """asv's setup_cache durations of the classes the measuring process measured (asv only
+    read their records: milliseconds) set to what measuring them took (``class_done``
+    total_s), so runner/shards.py balances shards by real costs, as before."""
+    took: dict[str, float] = {}
+    for e in events:
+        if e.get("event") == "class_done" and isinstance(e.get("total_s"), (int, float)):
+            took[e.get("tag", "")] = float(e["total_s"])
+    bench_json = private / "benchmarks.json"
+    if not took or not bench_json.is_file():
+        return
+    benchmarks = json.loads(bench_json.read_text())
+    keys: dict[str, float] = {}
+    for name, meta in benchmarks.items():
+        found = records.class_of(name) if isinstance(meta, dict) else None
+        if found is not None and meta.get("setup_cache_key"):
+            preset, path = found
+            if f"{path}/{preset}" in took:
+                keys[f"<setup_cache {meta['setup_cache_key']}>"] = took[f"{path}/{preset}"]
+    for file in private.glob("*/*.json"):
+        if file.name == "machine.json":
+            continue
+        data = json.loads(file.read_text())
+        durations = data.get("durations")
+        if not isinstance(durations, dict):
+            continue
+        changed = False
+        for key, seconds in keys.items():
+            if key in durations and durations[key] < seconds:
+                durations[key] = round(seconds, 3)
+                changed = True
+        if changed:
+            file.write_text(json.dumps(data))
 
 
 def _say(message: str) -> None:
