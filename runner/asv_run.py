@@ -77,7 +77,7 @@ if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
 
 from harness import grid as grids  # noqa: E402  (standard library only)
 from harness import records  # noqa: E402  (standard library only)
-from runner import costs, git, integrity, measurer, merge, noise  # noqa: E402
+from runner import caches, costs, git, integrity, measurer, merge, noise  # noqa: E402
 from runner.machine import default_grid, machine_name, write_machine_file  # noqa: E402
 from runner.measurer import Measurer  # noqa: E402
 from runner.progress import ProgressTail, failures, print_overhead, print_table  # noqa: E402
@@ -293,6 +293,11 @@ def run_commit(
         progress = tmp / "progress.jsonl"
         run_env = _source_env(src, env, progress)
         run_env[integrity.RUN_TOKEN_ENV] = token
+        # Triton's kernels and tunings in a folder of this Triton version and card, shared
+        # by every commit and worktree (runner/caches.py); a TRITON_CACHE_DIR set stays
+        info = json.loads(machine_file.read_text()).get(machine, {})
+        run_env[caches.TRITON_CACHE_ENV] = caches.run_triton_dir(run_env, info)
+        caches.scrub_triton_dir(run_env[caches.TRITON_CACHE_ENV], say=_say)  # corrupt JSON out
         meas = _measurer(python, src, run_env, tmp)
         inproc = str(REPO_ROOT / "runner" / "asv_inproc.py") if meas is not None else ""
         with ProgressTail(progress) as tail, contextlib.ExitStack() as stack:
