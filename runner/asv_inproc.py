@@ -126,6 +126,11 @@ class RecordsSpawner:
     def close(self):
         if self._real is not None:
             self._real.close()
+        print(
+            f"asv: {self.counts['in_process']} classes read from the measured records in "
+            f"asv's process, {self.counts['spawned']} set up in processes of their own",
+            flush=True,
+        )
 
 
 def _call_in(cwd: str, fn, args) -> tuple[bool, str]:
