@@ -5,8 +5,11 @@ Why one process measures a whole preset
 asv runs every benchmark *and every parameter combination* in a fresh process.
 Measuring in those processes would pay torch/CUDA start-up and Triton compilation
 hundreds of times (docs/design.md trap 10). So each asv class (one preset x one path)
-measures all of its combinations once, in its ``setup_cache`` process
-(:func:`measure_preset`): inputs, fp64 reference and same-dtype math outputs (from
+measures all of its combinations once (:func:`measure_preset`). Under the runner, one
+process measures every class of a commit (harness/worker.py) and the class's
+``setup_cache`` only reads what it recorded (harness/records.py); a plain ``asv run``
+measures in the ``setup_cache`` process itself. Either way: inputs, fp64 reference and
+same-dtype math outputs (from
 harness/refcache.py's cache when an earlier run computed them), parity gate, first call
 (compile / autotune), memory, timing. It returns a dict keyed by the asv
 parameter tuple. ``setup`` then raises ``NotImplementedError`` for skipped

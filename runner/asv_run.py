@@ -27,13 +27,27 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   imported ``kernels`` from.
 - Machine: pinned by name (runner/machine.py), its machine file written per run into a
   temporary file (no race between parallel shards, nothing left in ~/.asv-machine.json).
+- Measuring (issue 20): one process per commit, ``python -m harness.worker``
+  (runner/measurer.py), measures the classes each ``asv run`` selects just before it
+  (:func:`chunk_classes`), with the same harness.measure.measure_preset a setup_cache
+  runs, and leaves their records in the run's temporary folder (harness/records.py). The
+  classes' setup_caches return them, and runner/asv_inproc.py runs those setup_caches and
+  their track_* lookups inside asv's own process: torch is imported, CUDA started and
+  each kernel compiled and tuned once per commit instead of once per class (15 in the
+  GPU grid), and asv forks nothing for them (it forked 1422 processes for the GPU grid,
+  one per benchmark and parameter combination). A commit without harness/worker.py (older
+  than this), a class the worker did not reach, or ``BENCH_SUITE_WORKER=0`` measures in
+  its setup_cache as before. Triton's cache: a folder per Triton version and card, shared
+  by all commits (runner/caches.py).
 - Launch: ``--launch-method forkserver`` (20 s instead of 113 s of process start-up on
-  the H100 for 12 benchmarks); the suite touches no GPU at import time.
+  the H100 for 12 benchmarks) for whatever asv still runs in processes of its own; the
+  suite touches no GPU at import time.
 - Config: a temporary copy of the source tree's asv.conf.json with absolute paths
   (repo, benchmark_dir, results_dir, html_dir, env_dir), so results land in
   ``--results-dir`` whatever tree the suite came from.
-- Interruptions: a result is merged only when its ``asv run`` ends. A GPU grid takes 8-9
-  minutes, so the runner calls ``asv run`` once per preset (:func:`preset_chunks`):
+- Interruptions: a result is merged only when its ``asv run`` ends. A GPU grid takes
+  minutes, so the runner calls ``asv run`` once per preset (:func:`preset_chunks`), each
+  after the measuring process measured that preset:
   Ctrl-C, a SIGTERM or a lost machine costs the preset that was running, not the presets
   before it, and the runner says which presets it kept and which to run again. On
   SIGINT/SIGTERM it ends the whole run: asv puts its forkserver (and so the benchmark
@@ -41,8 +55,10 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   per-run token and ends every process carrying it (SIGTERM, SIGKILL after 10 s), found in
   /proc wherever it was re-parented; asv's temporary folders (forkserver sockets) are in
   the runner's own temporary folder, removed with it. asv and its direct children die
-  with the runner (PDEATHSIG) even when it is SIGKILLed. Each extra ``asv run`` costs its
-  start-up and benchmark discovery, a few seconds.
+  with the runner (PDEATHSIG) even when it is SIGKILLed; so does the measuring process
+  (the same token, PDEATHSIG). Each extra ``asv run`` costs its start-up and benchmark
+  discovery, about 1.5 s on the dev VM (one ``asv run`` per commit would save about 6 s
+  of a GPU grid, and lose every preset measured before an interruption or a lost machine).
 - Noise: asv leaves the stats columns of ``track_*`` rows empty; before a run is merged,
   the runner fills them (99% interval of the median, quartiles, n) for the ms, host ms and
   graph ms rows from the suite's record events (runner/noise.py).
