@@ -5,6 +5,7 @@
     python -m reports compare A B          # changed benchmarks; exit 1 on a regression
     python -m reports aa DIR_A DIR_B       # largest A/A difference per metric -> thresholds
     python -m reports publish              # asv publish into report/asv_html, offline
+    python -m reports costs                # what each run cost (results/*/runs.jsonl)
 
 A and B are commit prefixes, git refs (HEAD~1, main), "latest", or paths to result folders
 or files. Exit codes: 0 fine, 1 regression, drift or failure (compare), 2 bad arguments
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reports import costs as run_costs
 from reports import html, metrics, plots, regress, tables, text
 from reports.load import CSV_DROP, CSV_DROP_WHEN_EMPTY, NoResultsError, load_results
 from reports.paths import inside, slug
@@ -169,6 +171,9 @@ def build(
                 "text report of machine %r failed: %s: %s", machine, type(exc).__name__, exc
             )
             body = f"{machine}: the text report failed ({type(exc).__name__}: {exc})\n"
+        cost = run_costs.cost_line(run_costs.cost_rows(results, machine))
+        if cost:  # the run-cost trend: `python -m reports costs` has the table
+            body += f"\nRUN COST (runs.jsonl, python -m reports costs): {cost}\n"
         path.write_text(body, encoding="utf-8")
         written["text"].append(path)
     timings["text"] = time.perf_counter() - t
@@ -474,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
         const=str(metrics.AA_DEFAULTS_PATH),
         help="write the per unit|regime noise thresholds (default reports/aa_noise.py)",
     )
+    pk = sub.add_parser("costs", help="what each run cost (results/<machine>/runs.jsonl)")
+    pk.add_argument("--results", default="results")
+    pk.add_argument("--machine")
+    pk.add_argument("--last", type=int, default=20, help="runs per machine (0: all)")
     pp = sub.add_parser("publish", help="asv publish into report/asv_html, made offline")
     pp.add_argument("--html-dir", default="report/asv_html")
     pp.add_argument("--config", default="asv.conf.json")
@@ -522,6 +531,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.command == "aa":
             return aa(args.a, args.b, args.repo, args.write)
+        if args.command == "costs":
+            rows = run_costs.cost_rows(args.results, args.machine)
+            print(run_costs.costs_table(rows, args.last or None), end="")
+            return EXIT_OK
         if args.command == "publish":
             from reports import publish
 
