@@ -303,3 +303,25 @@ def test_a_cpu_run_measures_in_one_process_and_forks_no_benchmark(tmp_path, capf
     assert rec["measuring_processes"] == 1 and rec["asv_runs"] == 1 and rec["classes"] == 3
     out = capfd.readouterr().out
     assert "asv: 3 classes read from the measured records in asv's process, 0 set up" in out
+
+
+def test_history_gives_every_commit_the_same_triton_folder(tmp_path, monkeypatch):
+    """make bench-history: each commit runs from its own worktree with one Triton folder
+    (with the keys above: a commit that leaves kernels/ alone compiles and tunes nothing)."""
+    seen = []
+
+    def fake_asv(cmd, cwd, env):
+        seen.append((Path(cwd), env[caches.TRITON_CACHE_ENV]))
+        return 0
+
+    monkeypatch.setattr(asv_run, "_run_asv", fake_asv)
+    monkeypatch.setattr(asv_run, "_measurer", lambda *a: None)
+    monkeypatch.setattr(asv_run, "_merge_private", lambda *a: [])
+    monkeypatch.setattr(asv_run, "_result_file", lambda written, sha, folder: folder / sha)
+    monkeypatch.setattr(asv_run.noise, "fill_results_dir", lambda *a: None)
+    env = {k: v for k, v in os.environ.items() if k != caches.TRITON_CACHE_ENV}
+    asv_run.run_history(
+        "HEAD~2..HEAD", machine="pytest-cpu", results_dir=tmp_path, grid="cpu", env=env
+    )
+    assert len(seen) == 2 and seen[0][0] != seen[1][0]  # two worktrees
+    assert seen[0][1] == seen[1][1] and "3." in Path(seen[0][1]).name  # <triton>-<card>
