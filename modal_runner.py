@@ -139,15 +139,17 @@ def _import_project() -> None:
 
 
 def cache_env(root: str | os.PathLike, triton_version: str, gpu_name: str) -> dict[str, str]:
-    """The environment that puts a shard's caches under ``root/_cache`` (the Volume)."""
-    import re
-
-    def slug(text: str) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "unknown"
+    """The environment that puts a shard's caches under ``root/_cache`` (the Volume): Triton's
+    in a folder per Triton version and card (runner/caches.py), the references under one
+    root (they key themselves by card and code, harness/refcache.py)."""
+    _import_project()
+    from runner import caches
 
     base = Path(root) / VOLUME_CACHES
     return {
-        "TRITON_CACHE_DIR": str(base / "triton" / f"{slug(triton_version)}-{slug(gpu_name)}"),
+        caches.TRITON_CACHE_ENV: str(
+            caches.triton_cache_dir(base / "triton", triton_version, gpu_name)
+        ),
         "GRADGRAD_REF_CACHE": str(base / "refs"),
     }
 

@@ -6,6 +6,7 @@
     python -m reports aa DIR_A DIR_B       # largest A/A difference per metric -> thresholds
     python -m reports machines A B         # two cards side by side (--out DIR: write it too)
     python -m reports publish              # asv publish into report/asv_html, offline
+    python -m reports costs                # what each run cost (results/*/runs.jsonl)
 
 A and B are commit prefixes, git refs (HEAD~1, main), "latest", or paths to result folders
 or files. Exit codes: 0 fine, 1 regression, drift or failure (compare), 2 bad arguments
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from reports import costs as run_costs
 from reports import html, machines, metrics, plots, regress, roofline, tables, text
 from reports.derived import PEAK_FAMILY
 from reports.load import CSV_DROP, CSV_DROP_WHEN_EMPTY, NoResultsError, load_results
@@ -171,6 +173,9 @@ def build(
                 "text report of machine %r failed: %s: %s", machine, type(exc).__name__, exc
             )
             body = f"{machine}: the text report failed ({type(exc).__name__}: {exc})\n"
+        cost = run_costs.cost_line(run_costs.cost_rows(results, machine))
+        if cost:  # the run-cost trend: `python -m reports costs` has the table
+            body += f"\nRUN COST (runs.jsonl, python -m reports costs): {cost}\n"
         path.write_text(body, encoding="utf-8")
         written["text"].append(path)
     # Machines side by side (issue 17 item 3): every pair of report machines sharing rows.
@@ -513,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     pm.add_argument("--results", default="results", help="asv results folder (results/)")
     pm.add_argument("--repo", default=".", help="git repository for commit dates and order")
     pm.add_argument("--out", help="also write machines_<a>_vs_<b>.txt into this folder")
+    pk = sub.add_parser("costs", help="what each run cost (results/<machine>/runs.jsonl)")
+    pk.add_argument("--results", default="results")
+    pk.add_argument("--machine")
+    pk.add_argument("--last", type=int, default=20, help="runs per machine (0: all)")
     pp = sub.add_parser("publish", help="asv publish into report/asv_html, made offline")
     pp.add_argument("--html-dir", default="report/asv_html")
     pp.add_argument("--config", default="asv.conf.json")
@@ -564,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "machines":
             names = machine_file_names([args.a, args.b])
             return machines.command(args.a, args.b, args.results, args.repo, args.out, names)
+        if args.command == "costs":
+            rows = run_costs.cost_rows(args.results, args.machine)
+            print(run_costs.costs_table(rows, args.last or None), end="")
+            return EXIT_OK
         if args.command == "publish":
             from reports import publish
 

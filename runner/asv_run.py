@@ -27,13 +27,27 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   imported ``kernels`` from.
 - Machine: pinned by name (runner/machine.py), its machine file written per run into a
   temporary file (no race between parallel shards, nothing left in ~/.asv-machine.json).
+- Measuring (issue 20): one process per commit, ``python -m harness.worker``
+  (runner/measurer.py), measures the classes each ``asv run`` selects just before it
+  (:func:`chunk_classes`), with the same harness.measure.measure_preset a setup_cache
+  runs, and leaves their records in the run's temporary folder (harness/records.py). The
+  classes' setup_caches return them, and runner/asv_inproc.py runs those setup_caches and
+  their track_* lookups inside asv's own process: torch is imported, CUDA started and
+  each kernel compiled and tuned once per commit instead of once per class (15 in the
+  GPU grid), and asv forks nothing for them (it forked 1422 processes for the GPU grid,
+  one per benchmark and parameter combination). A commit without harness/worker.py (older
+  than this), a class the worker did not reach, or ``BENCH_SUITE_WORKER=0`` measures in
+  its setup_cache as before. Triton's cache: a folder per Triton version and card, shared
+  by all commits (runner/caches.py).
 - Launch: ``--launch-method forkserver`` (20 s instead of 113 s of process start-up on
-  the H100 for 12 benchmarks); the suite touches no GPU at import time.
+  the H100 for 12 benchmarks) for whatever asv still runs in processes of its own; the
+  suite touches no GPU at import time.
 - Config: a temporary copy of the source tree's asv.conf.json with absolute paths
   (repo, benchmark_dir, results_dir, html_dir, env_dir), so results land in
   ``--results-dir`` whatever tree the suite came from.
-- Interruptions: a result is merged only when its ``asv run`` ends. A GPU grid takes 8-9
-  minutes, so the runner calls ``asv run`` once per preset (:func:`preset_chunks`):
+- Interruptions: a result is merged only when its ``asv run`` ends. A GPU grid takes
+  minutes, so the runner calls ``asv run`` once per preset (:func:`preset_chunks`), each
+  after the measuring process measured that preset:
   Ctrl-C, a SIGTERM or a lost machine costs the preset that was running, not the presets
   before it, and the runner says which presets it kept and which to run again. On
   SIGINT/SIGTERM it ends the whole run: asv puts its forkserver (and so the benchmark
@@ -41,8 +55,10 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   per-run token and ends every process carrying it (SIGTERM, SIGKILL after 10 s), found in
   /proc wherever it was re-parented; asv's temporary folders (forkserver sockets) are in
   the runner's own temporary folder, removed with it. asv and its direct children die
-  with the runner (PDEATHSIG) even when it is SIGKILLed. Each extra ``asv run`` costs its
-  start-up and benchmark discovery, a few seconds.
+  with the runner (PDEATHSIG) even when it is SIGKILLed; so does the measuring process
+  (the same token, PDEATHSIG). Each extra ``asv run`` costs its start-up and benchmark
+  discovery, about 1.5 s on the dev VM (one ``asv run`` per commit would save about 6 s
+  of a GPU grid, and lose every preset measured before an interruption or a lost machine).
 - Noise: asv leaves the stats columns of ``track_*`` rows empty; before a run is merged,
   the runner fills them (99% interval of the median, quartiles, n) for the ms, host ms and
   graph ms rows from the suite's record events (runner/noise.py).
@@ -58,6 +74,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -69,24 +86,31 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# BENCH_SUITE_WORKER=0: no measuring process; every class measures in its own setup_cache
+WORKER_ENV = "BENCH_SUITE_WORKER"
 if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
     sys.path.insert(0, str(REPO_ROOT))
 
 from harness import grid as grids  # noqa: E402  (standard library only)
-from runner import costs, git, integrity, merge, noise  # noqa: E402
+from harness import records  # noqa: E402  (standard library only)
+from runner import caches, costs, git, integrity, measurer, merge, noise  # noqa: E402
 from runner.machine import default_grid, machine_name, write_machine_file  # noqa: E402
+from runner.measurer import Measurer  # noqa: E402
 from runner.progress import ProgressTail, failures, print_overhead, print_table  # noqa: E402
 
-# asv, with three patches of asv itself, for this process only (argv[1:4] are popped):
+# asv, with four patches of asv itself, for this process only (argv[1:5] are popped):
 # - its machine file is read from a per-run file (argv[1]), not ~/.asv-machine.json;
 # - its temporary folders (forkserver sockets, result files) go into a per-run folder
 #   (argv[2]) that the runner removes whatever happened to asv;
 # - the existing environment is named after argv[3] (integrity.PYTHON_LABEL), not after the
 #   interpreter's path: result file names and fields carry no host paths (trap 12);
+# - (argv[4], the path of runner/asv_inproc.py, or "") the classes the measuring process
+#   measured (harness/records.py) run their setup_cache and track_* in asv's process;
 # and its child processes (forkserver, discovery) are killed when asv dies (PDEATHSIG).
 _ASV_MAIN = """\
 import ctypes, signal, subprocess, sys, tempfile
 machine_file, tempfile.tempdir, label = sys.argv.pop(1), sys.argv.pop(1), sys.argv.pop(1)
+inproc = sys.argv.pop(1)
 import asv.environment as E
 import asv.machine
 asv.machine.MachineCollection.get_machine_file_path = staticmethod(lambda: machine_file)
@@ -106,6 +130,12 @@ def _popen(self, *args, preexec_fn=None, **kwargs):
             preexec_fn()
     _popen_init(self, *args, preexec_fn=preexec, **kwargs)
 subprocess.Popen.__init__ = _popen
+if inproc:  # classes measured by the runner's measuring process: read in this process
+    import importlib.util, os
+    spec = importlib.util.spec_from_file_location("_gradgrad_asv_inproc", inproc)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.install(os.environ["BENCH_SUITE_RECORDS"])
 from asv.main import main
 sys.exit(main())
 """
@@ -132,6 +162,26 @@ def bench_regex(grid: str, presets: Sequence[str] | None = None, *, peak: bool =
         klass = grids.PEAK_CLASS.replace(".", r"\.")
         return rf"^(?:bench_({families})\.({classes})|{klass})\.track_"
     return rf"^bench_({families})\.({classes})\.track_"
+
+
+# the track_* metrics of the suite's classes: names to try an asv --bench regex on
+TRACK_PROBES = ("ms", "tflops", "peak_mib", "parity", "host_ms", "graph_ms")
+
+
+def chunk_classes(regex: str) -> list[tuple[str, str]]:
+    """The suite's preset classes, as (preset, path), that an asv --bench regex selects (a
+    class is selected when the regex finds one of its track_* names): what the measuring
+    process measures before that ``asv run``. Presets in harness.grid order, then paths."""
+    pattern = re.compile(regex)
+    return [
+        (preset.name, path)
+        for preset in grids.PRESETS.values()
+        for path in grids.PATHS
+        if any(
+            pattern.search(f"bench_{path}.{preset.class_name}.track_{metric}")
+            for metric in TRACK_PROBES
+        )
+    ]
 
 
 def preset_chunks(grid: str, presets: Sequence[str] | None = None) -> list[tuple[str, str]]:
@@ -265,7 +315,16 @@ def run_commit(
         progress = tmp / "progress.jsonl"
         run_env = _source_env(src, env, progress)
         run_env[integrity.RUN_TOKEN_ENV] = token
-        with ProgressTail(progress) as tail:
+        # Triton's kernels and tunings in a folder of this Triton version and card, shared
+        # by every commit and worktree (runner/caches.py); a TRITON_CACHE_DIR set stays
+        info = json.loads(machine_file.read_text()).get(machine, {})
+        run_env[caches.TRITON_CACHE_ENV] = caches.run_triton_dir(run_env, info)
+        caches.scrub_triton_dir(run_env[caches.TRITON_CACHE_ENV], say=_say)  # corrupt JSON out
+        meas = _measurer(python, src, run_env, tmp)
+        inproc = str(REPO_ROOT / "runner" / "asv_inproc.py") if meas is not None else ""
+        with ProgressTail(progress) as tail, contextlib.ExitStack() as stack:
+            if meas is not None:
+                stack.callback(meas.close)
             for i, (label, regex) in enumerate(chunks, 1):
                 part = f" [{i}/{len(chunks)} {label}]" if len(chunks) > 1 else ""
                 print(
@@ -283,6 +342,7 @@ def run_commit(
                     str(machine_file),
                     str(asv_tmp),
                     integrity.PYTHON_LABEL,
+                    inproc,
                     "run",
                     "--config",
                     str(conf),
@@ -299,10 +359,14 @@ def run_commit(
                     *extra_args,
                 ]
                 try:
+                    if meas is not None:  # one process measures the classes asv reads
+                        meas.measure(chunk_classes(regex))
                     code = _run_asv(cmd, src, run_env)
                     if code in (0, 2):  # 2: results saved, some benchmarks failed
+                        measured = noise.read_events(progress)
                         # the noise of each timing into asv's stats columns (runner/noise.py)
-                        noise.fill_results_dir(private, noise.read_events(progress))
+                        noise.fill_results_dir(private, measured)
+                        _setup_cache_durations(private, measured)
                         written += _merge_private(private, results_dir, machine)
                 except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via main()'s handler
                     _stop_run(token)
@@ -316,6 +380,13 @@ def run_commit(
                 else:
                     broken.append((label, code))
         wall_s = time.time() - started
+        tail.events.append(
+            {
+                "event": "run_info",
+                "asv_runs": len(chunks),
+                "measuring_processes": meas.started if meas is not None else None,
+            }
+        )
         cost = costs.record_run(results_dir / machine, tail.events, commit=sha, wall_s=wall_s)
     if events is not None:
         events.extend({**e, "commit": sha} for e in tail.events)
@@ -333,6 +404,57 @@ def run_commit(
     print_overhead(tail.events, wall_s)
     print(cost, flush=True)  # the run's cost record (runner/costs.py), as appended
     return result
+
+
+def _measurer(python: str, src: Path, run_env: dict, tmp: Path) -> Measurer | None:
+    """The run's measuring process (runner/measurer.py; started on first use), and the
+    records folder in ``run_env`` for asv's setup_caches; None for a tree without it (an
+    older commit) or with BENCH_SUITE_WORKER=0: each class measures in its setup_cache."""
+    if run_env.get(WORKER_ENV, "1") == "0" or not measurer.supported(src):
+        run_env.pop(records.RECORDS_ENV, None)
+        return None
+    run_env[records.RECORDS_ENV] = str(tmp / "records")
+    worker_env = dict(run_env, PYTHONPATH=run_env["ASV_PYTHONPATH"])
+    worker_env.pop(records.RECORDS_ENV)
+    return Measurer(
+        python, src, worker_env, tmp / "records", tmp / "measure.log",
+        preexec_fn=_die_with_parent, say=_say,
+    )  # fmt: skip
+
+
+def _setup_cache_durations(private: Path, events: list[dict]) -> None:
+    """asv's setup_cache durations of the classes the measuring process measured (asv only
+    read their records: milliseconds) set to what measuring them took (``class_done``
+    total_s), so runner/shards.py balances shards by real costs, as before."""
+    took: dict[str, float] = {}
+    for e in events:
+        if e.get("event") == "class_done" and isinstance(e.get("total_s"), (int, float)):
+            took[e.get("tag", "")] = float(e["total_s"])
+    bench_json = private / "benchmarks.json"
+    if not took or not bench_json.is_file():
+        return
+    benchmarks = json.loads(bench_json.read_text())
+    keys: dict[str, float] = {}
+    for name, meta in benchmarks.items():
+        found = records.class_of(name) if isinstance(meta, dict) else None
+        if found is not None and meta.get("setup_cache_key"):
+            preset, path = found
+            if f"{path}/{preset}" in took:
+                keys[f"<setup_cache {meta['setup_cache_key']}>"] = took[f"{path}/{preset}"]
+    for file in private.glob("*/*.json"):
+        if file.name == "machine.json":
+            continue
+        data = json.loads(file.read_text())
+        durations = data.get("durations")
+        if not isinstance(durations, dict):
+            continue
+        changed = False
+        for key, seconds in keys.items():
+            if key in durations and durations[key] < seconds:
+                durations[key] = round(seconds, 3)
+                changed = True
+        if changed:
+            file.write_text(json.dumps(data))
 
 
 def _say(message: str) -> None:

@@ -77,6 +77,7 @@ def build_record(
         for k, n in (e.get("ref_cache") or {}).items():
             ref_cache[k] = ref_cache.get(k, 0) + int(n)
     state, before = cache_state(events)
+    info = next((e for e in reversed(events) if e.get("event") == "run_info"), {})
     return {
         "commit": commit,
         "machine": machine,
@@ -92,6 +93,10 @@ def build_record(
         "startup_s": round(startup, 3),
         # asv, its processes and forks, discovery, imports outside setup_cache, the rest
         "process_asv_s": round(wall_s - measure - reference - first, 3),
+        # how many asv runs and measuring processes (harness/worker.py) the run took;
+        # None: the classes measured in their setup_caches (an older commit's tree)
+        "asv_runs": info.get("asv_runs"),
+        "measuring_processes": info.get("measuring_processes"),
         "failed": failed,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),

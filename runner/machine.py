@@ -218,9 +218,10 @@ def gpu_provenance() -> dict[str, str]:
     }
 
 
-# One child with the benchmarks' python: versions from package metadata, CUDA from torch
-# itself (torch.version.cuda: the CUDA torch was built with; importing torch does not
-# initialise CUDA), so the runner never imports torch.
+# One child with the benchmarks' python: versions from package metadata, CUDA from torch's
+# own torch/version.py (torch.version.cuda: the CUDA torch was built with), run alone rather
+# than importing torch (seconds per run; torch itself only when that file cannot be read),
+# so the runner never imports torch.
 _SOFTWARE_PROBE = """import json, platform
 from importlib.metadata import version
 out = {"python_version": platform.python_version()}
@@ -229,11 +230,19 @@ for p in ("torch", "triton"):
         out[p] = version(p)
     except Exception:
         out[p] = "-"
-try:
-    import torch
-    out["cuda"] = torch.version.cuda or "none"
+try:  # torch/version.py alone (its only import is typing): no 2-5 s torch import
+    import importlib.util, os
+    spec = importlib.util.find_spec("torch")
+    scope = {}
+    with open(os.path.join(spec.submodule_search_locations[0], "version.py")) as f:
+        exec(f.read(), scope)
+    out["cuda"] = scope.get("cuda") or "none"
 except Exception:
-    out["cuda"] = "-"
+    try:
+        import torch
+        out["cuda"] = torch.version.cuda or "none"
+    except Exception:
+        out["cuda"] = "-"
 print(json.dumps(out))
 """
 

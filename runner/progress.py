@@ -67,8 +67,16 @@ def print_overhead(events: list[dict], wall_s: float) -> None:
         for k, n in (e.get("ref_cache") or {}).items():
             cache[k] = cache.get(k, 0) + n
     cached = f" ({', '.join(f'{n} {k}' for k, n in sorted(cache.items()))})" if cache else ""
+    info = next((e for e in reversed(events) if e.get("event") == "run_info"), {})
+    procs = info.get("measuring_processes")
+    where = (
+        f" in {procs} measuring process{'es' if procs != 1 else ''} and {info.get('asv_runs')} "
+        "asv runs"
+        if procs
+        else ""
+    )
     print(
-        f"asv wall time {wall_s:.1f} s over {len(done)} classes: timing + memory + parity "
+        f"asv wall time {wall_s:.1f} s over {len(done)} classes{where}: timing + memory + parity "
         f"{measure:.1f} s, fp64/math references {reference:.1f} s{cached}; outside measuring "
         f"{outside:.1f} s ({100 * outside / max(wall_s, 1e-9):.0f}%): first calls "
         f"(compile/autotune) {first:.1f} s, process start + imports {startup:.1f} s, "

@@ -176,3 +176,5 @@ def test_the_overhead_line_says_what_the_reference_cache_did(capsys):
     events = class_events(ref_cache={"hit": 3}) + class_events(ref_cache={"hit": 1, "miss": 2})
     print_overhead(events, 10.0)
     assert "fp64/math references 0.5 s (4 hit, 2 miss);" in capsys.readouterr().out
+    print_overhead(events + [{"event": "run_info", "asv_runs": 5, "measuring_processes": 1}], 9.0)
+    assert "over 2 classes in 1 measuring process and 5 asv runs:" in capsys.readouterr().out

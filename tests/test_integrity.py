@@ -90,10 +90,11 @@ def mark():
         time.sleep(0.1)
 
 
-def start(cmd: list[str], tmp: Path, mark: str, **kw) -> subprocess.Popen:
+def start(cmd: list[str], tmp: Path, mark: str, extra_env=None, **kw) -> subprocess.Popen:
     """A runner in a session of its own (a signal to its group is a terminal's Ctrl-C)."""
     tmp.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, TMPDIR=str(tmp), PYTHONUNBUFFERED="1", **{MARK_ENV: mark})
+    env.update(extra_env or {})
     return subprocess.Popen(
         cmd,
         cwd=REPO,
@@ -191,8 +192,11 @@ def test_benchmarks_json_is_merged_never_shrunk(tmp_path):
 # --- item 3: an interrupt ends the whole process tree ----------------------------------------
 
 
-def _interrupt_mid_benchmark(tmp, mark, cmd, results, before, send):
-    proc = start(cmd, tmp, mark)
+def _interrupt_mid_benchmark(tmp, mark, cmd, results, before, send, extra_env=None, least=3):
+    """``least``: the run's processes expected while measuring: the runner, asv, a
+    forkserver, a benchmark (3+ when classes measure in asv's processes); the runner and
+    the measuring process, harness/worker.py (2, the default way since issue 20)."""
+    proc = start(cmd, tmp, mark, extra_env)
     try:
         # the suite's first progress line: setup_cache is measuring in a benchmark process
         poll(
@@ -203,7 +207,7 @@ def _interrupt_mid_benchmark(tmp, mark, cmd, results, before, send):
             proc=proc,
         )
         time.sleep(1.0)  # well inside setup_cache
-        assert len(marked(mark)) >= 3, "expected the runner, asv, a forkserver, a benchmark"
+        assert len(marked(mark)) >= least, f"expected {least}+ processes of the run"
         send(proc)
         out = finish(proc)
     finally:
@@ -217,8 +221,16 @@ def _interrupt_mid_benchmark(tmp, mark, cmd, results, before, send):
     return proc.returncode, out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_to_the_runner_ends_asv_forkserver_and_benchmark(tmp_path, mark, short_tmp, sig):
+@pytest.mark.parametrize(
+    "sig, worker",
+    [(signal.SIGTERM, "1"), (signal.SIGINT, "1"), (signal.SIGTERM, "0")],
+    ids=["SIGTERM", "SIGINT", "SIGTERM-in-asv"],
+)
+def test_a_signal_to_the_runner_ends_asv_forkserver_and_benchmark(
+    tmp_path, mark, short_tmp, sig, worker
+):
+    """Measuring in the measuring process (harness/worker.py), or (BENCH_SUITE_WORKER=0)
+    in asv's setup_cache process under its forkserver: every process of the run ends."""
     results, before = seeded_results(tmp_path)
     code, out = _interrupt_mid_benchmark(
         short_tmp,
@@ -227,6 +239,8 @@ def test_a_signal_to_the_runner_ends_asv_forkserver_and_benchmark(tmp_path, mark
         results,
         before,
         lambda proc: os.kill(proc.pid, sig),  # the runner's pid only, not its group
+        extra_env={"BENCH_SUITE_WORKER": worker},
+        least=2 if worker == "1" else 3,
     )
     assert code == 130, out[-2000:]
     assert "interrupted while measuring cpu of" in out and "kept nothing" in out, out[-2000:]

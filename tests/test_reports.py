@@ -925,9 +925,12 @@ def test_report_outputs(tmp_path):
 
     results = tmp_path / "results"
     _regressing_history(results)
+    run = {"presets": ["seed"], "state": "warm", "wall_s": 50.0, "measure_s": 40.0}
+    (results / "h100-sxm-80gb" / "runs.jsonl").write_text(json.dumps(run) + "\n")
     res = build(results, tmp_path / "out", repo=None, commit_url=None)
     out = tmp_path / "out"
     text_report = (out / "h100-sxm-80gb_latest.txt").read_text()
+    assert "RUN COST (runs.jsonl" in text_report and "50.0 s, 20% outside measuring" in text_report
     head = text_report.split("PER CONFIG")[0]
     assert "seed: B=2 H=4 T=2048 D=128 dtype=float16 mask=none" in head
     assert "ttt: B=1 H=12 T=1024/9216 D=64 dtype=bfloat16 mask=window8192" in head

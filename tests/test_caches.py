@@ -1,0 +1,327 @@
+"""Issue 20's run-time cuts, CPU and offline: Triton's cache keying (runner/caches.py), the
+records a run's measuring process hands to asv (harness/records.py, harness/worker.py,
+runner/measurer.py, runner/asv_inproc.py), and the runner's use of them.
+
+The reference cache's keys and corrupt entries are tests/test_refcache.py's; the Modal
+Volume's caches are tested there too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from harness import grid, measure, records, worker
+from runner import asv_run, caches, costs
+from runner.measurer import Measurer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- Triton's cache: one folder per Triton version and card ---------------------------
+
+
+def test_the_triton_folder_is_keyed_by_triton_version_and_card(tmp_path):
+    h100 = caches.triton_cache_dir(tmp_path, "3.6.0", "NVIDIA H100 80GB HBM3")
+    assert h100 == tmp_path / "3.6.0-NVIDIA-H100-80GB-HBM3"
+    assert caches.triton_cache_dir(tmp_path, "3.6.0", "NVIDIA H100 80GB HBM3") == h100
+    assert caches.triton_cache_dir(tmp_path, "3.7.0", "NVIDIA H100 80GB HBM3") != h100
+    # both sm_90: Triton's own key (the target is the architecture) would share tunings
+    assert caches.triton_cache_dir(tmp_path, "3.6.0", "NVIDIA H200") != h100
+
+
+def test_a_run_gets_the_folder_of_its_machine_file_unless_the_user_set_one(tmp_path):
+    info = {"triton": "3.6.0", "gpu": "NVIDIA H200", "arch": "x86_64"}
+    got = caches.run_triton_dir({}, info, root=tmp_path)
+    assert got == str(tmp_path / "3.6.0-NVIDIA-H200")
+    assert caches.run_triton_dir({"TRITON_CACHE_DIR": "/mine"}, info, root=tmp_path) == "/mine"
+    cpu = caches.run_triton_dir({}, {"triton": "3.9.0", "gpu": "-", "arch": "x86_64"}, tmp_path)
+    assert cpu == str(tmp_path / "3.9.0-cpu-x86_64")
+
+
+# Every autotuned kernel's JITFunction.cache_key: the part of Triton's compile and autotune
+# keys that comes from our code (the rest: Triton's own files, the target, the options).
+_KERNEL_KEYS = """
+import json, kernels.forward as f, kernels.fused_backward as b, kernels.fused_gradgrad as g
+from triton.runtime.jit import JITFunction
+def unwrap(k):
+    while not isinstance(k, JITFunction):
+        k = k.fn
+    return k
+print(json.dumps({f"{m.__name__}.{n}": unwrap(k).cache_key
+                  for m in (f, b, g) for n, k in m.AUTOTUNED.items()}))
+"""
+
+
+def kernel_keys(tree: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # the GPU's path
+    env["PYTHONPATH"] = str(tree)
+    out = subprocess.run(
+        [sys.executable, "-c", _KERNEL_KEYS], cwd=tree, env=env, capture_output=True,
+        text=True, check=True, timeout=300,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def copy_kernels(dest: Path) -> Path:
+    shutil.copytree(REPO / "kernels", dest / "kernels", ignore=shutil.ignore_patterns("__py*"))
+    return dest
+
+
+def test_worktrees_share_triton_keys_and_a_kernel_edit_misses(tmp_path):
+    """make bench-history's worktrees: the same kernels under other folders have the same
+    keys (no path enters them), so the second commit compiles and tunes nothing; an edit
+    of a kernel, or of a jit helper it calls, changes that kernel's key."""
+    a = kernel_keys(copy_kernels(tmp_path / "a"))
+    b = kernel_keys(copy_kernels(tmp_path / "deeper" / "worktrees" / "b"))
+    assert len(a) == 5 and a == b
+    edited = copy_kernels(tmp_path / "c")
+    fwd = edited / "kernels" / "forward.py"
+    text = fwd.read_text()
+    assert text.count("/ 1.4426950408889634") == 1
+    fwd.write_text(text.replace("/ 1.4426950408889634", "* 0.6931471805599453"))
+    c = kernel_keys(edited)
+    assert c["kernels.forward.forward"] != a["kernels.forward.forward"]
+    assert {k: v for k, v in c.items() if "forward.forward" not in k} == {
+        k: v for k, v in a.items() if "forward.forward" not in k
+    }
+    helper = copy_kernels(tmp_path / "d")
+    common = helper / "kernels" / "_triton_common.py"
+    jit_helpers = common.read_text()
+    if "@triton.jit" in jit_helpers:  # a helper every kernel calls (mm, visible, ...)
+        common.write_text(jit_helpers.replace("@triton.jit\n", "@triton.jit\n# edited\n", 1))
+        d = kernel_keys(helper)
+        assert d != a
+
+
+def triton_entry(root: Path, name: str, files: dict[str, bytes]) -> Path:
+    entry = root / name
+    entry.mkdir(parents=True)
+    for fname, data in files.items():
+        (entry / fname).write_bytes(data)
+    return entry
+
+
+def test_a_corrupt_triton_entry_is_removed_with_a_warning(tmp_path):
+    good = triton_entry(tmp_path, "GOOD", {"k.autotune.json": b'{"key": [], "configs_timings": []}',
+                                           "k.cubin": b"\x7fELF"})  # fmt: skip
+    cut = triton_entry(tmp_path, "CUT", {"k.autotune.json": b'{"key": [1, 2'})
+    meta = triton_entry(tmp_path, "META", {"k.json": b"\x00\x00", "k.cubin": b"\x7fELF"})
+    said: list[str] = []
+    removed = caches.scrub_triton_dir(tmp_path, say=said.append)
+    assert sorted(removed) == sorted([cut, meta])
+    assert good.is_dir() and not cut.exists() and not meta.exists()
+    assert len(said) == 2 and all("compiled or tuned again" in s for s in said)
+    assert caches.scrub_triton_dir(tmp_path / "missing") == []  # no folder: nothing to do
+
+
+# --- records: measured once, read by the setup_caches ---------------------------------
+
+
+def fake_results(preset="cpu", path="forward"):
+    cfg = grid.preset_configs(preset)[0]
+    mode = grid.PRESETS[preset].modes_for(path)[0]
+    key = tuple(getattr(cfg, n) for n in grid.PARAM_NAMES[:-1]) + (mode,)
+    return {key: measure.Record("ok", ms=1.5, tflops=2.0, parity=0.9)}
+
+
+def test_records_round_trip_and_a_failure_is_raised_again(tmp_path):
+    results = fake_results()
+    records.write(tmp_path, "cpu", "forward", results=results)
+    got = records.recorded("cpu", "forward", root=tmp_path)
+    assert got == results
+    assert records.recorded("cpu", "backward", root=tmp_path) is None  # not measured
+    records.write(tmp_path, "cpu", "gradgrad", failed="RuntimeError: broken here")
+    with pytest.raises(records.RecordedFailure, match="broken here"):
+        records.recorded("cpu", "gradgrad", root=tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other_tree", "other_params", "other_class"])
+def test_unusable_records_are_ignored_with_a_warning(tmp_path, damage):
+    file = records.write(tmp_path, "cpu", "forward", results=fake_results())
+    data = pickle.loads(file.read_bytes())
+    if damage == "garbage":
+        file.write_bytes(b"\x80\x05 not a pickle")
+    else:
+        if damage == "other_tree":
+            data["kernels_dir"] = "/elsewhere/kernels"
+        elif damage == "other_params":
+            data["params"] = [["other"]]
+        else:
+            data["path"] = "backward"
+        file.write_bytes(pickle.dumps(data))
+    with pytest.warns(UserWarning, match="measuring"):
+        assert records.recorded("cpu", "forward", root=tmp_path) is None
+
+
+def test_the_setup_cache_returns_the_records_without_measuring(tmp_path, monkeypatch):
+    results = fake_results("cpu", "backward")
+    records.write(tmp_path, "cpu", "backward", results=results)
+    monkeypatch.setenv(records.RECORDS_ENV, str(tmp_path))
+
+    def no_measuring(*args):
+        raise AssertionError("measured although the records were there")
+
+    monkeypatch.setattr(measure, "_measure_preset", no_measuring)
+    assert measure.measure_preset("cpu", "backward") == results
+    # without records (or with explicit arguments) it measures, as a plain asv run does
+    monkeypatch.delenv(records.RECORDS_ENV)
+    with pytest.raises(AssertionError, match="measured"):
+        measure.measure_preset("cpu", "backward")
+
+
+def test_class_of_maps_asv_names_to_preset_and_path():
+    assert records.class_of("bench_forward.Seed.track_ms") == ("seed", "forward")
+    assert records.class_of("bench_suite.bench_gradgrad.TTT.track_graph_ms") == ("ttt", "gradgrad")
+    assert records.class_of("bench_peak.Seed.track_peak") is None  # not a preset class
+    assert records.class_of("bench_forward.Nope.track_ms") is None
+
+
+def test_chunk_classes_are_what_the_regex_selects():
+    assert asv_run.chunk_classes(asv_run.bench_regex("gpu", ["ttt"])) == [
+        ("ttt", p) for p in grid.PATHS
+    ]
+    assert asv_run.chunk_classes(r"^bench_gradgrad\.CPU\.track_ms") == [("cpu", "gradgrad")]
+    assert asv_run.chunk_classes(r"^bench_peak\.") == []
+
+
+# --- the measuring process -----------------------------------------------------------
+
+
+class Answers:
+    def __init__(self):
+        self.lines = []
+
+    def write(self, text):
+        self.lines.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_the_worker_measures_each_class_once_and_stops_after_a_failure(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_measure(preset, path):
+        calls.append((preset, path))
+        if path == "backward":
+            raise RuntimeError("CUDA error: an illegal memory access")
+        return fake_results(preset, path)
+
+    monkeypatch.setattr(measure, "measure_preset", fake_measure)
+    answers = Answers()
+    request = json.dumps(
+        {"classes": [["cpu", "forward"], ["cpu", "backward"], ["cpu", "gradgrad"]]}
+    )
+    code = worker.serve(str(tmp_path), iter([request + "\n", request + "\n"]), answers)
+    assert code == worker.FAILED_EXIT  # a fresh process for the next request
+    assert calls == [("cpu", "forward"), ("cpu", "backward")]  # not gradgrad, not twice
+    assert [json.loads(x) for x in answers.lines] == [
+        {"done": [["cpu", "forward"]], "failed": [["cpu", "backward"]]}
+    ]
+    assert records.recorded("cpu", "forward", root=tmp_path) is not None
+    with pytest.raises(records.RecordedFailure, match="illegal memory access"):
+        records.recorded("cpu", "backward", root=tmp_path)
+    assert not records.available("cpu", "gradgrad", root=tmp_path)  # asv measures it in place
+
+
+def test_the_measurer_restarts_a_dead_worker_and_says_so(tmp_path):
+    """A real `python -m harness.worker` for the cpu preset's unavailable-free paths would
+    take a minute; a tree whose harness.worker exits at once stands for a crash."""
+    tree = tmp_path / "tree"
+    (tree / "harness").mkdir(parents=True)
+    (tree / "harness" / "__init__.py").write_text("")
+    (tree / "harness" / "records.py").write_text("")
+    (tree / "harness" / "worker.py").write_text(
+        "import sys; print('boom', file=sys.stderr); sys.exit(9)\n"
+    )
+    said: list[str] = []
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    with Measurer(
+        sys.executable, tree, env, tmp_path / "rec", tmp_path / "log", say=said.append
+    ) as m:
+        assert m.measure([("cpu", "forward")]) == ([], [])
+        assert m.measure([("cpu", "backward")]) == ([], [])
+        assert m.started == 2
+    assert len(said) == 2 and "died (exit 9)" in said[0] and "boom" in said[0]
+
+
+def test_the_cost_record_counts_asv_runs_and_measuring_processes():
+    events = [{"event": "run_info", "asv_runs": 5, "measuring_processes": 1}]
+    rec = costs.build_record(events, commit="abc", machine="m", wall_s=1.0)
+    assert rec["asv_runs"] == 5 and rec["measuring_processes"] == 1
+    assert costs.build_record([], commit="abc", machine="m", wall_s=1.0)["asv_runs"] is None
+
+
+def test_setup_cache_durations_become_the_measuring_time(tmp_path):
+    private = tmp_path / "private"
+    (private / "m").mkdir(parents=True)
+    (private / "benchmarks.json").write_text(json.dumps({
+        "bench_forward.CPU.track_ms": {"setup_cache_key": "bench_forward:57"},
+        "bench_backward.CPU.track_ms": {"setup_cache_key": "bench_backward:57"},
+        "version": 2,
+    }))  # fmt: skip
+    result = private / "m" / "abc-existing-py3.json"
+    fwd, bwd = "<setup_cache bench_forward:57>", "<setup_cache bench_backward:57>"
+    result.write_text(json.dumps({"durations": {fwd: 0.01, bwd: 50.0}}))
+    events = [
+        {"event": "class_done", "tag": "forward/cpu", "total_s": 12.5},
+        {"event": "class_done", "tag": "backward/cpu", "total_s": 30.0},  # measured in place
+    ]
+    asv_run._setup_cache_durations(private, events)
+    durations = json.loads(result.read_text())["durations"]
+    assert durations == {
+        "<setup_cache bench_forward:57>": 12.5,
+        "<setup_cache bench_backward:57>": 50.0,
+    }
+
+
+def test_a_cpu_run_measures_in_one_process_and_forks_no_benchmark(tmp_path, capfd):
+    """The whole CPU grid through the runner: one measuring process, every setup_cache and
+    track_* served in asv's process (the forkserver never starts), one Triton folder."""
+    env = dict(os.environ, BENCH_SUITE_REP_MS="5", TRITON_CACHE_DIR=str(tmp_path / "triton"))
+    events: list[dict] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        asv_run.run_commit(
+            "HEAD", machine="pytest-cpu", results_dir=tmp_path, grid="cpu", env=env, events=events
+        )
+    done = [e for e in events if e.get("event") == "class_done"]
+    assert len(done) == 3 and sum(1 for e in done if e.get("startup_s")) == 1
+    starts = [e for e in events if e.get("event") == "class_start"]
+    assert {e["caches"]["triton_dir"] for e in starts} == {str(tmp_path / "triton")}
+    (line,) = (tmp_path / "pytest-cpu" / "runs.jsonl").read_text().splitlines()
+    rec = json.loads(line)
+    assert rec["measuring_processes"] == 1 and rec["asv_runs"] == 1 and rec["classes"] == 3
+    out = capfd.readouterr().out
+    assert "asv: 3 classes read from the measured records in asv's process, 0 set up" in out
+
+
+def test_history_gives_every_commit_the_same_triton_folder(tmp_path, monkeypatch):
+    """make bench-history: each commit runs from its own worktree with one Triton folder
+    (with the keys above: a commit that leaves kernels/ alone compiles and tunes nothing)."""
+    seen = []
+
+    def fake_asv(cmd, cwd, env):
+        seen.append((Path(cwd), env[caches.TRITON_CACHE_ENV]))
+        return 0
+
+    monkeypatch.setattr(asv_run, "_run_asv", fake_asv)
+    monkeypatch.setattr(asv_run, "_measurer", lambda *a: None)
+    monkeypatch.setattr(asv_run, "_merge_private", lambda *a: [])
+    monkeypatch.setattr(asv_run, "_result_file", lambda written, sha, folder: folder / sha)
+    monkeypatch.setattr(asv_run.noise, "fill_results_dir", lambda *a: None)
+    env = {k: v for k, v in os.environ.items() if k != caches.TRITON_CACHE_ENV}
+    asv_run.run_history(
+        "HEAD~2..HEAD", machine="pytest-cpu", results_dir=tmp_path, grid="cpu", env=env
+    )
+    assert len(seen) == 2 and seen[0][0] != seen[1][0]  # two worktrees
+    assert seen[0][1] == seen[1][1] and "3." in Path(seen[0][1]).name  # <triton>-<card>
