@@ -323,5 +323,7 @@ def test_history_gives_every_commit_the_same_triton_folder(tmp_path, monkeypatch
     asv_run.run_history(
         "HEAD~2..HEAD", machine="pytest-cpu", results_dir=tmp_path, grid="cpu", env=env
     )
-    assert len(seen) == 2 and seen[0][0] != seen[1][0]  # two worktrees
-    assert seen[0][1] == seen[1][1] and "3." in Path(seen[0][1]).name  # <triton>-<card>
+    # HEAD~2..HEAD holds 2 commits, or more when HEAD merges a branch: one worktree each
+    assert len(seen) >= 2 and len({cwd for cwd, _ in seen}) == len(seen)
+    assert len({folder for _, folder in seen}) == 1  # one Triton folder for every commit
+    assert "3." in Path(seen[0][1]).name  # <triton>-<card>
