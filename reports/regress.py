@@ -284,7 +284,10 @@ def _mark_skips(result: pd.DataFrame, candidates: pd.Series) -> None:
     if not cand.any() or "result_file_new" not in result.columns:
         return
     sub = result[cand]
-    skip = asv_skipped(sub["result_file_new"], sub["benchmark"], sub["params"])
+    # A derived rate (track_tflops) is skipped when the time it comes from was.
+    method = sub["benchmark"].astype(str).str.rpartition(".")
+    source = method[0] + "." + method[2].map(lambda m: RATE_SOURCE.get(m, m))
+    skip = asv_skipped(sub["result_file_new"], source, sub["params"])
     result.loc[sub.index[skip], "status"] = SKIPPED
 
 
