@@ -482,4 +482,10 @@ def machine_plots(df: pd.DataFrame, machine: str, out_dir: Path) -> list[Path]:
             results = [_render(t) for t in tasks]
     finally:
         _JOB.clear()
-    return [p for paths in results for p in paths]
+    written = [p for paths in results for p in paths]
+    # A figure not drawn this time (no trend for a one-commit machine) leaves no stale file.
+    keep = {p.resolve() for p in written}
+    for old in [*out_dir.glob("*.png"), *out_dir.glob("*.svg")] if out_dir.is_dir() else []:
+        if old.resolve() not in keep:
+            old.unlink()
+    return written

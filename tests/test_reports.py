@@ -248,8 +248,10 @@ def find_chromium():
     return None
 
 
-def browse(url, checks, wait_for="true", timeout=30.0, screenshot=None):
-    """Load url in headless Chromium; returns errors, evaluated checks and requested URLs."""
+def browse(url, checks, wait_for="true", timeout=30.0, screenshot=None, width=None):
+    """Load url in headless Chromium; returns errors, evaluated checks and requested URLs.
+    ``width``: the window's CSS width (default the flags' 1280); then ``screenshot`` is the
+    whole page (up to 12,000 px tall), not only the window."""
     import base64
     import select
     import tempfile
@@ -318,6 +320,9 @@ def browse(url, checks, wait_for="true", timeout=30.0, screenshot=None):
         sid = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Runtime", "Log", "Network", "Page"):
             call(f"{domain}.enable", session=sid)
+        if width:
+            metrics_ = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+            call("Emulation.setDeviceMetricsOverride", metrics_, sid)
         call("Page.navigate", {"url": url}, sid)
         read_until(lambda m: m.get("method") == "Page.loadEventFired", time.time() + timeout)
         wait_deadline = time.time() + timeout / 3
@@ -326,7 +331,13 @@ def browse(url, checks, wait_for="true", timeout=30.0, screenshot=None):
         time.sleep(0.3)  # late errors from scripts that run after the condition
         values = {name: evaluate(expr, sid) for name, expr in checks.items()}
         if screenshot:
-            data = call("Page.captureScreenshot", {"format": "png"}, sid)["data"]
+            params = {"format": "png"}
+            if width:
+                size = call("Page.getLayoutMetrics", session=sid)["cssContentSize"]
+                clip = {"x": 0, "y": 0, "width": size["width"], "scale": 1}
+                clip["height"] = min(size["height"], 12_000)
+                params.update(captureBeyondViewport=True, clip=clip)
+            data = call("Page.captureScreenshot", params, sid)["data"]
             Path(screenshot).write_bytes(base64.b64decode(data))
     finally:
         try:
@@ -954,43 +965,117 @@ def test_report_outputs(tmp_path):
         assert p.stat().st_size > 5000, p
 
 
-def test_html_report_in_headless_chromium(tmp_path, chromium):
+# Screenshots the browser tests keep (gitignored): REPORTS_TEST_ARTIFACTS moves them.
+ARTIFACTS = Path(os.environ.get("REPORTS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+WINDOW_PX = 1400  # the dashboard must fit this window without sideways scrolling
+INDEX_MAX_BYTES = int(1.5 * 2**20)
+PAGE_CHECKS = {
+    "scroll_width": "document.documentElement.scrollWidth",
+    "inner_width": "window.innerWidth",
+    "height": "document.documentElement.scrollHeight",
+    "images": "document.images.length",
+    "images_loaded": "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length",
+}
+
+
+def _offline_page(page: str) -> bool:
+    return "<script" not in page and "http://" not in page.replace("https://example.invalid", "")
+
+
+def test_html_dashboard_in_headless_chromium(tmp_path, chromium):
     from reports.cli import build
 
     results = tmp_path / "results"
-    _regressing_history(results)
+    _regressing_history(results, n=5)  # the newest commit (4) regresses gradgrad fused
     build(results, tmp_path / "out", repo=None, commit_url="https://example.invalid/c/{commit}")
-    index = tmp_path / "out" / "html" / "index.html"
-    page = index.read_text()
-    assert "<script" not in page and "http://" not in page.replace("https://example.invalid", "")
+    html_dir = tmp_path / "out" / "html"
+    index = html_dir / "index.html"
+    assert index.stat().st_size < INDEX_MAX_BYTES
+    pages = sorted(p.name for p in html_dir.glob("*.html"))
+    assert pages == [
+        "index.html",
+        "machine-h100-sxm-80gb.html",
+        *(f"preset-{p}.html" for p in sorted(["Seed", "TTT", "Grid"])),
+    ]
+    for name in pages:
+        assert _offline_page((html_dir / name).read_text()), name
     checks = {
-        "summary_rows": "document.querySelectorAll('table.summary tr').length",
-        "images": "document.images.length",
-        "images_loaded": "[...document.images].filter(i => i.complete && i.naturalWidth > 0)"
-        ".length",
+        **PAGE_CHECKS,
+        "headline_rows": "document.querySelectorAll('table.headline tr').length",
+        "headline_text": "document.querySelector('table.headline').innerText",
         "regression_rows": "document.querySelectorAll('table.regressions tr.bad').length",
         "regression_text": "document.querySelector('table.regressions').innerText",
-        "commit_link": "document.querySelector('table.regressions a').href",
+        "latest_text": "document.getElementById('latest').parentElement.innerText",
+        "commit_link": "document.querySelector('#latest ~ h3 a[href^=\"https\"]').href",
+        "machine_links": "[...document.querySelectorAll('a')].map(a => a.getAttribute('href'))"
+        ".filter(h => h.startsWith('machine-') || h.startsWith('preset-')).length",
+        "rules_text": "document.querySelector('table.rules').innerText",
     }
-    shot = tmp_path / "shot.png"
-    r = browse(index.as_uri(), checks, "document.readyState === 'complete'", screenshot=shot)
+    r = browse(index.as_uri(), checks, "document.readyState === 'complete'", width=WINDOW_PX)
     v = r["values"]
     assert r["errors"] == []
-    assert v["summary_rows"] > 20
-    assert v["images"] == 5 and v["images_loaded"] == 5
+    assert v["inner_width"] == WINDOW_PX and v["scroll_width"] <= WINDOW_PX, v
+    assert v["headline_rows"] >= 4 and "vs" in v["headline_text"]
     assert v["regression_rows"] >= 2 and "bench_gradgrad.Seed.track_ms" in v["regression_text"]
+    assert "->" in v["regression_text"]  # old -> new
+    assert fake_commit(4)[:8] in v["latest_text"] and "regression: " in v["latest_text"]
     assert v["commit_link"].startswith("https://example.invalid/c/")
+    assert v["machine_links"] >= 4
+    # rendered from metrics.HOST_BOUND_BELOW_MS (the fixture above moves it)
+    assert f"host_bound: own ms < {metrics.HOST_BOUND_BELOW_MS:g}" in v["rules_text"]
     assert all(u.startswith(("file://", "data:")) for u in r["requests"]), r["requests"]
-    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
 
-    # The check can fail: a missing image and a script error are both reported.
+    # The machine page holds the plots; every page fits the window.
+    for name in pages[1:]:
+        r = browse((html_dir / name).as_uri(), PAGE_CHECKS, width=WINDOW_PX)
+        v = r["values"]
+        assert r["errors"] == [], (name, r["errors"])
+        assert v["scroll_width"] <= WINDOW_PX, (name, v)
+        if name.startswith("machine-"):
+            assert v["images"] == 5 and v["images_loaded"] == 5, v
+
+    # The check can fail: a missing image, a script error, a too wide page are reported.
     broken = index.with_name("broken.html")
+    page = index.read_text()
     broken.write_text(
-        page.replace("</body>", "<img src='nope.png'><script>undefined_fn()</script></body>")
+        page.replace(
+            "</body>",
+            "<img src='nope.png'><div style='width:3000px'>x</div>"
+            "<script>undefined_fn()</script></body>",
+        )
     )
-    r = browse(broken.as_uri(), {}, "document.readyState === 'complete'")
+    r = browse(broken.as_uri(), PAGE_CHECKS, "document.readyState === 'complete'", width=WINDOW_PX)
     assert any("nope.png" in e or "ERR_FILE_NOT_FOUND" in e for e in r["errors"]), r["errors"]
     assert any("undefined_fn" in e for e in r["errors"]), r["errors"]
+    assert r["values"]["scroll_width"] > WINDOW_PX
+
+
+def test_committed_report_dashboard_in_headless_chromium(chromium, capsys):
+    """The committed report/html: every page loads without errors and fits a 1,400 px window;
+    the index stays under 1.5 MiB. The index's screenshot is kept in test-artifacts/."""
+    html_dir = ROOT / "report" / "html"
+    index = html_dir / "index.html"
+    assert index.stat().st_size < INDEX_MAX_BYTES
+    pages = sorted(html_dir.glob("*.html"))
+    assert index in pages and any(p.name.startswith("machine-") for p in pages)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report-index.png"
+    for page in pages:
+        assert _offline_page(page.read_text()), page.name
+        r = browse(
+            page.as_uri(),
+            PAGE_CHECKS,
+            "document.readyState === 'complete'",
+            screenshot=shot if page == index else None,
+            width=WINDOW_PX,
+        )
+        v = r["values"]
+        assert r["errors"] == [], (page.name, r["errors"])
+        assert v["scroll_width"] <= WINDOW_PX, (page.name, v)
+        assert v["images_loaded"] == v["images"], (page.name, v)
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    with capsys.disabled():
+        print(f"\nscreenshot of report/html/index.html at {WINDOW_PX} px: {shot}")
 
 
 def test_vendored_assets_match_asv_cdn_integrity():
@@ -1285,15 +1370,19 @@ def test_partial_newest_commit_keeps_older_presets_labelled(tmp_path):
         changes = report.split("CHANGES")[1].split("PER CONFIG")[0]
         assert ".TTT." not in changes and ".Grid." not in changes
 
-    # The HTML summary applies the same rule and names each row's commit.
-    page = html.write_html(
-        df, regress.history(df), None, None, [machine], {}, tmp_path / "html"
-    ).read_text()
-    summary = page.split("<h2 id='summary'>")[1].split("<h2 id='regressions'>")[0]
-    assert "Older commits fill in presets not measured at the newest: TTT, Grid from" in summary
-    assert "<th class=l>commit</th>" in summary
-    assert summary.count("<td class=l>Grid</td>") == 3 * 3 * len(MODE_TFLOPS)
-    assert f"#commit-{c1}" in summary and f"#commit-{c2}" in summary
+    # The HTML applies the same rule: the machine page names the fill-ins, the preset pages
+    # name each row's commit where a preset spans commits... here each preset is one commit,
+    # so the commit column shows only on a page mixing commits (none) and the headline names
+    # the view as the newest commit + older ones.
+    html_dir = tmp_path / "html"
+    index = html.write_html(df, regress.history(df), None, None, [machine], {}, html_dir)
+    mpage = (html_dir / html.machine_page(machine)).read_text()
+    assert "Older commits fill in presets not measured at the newest: TTT, Grid from" in mpage
+    assert f"#commit-{c1}" in mpage and f"#commit-{c2}" in mpage
+    grid = (html_dir / html.preset_page("Grid")).read_text()
+    assert grid.count("<td class=l>Grid</td>") == 3 * 3 * len(MODE_TFLOPS)
+    assert f'@ <a href="{html.machine_page(machine)}#commit-{c1}">' in grid
+    assert " + older" in index.read_text()
 
 
 def test_a_class_at_the_newest_commit_is_taken_from_it_only(tmp_path):
@@ -1371,8 +1460,12 @@ def test_all_presets_at_the_newest_commit_render_as_before(tmp_path):
     assert "older commits" not in report and "[commit" not in report
     assert "PER CONFIG (newest commit)\n" in report
     page = html.write_html(df, regress.history(df), None, None, [machine], {}, tmp_path / "h")
-    summary = page.read_text().split("<h2 id='summary'>")[1].split("<h2 id='regressions'>")[0]
-    assert "Older commits" not in summary and "<th class=l>commit</th>" not in summary
+    pages = {p.name: p.read_text() for p in page.parent.glob("*.html")}
+    assert len(pages) == 1 + 1 + 3  # index, the machine, Seed/TTT/Grid
+    assert not any("Older commits" in p for p in pages.values())
+    presets = [p for name, p in pages.items() if name.startswith("preset-")]
+    assert len(presets) == 3 and not any("<th class=l>commit</th>" in p for p in presets)
+    assert " + older" not in page.read_text()
 
 
 def test_reports_package_is_code_only_and_renderers_share_tables():
