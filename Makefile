@@ -29,6 +29,8 @@ help:
 	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (docs/modal.md)"
 	@echo "make report    CSV, <machine>_latest.txt, plots and HTML from results/ (no GPU)"
 	@echo "make publish   asv's own HTML in report/asv_html, working offline"
+	@echo "make serve     serve report/asv_html on http://127.0.0.1:8080 (PORT=..): asv's page"
+	@echo "                needs HTTP, not file://"
 
 # torch 2.13.0: the CPU wheel on CPU machines (it lies on disk here), the CUDA wheel elsewhere.
 $(STAMP): pyproject.toml
@@ -125,6 +127,15 @@ report: $(ENV)
 	$(PY) -m reports
 
 # asv's own HTML into report/asv_html (gitignored; asv publish empties it first), with
-# its CDN scripts replaced by reports/vendor/ copies. View: python -m http.server -d report/asv_html
+# its CDN scripts replaced by reports/vendor/ copies and its graphs starting on one machine.
+# It reads its data over HTTP (file:// is a CORS error): view it with `make serve`.
 publish: $(ENV)
 	$(PY) -m reports publish
+
+# Serves asv's site (make publish) on localhost only; PORT=8080 by default.
+.PHONY: serve
+PORT ?= 8080
+serve:
+	@test -f report/asv_html/index.html || { echo "no report/asv_html: run make publish first" >&2; exit 2; }
+	@echo "asv's site on http://127.0.0.1:$(PORT)/ (Ctrl-C stops)"
+	$(or $(wildcard $(PY)),$(PYTHON)) -m http.server -d report/asv_html -b 127.0.0.1 $(PORT)

@@ -1118,6 +1118,9 @@ def test_asv_publish_renders_offline(asv_project, chromium, tmp_path):
     )
     replaced = publish.make_offline(html_dir)
     assert len(replaced) == 10
+    # Graphs start on one machine (asv's graphdisplay.js still has the line we patch).
+    assert publish.set_default_machine(html_dir, "testbox")
+    assert 'state.machine = ["testbox"]' in (html_dir / "graphdisplay.js").read_text()
     assert not re.search(r"<script[^>]+src=\"https?://", (html_dir / "index.html").read_text())
 
     handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(html_dir))
@@ -1505,6 +1508,44 @@ def test_docs_cited_by_their_paths_in_code_and_committed_outputs():
         # Spelled in pieces so that this file does not hold the old citations either.
         for old in ("DESIGN" + ".md", "shared/" + "anchors", "../" + "shared"):
             assert old not in body, f"{path.relative_to(ROOT)} cites {old}"
+
+
+def test_publish_default_machine_and_how_to_view(tmp_path, monkeypatch, capsys):
+    """asv's graphs start on the machine with the most results, never an A/A repeat or a CPU
+    machine while a GPU one exists; publish prints how to view the site (make serve)."""
+    from reports import publish
+
+    results = tmp_path / "results"
+    for name, n in [("h100-sxm-80gb", 3), ("h100-sxm-80gb-aa", 9), ("cpu-x86_64", 9), ("b", 3)]:
+        (results / name).mkdir(parents=True)
+        (results / name / "machine.json").write_text("{}")
+        for i in range(n):
+            (results / name / f"{i:08x}-existing-py3.json").write_text("{}")
+    assert publish.default_machine(results) == "b"  # ties: by name
+    (results / "h100-sxm-80gb" / "ffffffff-existing-py3.json").write_text("{}")
+    assert publish.default_machine(results) == "h100-sxm-80gb"
+    assert publish.default_machine(tmp_path / "none") is None
+    assert not publish.set_default_machine(tmp_path, "h100-sxm-80gb")  # no graphdisplay.js
+
+    # publish() end to end, asv stubbed: the serve hint is printed.
+    html_dir = tmp_path / "site"
+    config = tmp_path / "asv.conf.json"
+    config.write_text('{\n  // comment\n  "results_dir": "results"\n}\n')
+
+    def fake_asv(cmd, **kw):
+        html_dir.mkdir()
+        (html_dir / "index.html").write_text("<html></html>")
+        (html_dir / "graphdisplay.js").write_text(f"x; {publish._ALL_MACHINES} y;")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(publish.subprocess, "run", fake_asv)
+    assert publish.publish(html_dir, config) == 0
+    out = capsys.readouterr().out
+    assert "graphs start on machine h100-sxm-80gb" in out
+    assert "make serve" in out and "http://127.0.0.1:8080/" in out
+    assert '["h100-sxm-80gb"]' in (html_dir / "graphdisplay.js").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nserve:" in makefile and "http.server -d report/asv_html -b 127.0.0.1" in makefile
 
 
 def test_publish_refuses_to_empty_our_own_report(monkeypatch, capsys):
