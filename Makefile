@@ -27,7 +27,8 @@ help:
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make bench-gpu GPUS=N      the suite sharded over N local GPUs, merged into results/"
 	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (docs/modal.md)"
-	@echo "make report    CSV, <machine>_latest.txt, plots and HTML from results/ (no GPU)"
+	@echo "make report    CSV, <machine>_latest.txt, plots and HTML from results/ (no GPU;"
+	@echo "                CPU runs left out, REPORT_CPU=1 includes them, also for make bench)"
 	@echo "make publish   asv's own HTML in report/asv_html, working offline"
 	@echo "make serve     serve report/asv_html on http://127.0.0.1:8080 (PORT=..): asv's page"
 	@echo "                needs HTTP, not file://"
@@ -75,7 +76,9 @@ format: $(ENV)
 # Results go to results/<machine>/; a short table is printed, then the report if it exists.
 BENCH_ARGS = $(if $(GRID),--grid $(GRID)) $(if $(PRESETS),--presets '$(PRESETS)') \
 	$(if $(MACHINE),--machine '$(MACHINE)') $(if $(BENCH),--bench '$(BENCH)')
-REPORT = if [ -f reports/__main__.py ]; then $(PY) -m reports; \
+# CPU runs stay out of the report (and so out of the committed report/) unless REPORT_CPU=1.
+REPORT_ARGS = $(if $(REPORT_CPU),--include-cpu)
+REPORT = if [ -f reports/__main__.py ]; then $(PY) -m reports $(REPORT_ARGS); \
 	else echo "(no reports/__main__.py yet: report skipped)"; fi
 
 # Exit status 2 when a benchmark failed (parity or error); the report is built either way.
@@ -124,7 +127,7 @@ bench-modal:
 # report/<machine>_latest.txt, report/plots/, report/html/index.html. No GPU, no torch.
 .PHONY: report publish
 report: $(ENV)
-	$(PY) -m reports
+	$(PY) -m reports $(REPORT_ARGS)
 
 # asv's own HTML into report/asv_html (gitignored; asv publish empties it first), with
 # its CDN scripts replaced by reports/vendor/ copies and its graphs starting on one machine.

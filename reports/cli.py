@@ -102,6 +102,25 @@ def machine_file_names(machines: list[str]) -> dict[str, str]:
     return out
 
 
+def _without_cpu(df: pd.DataFrame, include_cpu: bool) -> pd.DataFrame:
+    """The report's rows: CPU runs left out (said on stderr) unless ``include_cpu``."""
+    cpu = [] if include_cpu else tables.cpu_machines(df)
+    if not cpu:
+        return df
+    kept = df[~df["machine"].isin(cpu)]
+    if kept.empty:
+        raise NoResultsError(
+            f"only CPU results ({', '.join(cpu)}): the report leaves CPU runs out; "
+            "include them with --include-cpu (make report REPORT_CPU=1)"
+        )
+    log.warning(
+        "left out the CPU runs of %s (%d rows); --include-cpu (make REPORT_CPU=1) includes them",
+        ", ".join(cpu),
+        len(df) - len(kept),
+    )
+    return kept
+
+
 def build(
     results: Path | str = "results",
     out: Path | str = "report",
@@ -112,12 +131,14 @@ def build(
     embed_images: bool = False,
     overrides: dict[str, float] | None = None,
     write_parquet: bool = True,
+    include_cpu: bool = False,
 ) -> dict:
-    """The whole report from ``results`` into ``out``; returns what it wrote and timings."""
+    """The whole report from ``results`` into ``out``; returns what it wrote and timings.
+    CPU runs (tables.cpu_machines) are left out unless ``include_cpu``."""
     t0 = time.perf_counter()
     out = Path(out)
     loaded = load_results(results, repo=repo)
-    df = loaded.df
+    df = _without_cpu(loaded.df, include_cpu)
     timings = {"load": time.perf_counter() - t0}
 
     t = time.perf_counter()
@@ -432,6 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     pb.add_argument("--no-plots", action="store_true")
     pb.add_argument(
+        "--include-cpu",
+        action="store_true",
+        help="include CPU runs (machines cpu-*, the CPU preset); left out by default",
+    )
+    pb.add_argument(
         "--embed-images",
         action="store_true",
         help="inline the PNGs in index.html (one file to send around)",
@@ -492,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                 not args.no_plots,
                 args.embed_images,
                 _parse_overrides(args.threshold),
+                include_cpu=args.include_cpu,
             )
             loaded, w = res["loaded"], res["written"]
             n_bad = int(res["changes"]["status"].isin(regress.BAD_STATUSES).sum())

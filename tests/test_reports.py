@@ -1510,6 +1510,40 @@ def test_docs_cited_by_their_paths_in_code_and_committed_outputs():
             assert old not in body, f"{path.relative_to(ROOT)} cites {old}"
 
 
+def test_cpu_runs_stay_out_of_the_report_unless_asked(tmp_path, caplog):
+    """`make bench` on a CPU machine writes results/cpu-<arch>/, then builds the report: the
+    committed report/ must not take CPU rows; --include-cpu (make REPORT_CPU=1) adds them."""
+    from reports import cli, tables
+
+    results = tmp_path / "results"
+    suite = write_history(results, 2)
+    write_history(results, 1, machine="cpu-x86_64", suite=suite)
+    write_history(results, 1, machine="my-laptop", suite=suite)  # MACHINE= name, CPU preset
+    df = load_results(results, repo=None).df
+    df.loc[df["machine"] == "my-laptop", "preset"] = "CPU"
+    assert tables.cpu_machines(df) == ["cpu-x86_64", "my-laptop"]
+    assert tables.cpu_machines(df[df["machine"] == "h100-sxm-80gb"]) == []
+
+    res = cli.build(results, tmp_path / "out", repo=None, make_plots=False)
+    # (my-laptop's files hold GPU presets: only the frame above was relabelled CPU)
+    assert set(res["df"]["machine"]) == {"h100-sxm-80gb", "my-laptop"}
+    out = tmp_path / "out"
+    assert not (out / "cpu-x86_64_latest.txt").exists()
+    assert "cpu-x86_64" not in (out / "data" / "all_results.csv").read_text()
+    assert not any("cpu-x86_64" in p.read_text() for p in (out / "html").glob("*.html"))
+    assert "left out the CPU runs of cpu-x86_64" in caplog.text
+
+    res = cli.build(results, tmp_path / "out", repo=None, make_plots=False, include_cpu=True)
+    assert "cpu-x86_64" in set(res["df"]["machine"])
+    assert (out / "cpu-x86_64_latest.txt").exists()
+
+    only_cpu = tmp_path / "cpu_only"
+    write_history(only_cpu, 1, machine="cpu-x86_64")
+    with pytest.raises(NoResultsError, match="--include-cpu"):
+        cli.build(only_cpu, tmp_path / "out2", repo=None, make_plots=False)
+    assert "REPORT_ARGS = $(if $(REPORT_CPU),--include-cpu)" in (ROOT / "Makefile").read_text()
+
+
 def test_publish_default_machine_and_how_to_view(tmp_path, monkeypatch, capsys):
     """asv's graphs start on the machine with the most results, never an A/A repeat or a CPU
     machine while a GPU one exists; publish prints how to view the site (make serve)."""
