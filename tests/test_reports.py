@@ -1510,6 +1510,107 @@ def test_docs_cited_by_their_paths_in_code_and_committed_outputs():
             assert old not in body, f"{path.relative_to(ROOT)} cites {old}"
 
 
+def test_plots_fix_the_issue_17_flaws(tmp_path, monkeypatch):
+    """Trends: a panel per preset (Long, Grid, Short had none), a band where the title says
+    so, none for a one-commit machine; speed_memory: no text on points (labels overlapped),
+    a figure legend; log ticks that do not run together ('1002000') nor repeat ('32.5')."""
+    import matplotlib.pyplot as plt
+
+    from reports import plots
+
+    results = tmp_path / "results"
+    write_history(results, 3)
+    df = load_results(results, repo=None).df
+    fdf = df[(df["family"] == "gradgrad") & df["metric"].isin(["ms", "peak_mib"])]
+    picked = plots.pick_trend_configs(fdf, plots.MAX_TREND_CONFIGS)
+    presets = fdf.drop_duplicates("config").set_index("config")["preset"]
+    assert [presets[c] for c in picked[:3]] == ["Seed", "TTT", "Grid"]
+
+    titles = {}
+    real_save = plots._save
+
+    def spy(fig, out_dir, stem):
+        titles[stem] = (fig._suptitle.get_text(), [ax.texts for ax in fig.axes])
+        titles[stem + "_legends"] = len(fig.legends)
+        return real_save(fig, out_dir, stem)
+
+    monkeypatch.setenv("REPORTS_PLOT_WORKERS", "1")  # the spy sees the figures in-process
+    plots._save = spy
+    try:
+        written = plots.machine_plots(df, "h100-sxm-80gb", tmp_path / "p")
+        one = tmp_path / "one"
+        write_history(one, 1, machine="h100-sxm-80gb-x2")
+        df1 = load_results(one, repo=None).df
+        written1 = plots.machine_plots(df1, "h100-sxm-80gb-x2", tmp_path / "p1")
+    finally:
+        plots._save = real_save
+    assert "band" in titles["trend_gradgrad"][0]  # the A/A band: these files store no noise
+    assert all(len(t) == 0 for t in titles["speed_memory"][1]) and titles["speed_memory_legends"] == 1
+    assert {p.stem for p in written} >= {"trend_gradgrad", "speed_memory"}
+    assert not any(p.stem.startswith("trend_") for p in written1)  # one commit: no trend
+    assert any(p.stem == "speed_memory" for p in written1)
+
+    # Ticks: decades over two decades apart, at most a few labels on a narrow axis, 'k'.
+    fig, ax = plt.subplots()
+    ax.scatter([100, 2500], [32.5, 32.5014])
+    plots._log_axis(ax, "x")
+    plots._log_axis(ax)
+    plots._log_ticks(ax, "x")
+    plots._log_ticks(ax)
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    assert hi / lo >= plots.MIN_LOG_SPAN * 0.999
+    ylabels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert len(ylabels) == len(set(ylabels)) >= 2, ylabels
+    xlabels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert "2000" not in xlabels and len(xlabels) <= 6, xlabels
+    assert plots._fmt_tick(2000) == "2k" and plots._fmt_tick(0.25) == "0.25"
+    plt.close(fig)
+
+
+def test_rules_table_is_rendered_from_the_gate_definitions(monkeypatch):
+    """Every unit of metrics.UNIT_RULES, every regime its rows can take with its A/A noise,
+    and the regress.py rules: change a definition and the table follows."""
+    from reports import dashboard
+
+    page = dashboard.rules_html()
+    for unit, rule in metrics.UNIT_RULES.items():
+        assert f"<td class=l rowspan=2>{unit}</td>" in page or f"<td class=l>{unit}</td>" in page
+        assert f"{100 * rule.rel_threshold:.1f}%" in page
+    for key, entry in metrics.aa_defaults()["noise"].items():
+        assert f"{100 * entry['threshold']:.1f}%" in page, key
+    assert f"own ms &lt; {metrics.HOST_BOUND_BELOW_MS:g}" in page
+    assert f"last {regress.DRIFT_WINDOW} commits" in page
+    monkeypatch.setattr(metrics, "HOST_BOUND_BELOW_MS", 7.5)
+    monkeypatch.setattr(regress, "DRIFT_WINDOW", 23)
+    monkeypatch.setitem(
+        metrics.UNIT_RULES, "ms", metrics.UnitRule("lower", 0.123, 0.002, "time (ms)")
+    )
+    page = dashboard.rules_html({"MiB": 0.04})
+    assert "own ms &lt; 7.5" in page and "own ms &ge; 7.5" in page
+    assert "last 23 commits" in page and "12.3%" in page and "4.0% (override)" in page
+
+
+def test_headline_fused_vs_best_baseline():
+    from reports import dashboard
+
+    table = pd.DataFrame(
+        {
+            "family": ["gradgrad"] * 4,
+            "preset": ["Seed"] * 4,
+            "config": ["c"] * 4,
+            "bwd_mode": ["math", "recompute", "flash", "fused"],
+            "ms": [10.0, 4.0, float("nan"), 2.0],
+            "speedup": [1.0, 2.5, float("nan"), 5.0],
+            "mem_ratio": [1.0, 0.5, float("nan"), 0.1],
+        }
+    )
+    best = dashboard.best_baseline(table)
+    assert best.loc[0, "baseline"] == "recompute" and best.loc[0, "ratio"] == pytest.approx(2.0)
+    page = dashboard.headline({"m": table}, {"m": "machine-m.html"}, lambda m: "c1")
+    assert "2.00x</span> vs recompute" in page and "5.00x</span>, memory 0.10x of math" in page
+
+
 def test_cpu_runs_stay_out_of_the_report_unless_asked(tmp_path, caplog):
     """`make bench` on a CPU machine writes results/cpu-<arch>/, then builds the report: the
     committed report/ must not take CPU rows; --include-cpu (make REPORT_CPU=1) adds them."""
