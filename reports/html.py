@@ -36,6 +36,9 @@ from reports.paths import slug
 MAX_REGRESSION_ROWS = 300  # tables of changes beyond this are cut (the CSV has them all)
 MAX_SUMMARY_ROWS = 3000  # rows of one preset's summary table per machine (the suite: ~100)
 MAX_COMMIT_ROWS = 500  # a machine's commit list
+# Presets with a page (and a headline row), in preset order; the suite has 6. A results file
+# of 20,000 classes would otherwise write 20,000 pages (data/all_results.csv has them all).
+MAX_PRESET_PAGES = 40
 STATUS_CLASS = {
     regress.REGRESSION: "bad",
     regress.FAILED: "bad",
@@ -271,7 +274,7 @@ def _latest_block(
     # New series are counted, not listed (a first run would list every series).
     shown = rows[rows["status"].isin(regress.BAD_STATUSES)] if on_index else rows
     shown = shown[shown["status"] != regress.NEW]
-    if on_index and shown.empty:
+    if shown.empty:
         return head
     where = f"<a href='{_e(machine_page(machine))}'>{_e(machine)}'s page</a>"
     return head + _changes_table(shown, link, limit, where if on_index else "data/changes.csv")
@@ -358,16 +361,20 @@ def write_html(
     written: dict[str, str] = {}
 
     # Preset pages: per machine, the latest summary table of that preset.
-    presets = sorted(
+    all_presets = sorted(
         {p for t in tables_of.values() if not t.empty for p in t["preset"].dropna().unique()},
         key=tables.preset_sort_key,
     )
+    presets = all_presets[:MAX_PRESET_PAGES]
+    by_preset = {
+        m: ({} if t.empty else dict(iter(t[t["preset"].isin(presets)].groupby("preset"))))
+        for m, t in tables_of.items()
+    }
     for preset in presets:
         body = [f"<h1>Preset {_e(preset)}: newest results per card</h1>"]
         for machine in machines:
-            t = tables_of[machine]
-            t = t[t["preset"] == preset] if not t.empty else t
-            if t.empty:
+            t = by_preset[machine].get(preset)
+            if t is None or t.empty:
                 continue
             fills = t["commit"].nunique() > 1 if "commit" in t else False
             body.append(
@@ -403,8 +410,9 @@ def write_html(
             )
         body.append("<h2 id='changes'>Latest changes</h2>")
         body.append(_latest_block(changes, machine, link, subjects, MAX_REGRESSION_ROWS, False))
-        if baseline_changes is not None and baseline_commit:
-            vb = baseline_changes[baseline_changes["machine"] == machine]
+        has_base = baseline_changes is not None and baseline_commit
+        vb = baseline_changes[baseline_changes["machine"] == machine] if has_base else None
+        if vb is not None and not vb.empty:  # machines that measured the baseline commit
             counts = dashboard.status_counts(vb[vb["status"] != regress.UNCHANGED])
             vb = vb[vb["status"].isin(regress.BAD_STATUSES)]
             body.append(
@@ -424,11 +432,11 @@ def write_html(
                 )
         t = tables_of[machine]
         body.append("<h2 id='presets'>Tables</h2><ul>")
-        for preset in [] if t.empty else sorted(t["preset"].unique(), key=tables.preset_sort_key):
-            n = t[t["preset"] == preset]["config"].nunique()
+        for preset in [p for p in presets if p in by_preset[machine]]:
+            n = by_preset[machine][preset]["config"].nunique()
             body.append(
                 f"<li><a href='{_e(preset_page(preset))}#m-{_e(slug(machine))}'>{_e(preset)}</a>"
-                f" <span class=muted>({n} configs)</span></li>"
+                f" <span class=muted>({n} config{'' if n == 1 else 's'})</span></li>"
             )
         body.append("</ul>")
         if peaks[machine]:
@@ -469,7 +477,7 @@ def write_html(
         "<a href='#thresholds'>Rules</a></nav>",
         "<h2 id='headline'>Headline</h2>",
         dashboard.headline(
-            tables_of,
+            {m: t[t["preset"].isin(presets)] if not t.empty else t for m, t in tables_of.items()},
             {m: machine_page(m) for m in machines},
             lambda m: _view_label(views[m], link, m),
         ),
@@ -491,7 +499,7 @@ def write_html(
         mdf = df[df["machine"] == machine]
         gpu = mdf["gpu"].dropna().iloc[-1] if "gpu" in mdf and mdf["gpu"].notna().any() else ""
         t = tables_of[machine]
-        ps = [] if t.empty else sorted(t["preset"].unique(), key=tables.preset_sort_key)
+        ps = [p for p in presets if p in by_preset[machine]]
         body.append(
             f"<li><a href='{_e(machine_page(machine))}'><b>{_e(machine)}</b></a><br>"
             f"<span class=muted>{_e(gpu)}</span><br>{mdf['commit'].nunique()} commit(s), "
@@ -503,14 +511,14 @@ def write_html(
         )
     body.append("</ul><h2 id='presets'>Presets</h2><ul class=cards>")
     for preset in presets:
-        on = [
-            m
-            for m in machines
-            if not tables_of[m].empty and (tables_of[m]["preset"] == preset).any()
-        ]
+        on = [m for m in machines if preset in by_preset[m]]
         body.append(
             f"<li><a href='{_e(preset_page(preset))}'><b>{_e(preset)}</b></a><br>"
             f"<span class=muted>{_e(', '.join(on))}</span></li>"
+        )
+    if len(all_presets) > len(presets):
+        body.append(
+            f"<li>{len(all_presets) - len(presets)} more presets: data/all_results.csv</li>"
         )
     body.append("</ul>")
     invalid = sum(int(v["invalid"].astype(bool).sum()) for v in views.values() if "invalid" in v)
