@@ -1545,7 +1545,9 @@ def test_plots_fix_the_issue_17_flaws(tmp_path, monkeypatch):
     finally:
         plots._save = real_save
     assert "band" in titles["trend_gradgrad"][0]  # the A/A band: these files store no noise
-    assert all(len(t) == 0 for t in titles["speed_memory"][1]) and titles["speed_memory_legends"] == 1
+    assert (
+        all(len(t) == 0 for t in titles["speed_memory"][1]) and titles["speed_memory_legends"] == 1
+    )
     assert {p.stem for p in written} >= {"trend_gradgrad", "speed_memory"}
     assert not any(p.stem.startswith("trend_") for p in written1)  # one commit: no trend
     assert any(p.stem == "speed_memory" for p in written1)
