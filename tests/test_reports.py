@@ -1593,6 +1593,31 @@ def test_rules_table_is_rendered_from_the_gate_definitions(monkeypatch):
     assert "last 23 commits" in page and "12.3%" in page and "4.0% (override)" in page
 
 
+def test_commit_url_derived_from_the_git_remote(tmp_path):
+    from reports import html
+
+    cases = {
+        "git@github.com:o/n.git": "https://github.com/o/n/commit/{commit}",
+        "https://github.com/o/n": "https://github.com/o/n/commit/{commit}",
+        "ssh://git@github.com/o/n.git": "https://github.com/o/n/commit/{commit}",
+        "https://gitlab.example.com/g/sub/n.git": "https://gitlab.example.com/g/sub/n/-/commit/{commit}",
+        "git@gitlab.com:g/n.git": "https://gitlab.com/g/n/-/commit/{commit}",
+        "https://bitbucket.org/o/n": "https://bitbucket.org/o/n/commits/{commit}",
+        "/srv/git/n": None,  # a path: nothing to link to
+        "https://example.com/o/n.git": None,  # an unknown host
+    }
+    for i, (url, want) in enumerate(cases.items()):
+        repo = tmp_path / f"r{i}"
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        subprocess.run(["git", "-C", str(repo), "remote", "add", "origin", url], check=True)
+        assert html.commit_url_from_remote(repo) == want, url
+    assert html.commit_url_from_remote(tmp_path / "not-a-repo") is None
+    link = html.CommitLinks(None)
+    assert (
+        link("a" * 40, "m") == '<a href="machine-m.html#commit-aaaaaaaa"><code>aaaaaaaa</code></a>'
+    )
+
+
 def test_headline_fused_vs_best_baseline():
     from reports import dashboard
 
