@@ -27,8 +27,11 @@ help:
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make bench-gpu GPUS=N      the suite sharded over N local GPUs, merged into results/"
 	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (docs/modal.md)"
-	@echo "make report    CSV, <machine>_latest.txt, plots and HTML from results/ (no GPU)"
+	@echo "make report    CSV, <machine>_latest.txt, plots and HTML from results/ (no GPU;"
+	@echo "                CPU runs left out, REPORT_CPU=1 includes them, also for make bench)"
 	@echo "make publish   asv's own HTML in report/asv_html, working offline"
+	@echo "make serve     serve report/asv_html on http://127.0.0.1:8080 (PORT=..): asv's page"
+	@echo "                needs HTTP, not file://"
 
 # torch 2.13.0: the CPU wheel on CPU machines (it lies on disk here), the CUDA wheel elsewhere.
 $(STAMP): pyproject.toml
@@ -73,7 +76,9 @@ format: $(ENV)
 # Results go to results/<machine>/; a short table is printed, then the report if it exists.
 BENCH_ARGS = $(if $(GRID),--grid $(GRID)) $(if $(PRESETS),--presets '$(PRESETS)') \
 	$(if $(MACHINE),--machine '$(MACHINE)') $(if $(BENCH),--bench '$(BENCH)')
-REPORT = if [ -f reports/__main__.py ]; then $(PY) -m reports; \
+# CPU runs stay out of the report (and so out of the committed report/) unless REPORT_CPU=1.
+REPORT_ARGS = $(if $(REPORT_CPU),--include-cpu)
+REPORT = if [ -f reports/__main__.py ]; then $(PY) -m reports $(REPORT_ARGS); \
 	else echo "(no reports/__main__.py yet: report skipped)"; fi
 
 # Exit status 2 when a benchmark failed (parity or error); the report is built either way.
@@ -122,9 +127,18 @@ bench-modal:
 # report/<machine>_latest.txt, report/plots/, report/html/index.html. No GPU, no torch.
 .PHONY: report publish
 report: $(ENV)
-	$(PY) -m reports
+	$(PY) -m reports $(REPORT_ARGS)
 
 # asv's own HTML into report/asv_html (gitignored; asv publish empties it first), with
-# its CDN scripts replaced by reports/vendor/ copies. View: python -m http.server -d report/asv_html
+# its CDN scripts replaced by reports/vendor/ copies and its graphs starting on one machine.
+# It reads its data over HTTP (file:// is a CORS error): view it with `make serve`.
 publish: $(ENV)
 	$(PY) -m reports publish
+
+# Serves asv's site (make publish) on localhost only; PORT=8080 by default.
+.PHONY: serve
+PORT ?= 8080
+serve:
+	@test -f report/asv_html/index.html || { echo "no report/asv_html: run make publish first" >&2; exit 2; }
+	@echo "asv's site on http://127.0.0.1:$(PORT)/ (Ctrl-C stops)"
+	$(or $(wildcard $(PY)),$(PYTHON)) -m http.server -d report/asv_html -b 127.0.0.1 $(PORT)

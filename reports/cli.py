@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from reports import costs as run_costs
 from reports import html, machines, metrics, plots, regress, roofline, tables, text
+from reports.compare_text import print_comparison
 from reports.derived import PEAK_FAMILY
 from reports.load import CSV_DROP, CSV_DROP_WHEN_EMPTY, NoResultsError, load_results
 from reports.paths import inside, slug
@@ -106,6 +106,25 @@ def machine_file_names(machines: list[str]) -> dict[str, str]:
     return out
 
 
+def _without_cpu(df: pd.DataFrame, include_cpu: bool) -> pd.DataFrame:
+    """The report's rows: CPU runs left out (said on stderr) unless ``include_cpu``."""
+    cpu = [] if include_cpu else tables.cpu_machines(df)
+    if not cpu:
+        return df
+    kept = df[~df["machine"].isin(cpu)]
+    if kept.empty:
+        raise NoResultsError(
+            f"only CPU results ({', '.join(cpu)}): the report leaves CPU runs out; "
+            "include them with --include-cpu (make report REPORT_CPU=1)"
+        )
+    log.warning(
+        "left out the CPU runs of %s (%d rows); --include-cpu (make REPORT_CPU=1) includes them",
+        ", ".join(cpu),
+        len(df) - len(kept),
+    )
+    return kept
+
+
 def build(
     results: Path | str = "results",
     out: Path | str = "report",
@@ -116,12 +135,14 @@ def build(
     embed_images: bool = False,
     overrides: dict[str, float] | None = None,
     write_parquet: bool = True,
+    include_cpu: bool = False,
 ) -> dict:
-    """The whole report from ``results`` into ``out``; returns what it wrote and timings."""
+    """The whole report from ``results`` into ``out``; returns what it wrote and timings.
+    CPU runs (tables.cpu_machines) are left out unless ``include_cpu``."""
     t0 = time.perf_counter()
     out = Path(out)
     loaded = load_results(results, repo=repo)
-    df = loaded.df
+    df = _without_cpu(loaded.df, include_cpu)
     timings = {"load": time.perf_counter() - t0}
 
     t = time.perf_counter()
@@ -240,72 +261,6 @@ def build(
 
 
 EXIT_MISSING = 4  # compare: series of the old side not measured on the new side
-MISSING_SHOWN = 5  # names listed in the missing summary
-
-
-def _band(r) -> str:
-    """The noise the rule used: the two stored intervals, else the A/A default."""
-    lo_o, hi_o = getattr(r, "noise_lo_old", np.nan), getattr(r, "noise_hi_old", np.nan)
-    lo_n, hi_n = getattr(r, "noise_lo_new", np.nan), getattr(r, "noise_hi_new", np.nan)
-    if all(np.isfinite(x) for x in (lo_o, hi_o, lo_n, hi_n)):
-        return (
-            f"noise [{tables.fmt(lo_o, '.4g')}, {tables.fmt(hi_o, '.4g')}] -> "
-            f"[{tables.fmt(lo_n, '.4g')}, {tables.fmt(hi_n, '.4g')}]"
-        )
-    return f"band +-{r.threshold_pct:.1f}%"
-
-
-def _fmt_change(r) -> str:
-    change = "    n/a " if not np.isfinite(r.change_pct) else f"{r.change_pct:+7.1f}%"
-    return (
-        f"  {change}  {r.benchmark}  {r.params}  "
-        f"{tables.fmt(r.value_old, '.4g')} -> {tables.fmt(r.value_new, '.4g')} {r.unit}  "
-        f"({_band(r)}, min detectable {r.mdc_pct:.1f}%; rule: {r.rule}; "
-        f"{metrics.direction(r.unit)} is better)"
-    )
-
-
-def _missing_summary(rows: pd.DataFrame) -> str:
-    classes = rows["benchmark"].astype(str).str.rsplit(".", n=1).str[0].value_counts()
-    by_class = ", ".join(f"{c} ({n})" for c, n in classes.head(8).items())
-    more = f", +{len(classes) - 8} classes" if len(classes) > 8 else ""
-    names = "; ".join(
-        f"{r.benchmark} {r.params}" for r in rows.head(MISSING_SHOWN).itertuples(index=False)
-    )
-    return (
-        f"{len(rows)} series missing (measured on the old side, absent on the new) in "
-        f"{by_class}{more}; first: {names}" + (" ..." if len(rows) > MISSING_SHOWN else "")
-    )
-
-
-def print_comparison(cmp: pd.DataFrame, title: str, show_all: bool = False) -> None:
-    counts = cmp["status"].value_counts()
-    summary = ", ".join(f"{counts[s]} {s}" for s in counts.index)
-    print(f"{title}: {len(cmp)} series: {summary}")
-    sections = [
-        (regress.REGRESSION, "REGRESSIONS (worse beyond the minimum effect and the noise)"),
-        (regress.DRIFT, "DRIFT (worse than the median of the last commits)"),
-        (regress.FAILED, "FAILED (no value: had one before, or new and failed)"),
-        (regress.IMPROVEMENT, "IMPROVEMENTS"),
-    ]
-    if show_all:
-        sections += [
-            (regress.NOISE, "WITHIN NOISE (beyond the minimum effect, intervals overlap)"),
-            (regress.STILL_FAILING, "STILL FAILING (no value on either side)"),
-            (regress.NEW, "NEW"),
-        ]
-    for status, heading in sections:
-        rows = cmp[cmp["status"] == status]
-        if rows.empty:
-            continue
-        if status in (regress.REGRESSION, regress.DRIFT, regress.IMPROVEMENT):
-            rows = rows.sort_values("worse_pct", ascending=status == regress.IMPROVEMENT)
-        print(heading)
-        for r in rows.itertuples(index=False):
-            print(_fmt_change(r))
-    missing = cmp[cmp["status"] == regress.GONE]
-    if not missing.empty:
-        print(_missing_summary(missing))
 
 
 def _side(ref: str, df: pd.DataFrame | None, repo, machine: str | None):
@@ -466,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     pb.add_argument("--no-plots", action="store_true")
     pb.add_argument(
+        "--include-cpu",
+        action="store_true",
+        help="include CPU runs (machines cpu-*, the CPU preset); left out by default",
+    )
+    pb.add_argument(
         "--embed-images",
         action="store_true",
         help="inline the PNGs in index.html (one file to send around)",
@@ -540,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                 not args.no_plots,
                 args.embed_images,
                 _parse_overrides(args.threshold),
+                include_cpu=args.include_cpu,
             )
             loaded, w = res["loaded"], res["written"]
             n_bad = int(res["changes"]["status"].isin(regress.BAD_STATUSES).sum())

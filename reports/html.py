@@ -1,10 +1,22 @@
-"""A self-contained static HTML report: no script, no CDN, no network at view time.
+"""The static HTML report, a small dashboard: no script, no CDN, no network at view time.
 
-One page, ``<out>/html/index.html``: summary of each machine's latest results (per preset,
-the newest commit that measured it: tables.latest_rows_per_class), regressions
-(vs the previous commit, and the newest commit vs a baseline) linking to the commit, the
-plots (referenced relatively, ../plots/<machine>/*.png, or embedded as data URIs), one
-section per benchmark, the list of commits and the thresholds used. Inline CSS only.
+``<out>/html/``:
+
+- ``index.html`` opens on the headline (per card: fused vs the best baseline per preset,
+  grad-grad fused vs math: reports/dashboard.py), the latest changes (each machine's newest
+  commit vs its previous one: subject, old -> new with the noise band the gate used, a link
+  to the commit), links to the machine and preset pages, and the rules the gate applies
+  (rendered from reports/metrics.py and reports/regress.py);
+- ``machine-<name>.html``: that machine's newest changes, its newest commit vs the baseline,
+  its plots (``../plots/<machine>/*.png``, or embedded), links to its preset tables, invalid
+  values and its commits (with subjects);
+- ``preset-<name>.html``: the latest summary table of one preset (per config and mode: ms,
+  speedup vs math, memory, TFLOP/s, parity) for each machine that measured it.
+
+Commit ids link to ``--commit-url`` or the URL derived from the git remote
+(``commit_url_from_remote``: GitHub, GitLab, Codeberg, Bitbucket), else to the commit's row
+on its machine page. Inline CSS only; laid out to fit a 1,400 px window without sideways
+scrolling (wide tables wrap their text cells, or scroll inside their own box).
 """
 
 from __future__ import annotations
@@ -18,11 +30,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import metrics, peaks, regress, tables
+from reports import dashboard, regress, tables
+from reports import machines as machine_pairs
+from reports import peaks as card_peaks
+from reports.paths import slug
 
-MAX_REGRESSION_ROWS = 300  # history tables beyond this are cut (the CSV has them all)
-MAX_BENCHMARK_SECTIONS = 1000  # per-benchmark sections (the suite has ~100)
-MAX_SUMMARY_ROWS = 3000  # rows of a machine's summary table (the suite makes ~400)
+MAX_REGRESSION_ROWS = 300  # tables of changes beyond this are cut (the CSV has them all)
+MAX_SUMMARY_ROWS = 3000  # rows of one preset's summary table per machine (the suite: ~100)
+MAX_COMMIT_ROWS = 500  # a machine's commit list
+# Presets with a page (and a headline row), in preset order; the suite has 6. A results file
+# of 20,000 classes would otherwise write 20,000 pages (data/all_results.csv has them all).
+MAX_PRESET_PAGES = 40
 STATUS_CLASS = {
     regress.REGRESSION: "bad",
     regress.FAILED: "bad",
@@ -31,22 +49,34 @@ STATUS_CLASS = {
 }
 
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1400px; }
-h1 { font-size: 1.5em; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
-h3 { margin-top: 1.5em; font-size: 1.05em; } h4 { margin: 1em 0 0.3em; font-size: 0.95em; }
-table { border-collapse: collapse; font-size: 0.85em; margin: 0.4em 0 1em; }
-th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; white-space: nowrap; }
-th { background: #f3f3f3; } td.l, th.l { text-align: left; }
+body { font-family: system-ui, sans-serif; margin: 1em auto; padding: 0 1em; color: #222;
+  max-width: 1360px; }
+h1 { font-size: 1.4em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc;
+  margin-top: 1.6em; font-size: 1.2em; }
+h3 { margin-top: 1.2em; font-size: 1.02em; } h4 { margin: 1em 0 0.3em; font-size: 0.95em; }
+table { border-collapse: collapse; font-size: 0.82em; margin: 0.4em 0 1em; }
+th, td { border: 1px solid #ddd; padding: 2px 6px; text-align: right; white-space: nowrap;
+  vertical-align: top; }
+th { background: #f3f3f3; } td.l, th.l { text-align: left; white-space: normal;
+  overflow-wrap: break-word; }
+td.na { color: #999; text-align: center; }
+.scroll { max-width: 100%; overflow-x: auto; }
 tr.math td { background: #fafafa; } .bad { background: #fde0dc; } .good { background: #e0f3e0; }
 .noise { color: #888; } .win { color: #1a7f37; font-weight: 600; }
 .loss { color: #b42318; font-weight: 600; }
-img { max-width: 100%; border: 1px solid #eee; margin: 0.3em 0; }
-nav a { margin-right: 1em; } code { font-size: 0.95em; } .muted { color: #777; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; margin: 0.3em 0; }
+nav { margin: 0.5em 0 1em; } nav a { margin-right: 1em; } code { font-size: 0.95em; }
+.muted { color: #777; } .subject { color: #444; }
+ul.cards { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 0.6em; }
+ul.cards li { border: 1px solid #ddd; border-radius: 4px; padding: 0.5em 0.8em;
+  min-width: 15em; max-width: 26em; }
 """
 
 
-def github_commit_url(repo: str | Path | None) -> str | None:
-    """'https://github.com/<owner>/<name>/commit/{commit}' from `git remote get-url origin`."""
+def commit_url_from_remote(repo: str | Path | None) -> str | None:
+    """A commit URL format ('https://host/owner/name/commit/{commit}') from `git remote
+    get-url origin`: GitHub, GitLab (any host named gitlab.*), Codeberg, Bitbucket; None for
+    any other remote (a path, an unknown host)."""
     if repo is None:
         return None
     try:
@@ -58,46 +88,77 @@ def github_commit_url(repo: str | Path | None) -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
-    m = re.match(r"^(?:https?://|git@|ssh://git@)github\.com[:/]([^/]+)/(.+?)(?:\.git)?/?$", url)
+    m = re.match(
+        r"^(?:https?://(?:[^@/]+@)?|ssh://git@|git@)([A-Za-z0-9.-]+)(?::\d+)?[:/]"
+        r"([^/]+(?:/[^/]+)*?)/([^/]+?)(?:\.git)?/?$",
+        url,
+    )
     if not m:
         return None
-    return f"https://github.com/{m.group(1)}/{m.group(2)}/commit/{{commit}}"
+    host, owner, name = m.group(1).lower(), m.group(2), m.group(3)
+    if host in ("github.com", "codeberg.org"):
+        return f"https://{host}/{owner}/{name}/commit/{{commit}}"
+    if host.startswith("gitlab."):
+        return f"https://{host}/{owner}/{name}/-/commit/{{commit}}"
+    if host == "bitbucket.org":
+        return f"https://{host}/{owner}/{name}/commits/{{commit}}"
+    return None
+
+
+def github_commit_url(repo: str | Path | None) -> str | None:
+    """The commit URL format derived from the git remote (kept under its old name: cli.py
+    calls it); see commit_url_from_remote."""
+    return commit_url_from_remote(repo)
 
 
 def _e(x) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _num(x, spec=".4g") -> str:
-    return tables.fmt(x, spec)
+def machine_page(machine: str) -> str:
+    return f"machine-{slug(machine)}.html"
 
 
-def _anchor(name: str) -> str:
-    return "b-" + re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+def pair_page(a: str, b: str) -> str:
+    return f"machines-{slug(a)}-vs-{slug(b)}.html"
+
+
+def preset_page(preset: str) -> str:
+    return f"preset-{slug(str(preset))}.html"
 
 
 class CommitLinks:
-    """Renders a commit id as a link: the configured URL format, else the Commits section."""
+    """Renders a commit id as a link: the configured URL format, else the commit's row on
+    its machine's page (``machine``), else ``#commit-<id>`` on the page itself."""
 
     def __init__(self, url_format: str | None):
         self.url_format = url_format
 
-    def __call__(self, commit: str) -> str:
-        short = _e(str(commit)[:8])
+    def __call__(self, commit: str, machine: str | None = None) -> str:
         if not isinstance(commit, str) or not commit:
             return "n/a"
-        href = (
-            self.url_format.format(commit=commit, short=commit[:8])
-            if self.url_format
-            else f"#commit-{commit[:8]}"
-        )
+        short = _e(commit[:8])
+        if self.url_format:
+            href = self.url_format.format(commit=commit, short=commit[:8])
+        else:
+            href = (machine_page(machine) if machine else "") + f"#commit-{commit[:8]}"
         return f'<a href="{_e(href)}"><code>{short}</code></a>'
 
 
-def _summary_table(table: pd.DataFrame, peak: float | None, link: CommitLinks | None = None) -> str:
-    """One row per (family, preset, config, mode). With ``link``, a commit column names the
-    commit each row was measured at (the latest view spans several commits)."""
-    commit_col = link is not None and "commit" in table
+def _num(x, spec=".4g") -> str:
+    return tables.fmt(x, spec)
+
+
+def _x(ratio) -> str:
+    """'1.23x', or 'n/a' (not 'n/ax')."""
+    text = _num(ratio, ".2f")
+    return text if text == "n/a" else text + "x"
+
+
+def _summary_table(table: pd.DataFrame, peak: float | None, link, commit_col: bool) -> str:
+    """One row per (family, preset, config, mode). With ``commit_col``, a commit column names
+    the commit each row was measured at (the latest view spans several commits)."""
+    commit_col = commit_col and "commit" in table
     head = (
         "<tr><th class=l>family</th><th class=l>preset</th><th class=l>config</th>"
         + ("<th class=l>commit</th>" if commit_col else "")
@@ -114,9 +175,9 @@ def _summary_table(table: pd.DataFrame, peak: float | None, link: CommitLinks | 
             f"<td class=l>{_e(r.config)}</td>"
             + (f"<td class=l>{link(r.commit)}</td>" if commit_col else "")
             + f"<td class=l>{_e(r.bwd_mode)}</td>"
-            f"<td>{_num(r.ms)}</td><td>{_num(r.speedup, '.2f')}x</td>"
+            f"<td>{_num(r.ms)}</td><td>{_x(r.speedup)}</td>"
             f"<td class='{wl if wl in ('win', 'loss') else ''}'>{_e(wl)}</td>"
-            f"<td>{_num(r.peak_mib, '.0f')}</td><td>{_num(r.mem_ratio, '.2f')}x</td>"
+            f"<td>{_num(r.peak_mib, '.0f')}</td><td>{_x(r.mem_ratio)}</td>"
             f"<td>{tables.fmt_tflops(r.tflops)}</td><td>{_num(r.pct_peak, '.1f')}</td>"
             f"<td>{_num(r.parity, '.2f')}</td><td>{_num(r.host_ms)}</td></tr>"
         )
@@ -125,35 +186,7 @@ def _summary_table(table: pd.DataFrame, peak: float | None, link: CommitLinks | 
         if len(table) > MAX_SUMMARY_ROWS
         else ""
     )
-    return f"<table class='summary'>{head}{''.join(rows)}</table>{more}"
-
-
-def _changes_table(changes: pd.DataFrame, link: CommitLinks, limit: int) -> str:
-    if changes.empty:
-        return "<p class=muted>None.</p>"
-    shown = changes.head(limit)
-    head = (
-        "<tr><th class=l>status</th><th class=l>machine</th><th class=l>commit</th>"
-        "<th class=l>vs</th><th class=l>benchmark</th><th class=l>params</th><th>old</th>"
-        "<th>new</th><th class=l>unit</th><th>change</th><th>threshold</th></tr>"
-    )
-    rows = []
-    for r in shown.itertuples(index=False):
-        cls = STATUS_CLASS.get(r.status, "")
-        rows.append(
-            f"<tr class='{cls}'><td class=l>{_e(r.status)}</td><td class=l>{_e(r.machine)}</td>"
-            f"<td class=l>{link(r.commit_new)}</td><td class=l>{link(r.commit_old)}</td>"
-            f"<td class=l><a href='#{_anchor(r.benchmark)}'>{_e(r.benchmark)}</a></td>"
-            f"<td class=l>{_e(r.params)}</td><td>{_num(r.value_old)}</td>"
-            f"<td>{_num(r.value_new)}</td><td class=l>{_e(r.unit)}</td>"
-            f"<td>{_num(r.change_pct, '+.1f')}%</td><td>{_num(r.threshold_pct, '.1f')}%</td></tr>"
-        )
-    more = (
-        f"<p class=muted>{len(changes) - limit} more rows in data/changes.csv.</p>"
-        if len(changes) > limit
-        else ""
-    )
-    return f"<table class='regressions'>{head}{''.join(rows)}</table>{more}"
+    return f"<div class=scroll><table class='summary'>{head}{''.join(rows)}</table></div>{more}"
 
 
 def _image_tag(path: Path, html_dir: Path, embed: bool, alt: str) -> str:
@@ -195,74 +228,75 @@ def _skipped_list(skipped: list[tuple[str, str]], limit: int = 200) -> str:
     )
 
 
-def _benchmark_sections(df, latest_changes, base_changes, machines) -> str:
-    """One section per benchmark name: each series' newest value, the step from the previous
-    commit, and the change from the baseline. At most MAX_BENCHMARK_SECTIONS sections."""
-    keys = ["machine", "benchmark", "params"]
-    shown = df[df["machine"].isin(machines)]
-    units = shown.drop_duplicates("benchmark").set_index("benchmark")["unit"]
-    series = shown[keys].drop_duplicates()
-    cols = ["value_new", "value_old", "change_pct", "status"]
-    rows = series.merge(latest_changes[keys + cols].drop_duplicates(keys), on=keys)
-    if base_changes is not None and not base_changes.empty:
-        base = base_changes[keys + ["value_old", "change_pct", "status"]].drop_duplicates(keys)
-        base = base.rename(columns={"value_old": "b_old", "change_pct": "b_pct", "status": "b_st"})
-        rows = rows.merge(base, on=keys, how="left", indicator="has_base")
-        rows["has_base"] = rows["has_base"] == "both"
-    else:
-        rows["has_base"] = False
-    by_name = dict(iter(rows.sort_values(["benchmark", "machine", "params"]).groupby("benchmark")))
-    names = sorted(units.index)
+def _changes_table(rows: pd.DataFrame, link: CommitLinks, limit: int, more_where: str) -> str:
+    """Steps of series: status, benchmark and params, old -> new with the noise band the gate
+    used, the change, and the rule (its minimum detectable change)."""
+    if rows.empty:
+        return "<p class=muted>None.</p>"
+    head = (
+        "<tr><th class=l>status</th><th class=l>benchmark</th><th class=l>params</th>"
+        "<th>old -&gt; new</th><th class=l>noise band</th><th>change</th>"
+        "<th>flags at</th></tr>"
+    )
     out = []
-    for name in names[:MAX_BENCHMARK_SECTIONS]:
-        unit = units[name]
-        rule = metrics.unit_rule(unit)
+    for r in rows.head(limit).itertuples(index=False):
+        cls = STATUS_CLASS.get(r.status, "")
         out.append(
-            f"<h3 id='{_anchor(name)}'>{_e(name)} <span class=muted>({_e(unit)}, "
-            f"{rule.direction} is better)</span></h3>"
+            f"<tr class='{cls}'><td class=l>{_e(r.status)}</td><td class=l>{_e(r.benchmark)}</td>"
+            f"<td class=l>{_e(r.params)}</td><td>{_num(r.value_old)} -&gt; {_num(r.value_new)} "
+            f"{_e(r.unit)}</td><td class=l>{dashboard.band(r)}</td>"
+            f"<td>{_num(r.change_pct, '+.1f')}%</td><td>{_num(r.mdc_pct, '.1f')}%</td></tr>"
         )
-        cells_rows = []
-        g = by_name.get(name)
-        for n in [] if g is None else g.itertuples(index=False):
-            cls = STATUS_CLASS.get(n.status, "")
-            cells = (
-                f"<td class=l>{_e(n.machine)}</td><td class=l>{_e(n.params)}</td>"
-                f"<td>{_num(n.value_new)}</td><td>{_num(n.value_old)}</td>"
-                f"<td class='{cls}'>{_num(n.change_pct, '+.1f')}% {_e(n.status)}</td>"
-            )
-            if n.has_base:
-                bcls = STATUS_CLASS.get(n.b_st, "")
-                cells += (
-                    f"<td>{_num(n.b_old)}</td>"
-                    f"<td class='{bcls}'>{_num(n.b_pct, '+.1f')}% {_e(n.b_st)}</td>"
-                )
-            else:
-                cells += "<td>n/a</td><td>n/a</td>"
-            cells_rows.append(f"<tr>{cells}</tr>")
-        out.append(
-            "<table><tr><th class=l>machine</th><th class=l>params</th><th>newest</th>"
-            "<th>previous</th><th>change vs previous</th><th>baseline</th>"
-            f"<th>change vs baseline</th></tr>{''.join(cells_rows)}</table>"
-        )
-    if len(names) > MAX_BENCHMARK_SECTIONS:
-        out.append(
-            f"<p class=muted>{len(names) - MAX_BENCHMARK_SECTIONS} more benchmarks in "
-            "data/all_results.csv.</p>"
-        )
-    return "\n".join(out)
+    more = (
+        f"<p class=muted>{len(rows) - limit} more rows in {more_where}.</p>"
+        if len(rows) > limit
+        else ""
+    )
+    return f"<div class=scroll><table class='regressions'>{head}{''.join(out)}</table></div>{more}"
 
 
-def _commits_table(df: pd.DataFrame, changes: pd.DataFrame, link: CommitLinks) -> str:
+def _latest_block(
+    changes: pd.DataFrame,
+    machine: str,
+    link: CommitLinks,
+    subjects: dict,
+    limit: int,
+    on_index: bool,
+) -> str:
+    """One machine's newest commit vs its previous one: a line naming both commits (with the
+    subject) and the counts, then the regressions and failures (on the machine page: every
+    step that is not unchanged)."""
+    rows = dashboard.latest_changes(changes, machine)
+    name = f"<a href='{_e(machine_page(machine))}'>{_e(machine)}</a>" if on_index else _e(machine)
+    if rows.empty:
+        return f"<h3>{name}</h3><p class=muted>Only one commit measured: nothing to compare.</p>"
+    new = rows["commit_new"].iloc[0]
+    olds = sorted(set(rows["commit_old"].dropna()))
+    vs = ", ".join(link(c, machine) for c in olds[:3]) or "nothing (first measurement)"
+    head = (
+        f"<h3>{name}: {link(new, machine)} <span class=subject>{_e(subjects.get(new, ''))}"
+        f"</span></h3><p>vs {vs}: {_e(dashboard.status_counts(rows))}.</p>"
+    )
+    # New series are counted, not listed (a first run would list every series).
+    shown = rows[rows["status"].isin(regress.BAD_STATUSES)] if on_index else rows
+    shown = shown[shown["status"] != regress.NEW]
+    if shown.empty:
+        return head
+    where = f"<a href='{_e(machine_page(machine))}'>{_e(machine)}'s page</a>"
+    return head + _changes_table(shown, link, limit, where if on_index else "data/changes.csv")
+
+
+def _commits_table(mdf: pd.DataFrame, changes: pd.DataFrame, link: CommitLinks, machine) -> str:
     commits = (
-        df.groupby("commit")
+        mdf.groupby("commit")
         .agg(
             order=("commit_order", "first"),
             date=("commit_date", "first"),
             subject=("subject", "first"),
-            machines=("machine", lambda s: ", ".join(sorted(set(s)))),
             measured=("value", "count"),
         )
         .sort_values("order", ascending=False)
+        .head(MAX_COMMIT_ROWS)
     )
     bad = changes[changes["status"].isin(regress.BAD_STATUSES)].groupby("commit_new").size()
     rows = []
@@ -270,39 +304,36 @@ def _commits_table(df: pd.DataFrame, changes: pd.DataFrame, link: CommitLinks) -
         date = r["date"].strftime("%Y-%m-%d %H:%M") if pd.notna(r["date"]) else "n/a"
         n_bad = int(bad.get(commit, 0))
         rows.append(
-            f"<tr id='commit-{_e(commit[:8])}'><td class=l>{link(commit)}</td>"
-            f"<td class=l><code>{_e(commit)}</code></td><td class=l>{_e(date)}</td>"
-            f"<td class=l>{_e(r['subject'])}</td><td class=l>{_e(r['machines'])}</td>"
+            f"<tr id='commit-{_e(commit[:8])}'><td class=l>{link(commit, machine)}</td>"
+            f"<td class=l>{_e(date)}</td><td class=l>{_e(r['subject'])}</td>"
             f"<td>{r['measured']}</td><td class='{'bad' if n_bad else ''}'>{n_bad}</td></tr>"
         )
     return (
-        "<table><tr><th class=l>commit</th><th class=l>full id</th><th class=l>date (UTC)</th>"
-        "<th class=l>subject</th><th class=l>machines</th><th>measurements</th>"
-        f"<th>regressions + failures</th></tr>{''.join(rows)}</table>"
+        "<div class=scroll><table class=commits><tr><th class=l>commit</th>"
+        "<th class=l>date (UTC)</th><th class=l>subject</th><th>measurements</th>"
+        f"<th>regressions + failures</th></tr>{''.join(rows)}</table></div>"
     )
 
 
-def _thresholds_table(overrides: dict[str, float] | None) -> str:
-    overrides = overrides or {}
-    rows = []
-    noise = metrics.aa_defaults().get("noise", {})
-    for unit, rule in metrics.UNIT_RULES.items():
-        rel = overrides.get(unit, rule.rel_threshold)
-        aa = ", ".join(
-            f"{k.split('|', 1)[1]} {100 * v['threshold']:.1f}%"
-            for k, v in sorted(noise.items())
-            if k.split("|", 1)[0] == unit
-        )
-        rows.append(
-            f"<tr><td class=l>{_e(unit)}</td><td class=l>{_e(rule.direction)} is better</td>"
-            f"<td>{100 * rel:.1f}%</td><td>{rule.abs_floor:g}</td>"
-            f"<td class=l>{_e(aa or '-')}</td></tr>"
-        )
-    return (
-        "<table><tr><th class=l>unit</th><th class=l>direction</th><th>minimum effect</th>"
-        "<th>absolute floor</th><th class=l>A/A noise when a row stores none "
-        f"(reports/aa_noise.py)</th></tr>{''.join(rows)}</table>"
+def _page(title: str, body: list[str], home: bool = False) -> str:
+    nav = "" if home else "<nav><a href='index.html'>&larr; dashboard</a></nav>"
+    return "\n".join(
+        [
+            "<!doctype html><html lang=en><head><meta charset='utf-8'>",
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+            f"<title>{_e(title)}</title>",
+            f"<style>{CSS}</style></head><body>",
+            nav,
+            *body,
+            "</body></html>",
+        ]
     )
+
+
+def _view_label(latest: pd.DataFrame, link: CommitLinks, machine: str) -> str:
+    newest = latest[latest["commit_order"] == latest["commit_order"].max()].iloc[0]
+    older = latest["commit_order"].nunique() > 1
+    return link(newest["commit"], machine) + (" + older" if older else "")
 
 
 def write_html(
@@ -318,91 +349,114 @@ def write_html(
     overrides: dict[str, float] | None = None,
     skipped: list[tuple[str, str]] | None = None,
 ) -> Path:
+    """index.html, a page per machine and a page per preset into ``html_dir``; returns the
+    index's path. Pages of an earlier build that no longer apply are removed."""
     html_dir.mkdir(parents=True, exist_ok=True)
     link = CommitLinks(commit_url)
-    parts = [
-        "<!doctype html><html lang=en><head><meta charset='utf-8'>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        "<title>Attention kernel benchmarks</title>",
-        f"<style>{CSS}</style></head><body>",
-        "<h1>Grad-grad attention kernels: benchmark report</h1>",
-        f"<p class=muted>{df['commit'].nunique()} commits, {len(machines)} machine(s), "
-        f"{df.groupby(['machine', 'benchmark', 'params']).ngroups} series, "
-        f"{int(df['value'].notna().sum())} measurements. Regenerate with <code>make report</code>."
-        "</p>",
-        "<nav><a href='#summary'>Summary</a><a href='#regressions'>Regressions</a>"
-        "<a href='#plots'>Plots</a><a href='#benchmarks'>Benchmarks</a>"
-        "<a href='#commits'>Commits</a><a href='#thresholds'>Thresholds</a></nav>",
-        "<h2 id='summary'>Summary: newest results</h2>",
-    ]
+    subjects = df.drop_duplicates("commit").set_index("commit")["subject"].to_dict()
+    views, tables_of, peaks, cards = {}, {}, {}, {}
     for machine in machines:
-        # The same latest view as <machine>_latest.txt: per benchmark class, the newest
-        # commit that measured it (tables.latest_rows_per_class).
         latest = tables.latest_rows_per_class(df, machine)
-        newest = latest["commit_order"].max()
-        first = latest[latest["commit_order"] == newest].iloc[0]
-        fills = tables.older_commit_fill_ins(latest)
-        card = peaks.card_peak(df, machine)  # issue 17: the machine's own Peak, else legacy
-        peak = card.tflops if card else None
-        date = first["commit_date"]
-        parts.append(
-            f"<h3>{_e(machine)} @ {link(first['commit'])} "
-            f"<span class=muted>{_e(date.strftime('%Y-%m-%d %H:%M UTC') if pd.notna(date) else '')}"
-            f" {_e(first['subject'])}</span></h3>"
+        views[machine] = latest
+        # issue 17: the machine's own measured Peak, else the labelled legacy number
+        cards[machine] = card_peaks.card_peak(df, machine)
+        peaks[machine] = cards[machine].tflops if cards[machine] else None
+        tables_of[machine] = (
+            tables.config_table(latest, peaks[machine])
+            if "bwd_mode" in latest and not latest.empty
+            else pd.DataFrame()
         )
+    written: dict[str, str] = {}
+
+    # Preset pages: per machine, the latest summary table of that preset.
+    all_presets = sorted(
+        {p for t in tables_of.values() if not t.empty for p in t["preset"].dropna().unique()},
+        key=tables.preset_sort_key,
+    )
+    presets = all_presets[:MAX_PRESET_PAGES]
+    by_preset = {
+        m: ({} if t.empty else dict(iter(t[t["preset"].isin(presets)].groupby("preset"))))
+        for m, t in tables_of.items()
+    }
+    for preset in presets:
+        body = [f"<h1>Preset {_e(preset)}: newest results per card</h1>"]
+        for machine in machines:
+            t = by_preset[machine].get(preset)
+            if t is None or t.empty:
+                continue
+            fills = t["commit"].nunique() > 1 if "commit" in t else False
+            body.append(
+                f"<h2 id='m-{_e(slug(machine))}'><a href='{_e(machine_page(machine))}'>"
+                f"{_e(machine)}</a> @ {_view_label(t, link, machine)}</h2>"
+            )
+            body.append(_summary_table(t, peaks[machine], (lambda c, m=machine: link(c, m)), fills))
+        written[preset_page(preset)] = _page(f"{preset}: benchmarks", body)
+
+    # Machine pages.
+    for machine in machines:
+        latest = views[machine]
+        first = latest[latest["commit_order"] == latest["commit_order"].max()].iloc[0]
+        body = [
+            f"<h1>{_e(machine)}</h1>",
+            f"<p>newest commit {link(first['commit'], machine)} "
+            f"({_e(tables.fmt_date(first['commit_date']))}) <span class=subject>"
+            f"{_e(first['subject'])}</span></p>",
+            "<nav><a href='#changes'>Latest changes</a><a href='#presets'>Tables</a>"
+            "<a href='#plots'>Plots</a><a href='#commits'>Commits</a></nav>",
+        ]
+        fills = tables.older_commit_fill_ins(latest)
         if fills:
-            parts.append(
+            body.append(
                 "<p class='fill-ins'>Older commits fill in presets not measured at the newest: "
                 + "; ".join(
-                    f"{_e(', '.join(f['labels']))} from {link(f['commit'])} "
+                    f"{_e(', '.join(f['labels']))} from {link(f['commit'], machine)} "
                     f"({_e(tables.fmt_date(f['commit_date']))}, {f['n_ok']} of {f['n_rows']} "
                     "measurements present)"
                     for f in fills
                 )
-                + ". The commit column says which commit each row was measured at.</p>"
+                + ".</p>"
             )
-        table = tables.config_table(latest, peak) if "bwd_mode" in latest else pd.DataFrame()
-        if table.empty:
-            parts.append("<p class=muted>No bwd_mode-parameterised results.</p>")
-        else:
-            parts.append(_summary_table(table, peak, link if fills else None))
-        if peak:
-            parts.append(
-                f"<p class=muted>% of peak: TFLOP/s / {peak:.0f}, the bf16 dense matmul "
-                f"ceiling: {_e(card.source)}.</p>"
+        body.append("<h2 id='changes'>Latest changes</h2>")
+        body.append(_latest_block(changes, machine, link, subjects, MAX_REGRESSION_ROWS, False))
+        has_base = baseline_changes is not None and baseline_commit
+        vb = baseline_changes[baseline_changes["machine"] == machine] if has_base else None
+        if vb is not None and not vb.empty:  # machines that measured the baseline commit
+            counts = dashboard.status_counts(vb[vb["status"] != regress.UNCHANGED])
+            vb = vb[vb["status"].isin(regress.BAD_STATUSES)]
+            body.append(
+                f"<h3>Newest commit vs baseline {link(baseline_commit, machine)}</h3>"
+                f"<p>{_e(counts)}; regressions and failures listed (every step: "
+                f"<code>python -m reports compare {_e(baseline_commit[:8])} latest --machine "
+                f"{_e(machine)} --all</code>).</p>"
             )
-        invalid = _invalid_list(latest)
-        if invalid:
-            parts.append(invalid)
-    if skipped:
-        parts.append(_skipped_list(skipped))
-
-    visible = changes[changes["machine"].isin(machines)]
-    bad = visible[visible["status"].isin(regress.BAD_STATUSES)]
-    bad = bad.sort_values(["commit_order_new", "worse_pct"], ascending=[False, False])
-    parts += [
-        "<h2 id='regressions'>Regressions</h2>",
-        "<p>A change counts when it exceeds the unit's threshold (see Thresholds) and the "
-        "two measurements' noise intervals do not overlap; direction per unit (ms, MiB, "
-        "parity: lower is better; TFLOP/s: higher is better). <b>failed</b> = a value turned "
-        "into a failure.</p>",
-        "<h3>Each commit vs the previous commit with results</h3>",
-        _changes_table(bad, link, MAX_REGRESSION_ROWS),
-    ]
-    if baseline_changes is not None and baseline_commit:
-        vb = baseline_changes[baseline_changes["machine"].isin(machines)]
-        vb = vb[vb["status"].isin([*regress.BAD_STATUSES, regress.IMPROVEMENT])]
-        vb = vb.sort_values("worse_pct", ascending=False)
-        parts += [
-            f"<h3>Newest commit vs baseline {link(baseline_commit)}</h3>",
-            _changes_table(vb, link, MAX_REGRESSION_ROWS),
-        ]
-    parts.append("<h2 id='plots'>Plots</h2>")
-    for machine in machines:
+            if not vb.empty:
+                body.append(
+                    _changes_table(
+                        vb.sort_values("worse_pct", ascending=False),
+                        link,
+                        MAX_REGRESSION_ROWS,
+                        "data/changes.csv",
+                    )
+                )
+        t = tables_of[machine]
+        body.append("<h2 id='presets'>Tables</h2><ul>")
+        for preset in [p for p in presets if p in by_preset[machine]]:
+            n = by_preset[machine][preset]["config"].nunique()
+            body.append(
+                f"<li><a href='{_e(preset_page(preset))}#m-{_e(slug(machine))}'>{_e(preset)}</a>"
+                f" <span class=muted>({n} config{'' if n == 1 else 's'})</span></li>"
+            )
+        body.append("</ul>")
+        if peaks[machine]:
+            body.append(
+                f"<p class=muted>% of peak: TFLOP/s / {peaks[machine]:.0f}, the bf16 dense "
+                f"matmul ceiling: {_e(cards[machine].source)}.</p>"
+            )
+        body.append(_invalid_list(latest))
+        body.append("<h2 id='plots'>Plots</h2>")
         pngs = [p for p in plot_files.get(machine, []) if p.suffix == ".png"]
         if not pngs:
-            continue
-        parts.append(f"<h3>{_e(machine)}</h3>")
+            body.append("<p class=muted>No plots.</p>")
         for p in pngs:
             svg = p.with_suffix(".svg")
             svg_link = (
@@ -410,22 +464,101 @@ def write_html(
                 if svg.exists() and not embed_images
                 else ""
             )
-            parts.append(f"<h4>{_e(p.stem)}{svg_link}</h4>")
-            parts.append(_image_tag(p, html_dir, embed_images, f"{machine} {p.stem}"))
-    newest_changes = (
-        changes.sort_values("commit_order_new").groupby(["machine", "benchmark", "params"]).tail(1)
-    )
-    parts += [
-        "<h2 id='benchmarks'>Benchmarks</h2>",
-        _benchmark_sections(df, newest_changes, baseline_changes, machines),
-        "<h2 id='commits'>Commits</h2>",
-        _commits_table(df[df["machine"].isin(machines)], visible, link),
-        "<h2 id='thresholds'>Thresholds</h2>",
-        _thresholds_table(overrides),
-        "<p class=muted>Defaults in reports/metrics.py; derive them from an A/A run with "
-        "<code>python -m reports aa &lt;dirA&gt; &lt;dirB&gt;</code>.</p>",
-        "</body></html>",
+            body.append(f"<h4>{_e(p.stem)}{svg_link}</h4>")
+            body.append(_image_tag(p, html_dir, embed_images, f"{machine} {p.stem}"))
+        if not any(p.stem.startswith("trend_") for p in pngs):
+            body.append("<p class=muted>No trends: one commit measured.</p>")
+        body.append("<h2 id='commits'>Commits</h2>")
+        mdf = df[df["machine"] == machine]
+        body.append(_commits_table(mdf, changes[changes["machine"] == machine], link, machine))
+        written[machine_page(machine)] = _page(machine, body)
+
+    # The index.
+    n_series = df[df["machine"].isin(machines)].groupby(["machine", "benchmark", "params"]).ngroups
+    body = [
+        "<h1>Grad-grad attention kernels: benchmarks</h1>",
+        f"<p class=muted>{df['commit'].nunique()} commits, {len(machines)} machine(s), "
+        f"{n_series} series, {int(df['value'].notna().sum())} measurements. Regenerate with "
+        "<code>make report</code>; every row is in <code>data/all_results.csv</code>.</p>",
+        "<nav><a href='#headline'>Headline</a><a href='#latest'>Latest changes</a>"
+        "<a href='#machines'>Machines</a><a href='#presets'>Presets</a>"
+        "<a href='#thresholds'>Rules</a></nav>",
+        "<h2 id='headline'>Headline</h2>",
+        dashboard.headline(
+            {m: t[t["preset"].isin(presets)] if not t.empty else t for m, t in tables_of.items()},
+            {m: machine_page(m) for m in machines},
+            lambda m: _view_label(views[m], link, m),
+        ),
+        "<h2 id='latest'>Latest changes</h2>",
+        "<p class=muted>Each machine's newest commit against the previous commit it measured; "
+        "regressions and failures listed (all steps on the machine's page). Rules below.</p>",
     ]
-    path = html_dir / "index.html"
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    if not commit_url:
+        body.append(
+            "<p class=muted>No commit URL: pass <code>--commit-url</code> or give the "
+            "repository a GitHub/GitLab <code>origin</code>; commits link to their machine "
+            "page.</p>"
+        )
+    body += [
+        _latest_block(changes, m, link, subjects, dashboard.MAX_LATEST_ROWS, True) for m in machines
+    ]
+    body.append("<h2 id='machines'>Machines</h2><ul class=cards>")
+    for machine in machines:
+        mdf = df[df["machine"] == machine]
+        gpu = mdf["gpu"].dropna().iloc[-1] if "gpu" in mdf and mdf["gpu"].notna().any() else ""
+        t = tables_of[machine]
+        ps = [p for p in presets if p in by_preset[machine]]
+        body.append(
+            f"<li><a href='{_e(machine_page(machine))}'><b>{_e(machine)}</b></a><br>"
+            f"<span class=muted>{_e(gpu)}</span><br>{mdf['commit'].nunique()} commit(s), "
+            f"newest {_view_label(views[machine], link, machine)}<br>"
+            + ", ".join(
+                f"<a href='{_e(preset_page(p))}#m-{_e(slug(machine))}'>{_e(p)}</a>" for p in ps
+            )
+            + "</li>"
+        )
+    body.append("</ul>")
+    pairs = machine_pairs.pairs(df, machines)
+    if pairs:  # the same preset/config/mode on two cards (reports/machines.py)
+        body.append("<p>Side by side: ")
+        links = []
+        for a, b in pairs:
+            name = pair_page(a, b)
+            written[name] = _page(f"{a} vs {b}", [machine_pairs.machines_html(df, a, b)])
+            links.append(f"<a href='{_e(name)}'>{_e(a)} vs {_e(b)}</a>")
+        body.append(", ".join(links) + "</p>")
+    body.append("<h2 id='presets'>Presets</h2><ul class=cards>")
+    for preset in presets:
+        on = [m for m in machines if preset in by_preset[m]]
+        body.append(
+            f"<li><a href='{_e(preset_page(preset))}'><b>{_e(preset)}</b></a><br>"
+            f"<span class=muted>{_e(', '.join(on))}</span></li>"
+        )
+    if len(all_presets) > len(presets):
+        body.append(
+            f"<li>{len(all_presets) - len(presets)} more presets: data/all_results.csv</li>"
+        )
+    body.append("</ul>")
+    invalid = sum(int(v["invalid"].astype(bool).sum()) for v in views.values() if "invalid" in v)
+    if invalid:
+        body.append(
+            f"<p class='invalid bad'>{invalid} invalid value(s) in the latest results: listed "
+            "on their machine pages, shown as n/a.</p>"
+        )
+    if skipped:
+        body.append(_skipped_list(skipped))
+    body += [
+        "<h2 id='thresholds'>Rules of the regression gate</h2>",
+        dashboard.rules_html(overrides),
+        "<p class=muted>From reports/metrics.py, reports/regress.py and reports/aa_noise.py "
+        "(<code>python -m reports aa &lt;dirA&gt; &lt;dirB&gt; --write</code>).</p>",
+    ]
+    written["index.html"] = _page("Attention kernel benchmarks", body, home=True)
+
+    stale = ("machine-*.html", "machines-*.html", "preset-*.html")
+    for old in [p for pattern in stale for p in html_dir.glob(pattern)]:
+        if old.name not in written:
+            old.unlink()
+    for name, page in written.items():
+        (html_dir / name).write_text(page, encoding="utf-8")
+    return html_dir / "index.html"

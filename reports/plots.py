@@ -3,11 +3,15 @@
 Per machine, five figures, whatever the size of the data (the cap keeps `make report` fast:
 ~0.5 s a figure; a 200-commit x 500-series history still draws 5 figures, not 500):
 
-- ``trend_<family>``: per-commit time (top row) and peak memory (bottom row), one panel per
-  config (the seed and TTT shapes first, at most MAX_TREND_CONFIGS), one line per bwd_mode,
-  the median with the noise band (asv CI / q25-q75) where the results carry one.
+- ``trend_<family>``: per-commit time and peak memory (a pair of rows per line of panels),
+  one panel per config: one config per preset first (the seed and TTT headline shapes, then
+  the preset's most measured config), at most MAX_TREND_CONFIGS; one line per bwd_mode, the
+  median with a band: the stored noise (asv CI / q25-q75) where the result has one, else the
+  gate's A/A default noise of the row's regime (metrics.aa_noise), lighter. A machine with
+  fewer than MIN_TREND_COMMITS commits gets no trend (a trend of one commit is a dot).
 - ``speed_memory``: latest results, ms vs peak MiB per mode, one panel per (family, config),
-  at most MAX_SPEED_MEMORY_PANELS.
+  at most MAX_SPEED_MEMORY_PANELS; modes told apart by marker and a figure legend (points
+  that coincide stay visible as concentric markers), no text on the points.
 - ``scaling_T``: latest results, ms vs Tk per mode for the shape family with the most T values.
 
 "Latest" is tables.latest_rows_per_class: per benchmark class, the newest commit that measured
@@ -32,7 +36,9 @@ import pandas as pd  # noqa: E402
 from reports import metrics, tables  # noqa: E402
 from reports.paths import inside, slug  # noqa: E402
 
-MAX_TREND_CONFIGS = 4
+MAX_TREND_CONFIGS = 6  # one per preset (5 presets) and room for one more
+TREND_COLUMNS = 3
+MIN_TREND_COMMITS = 2
 MAX_SPEED_MEMORY_PANELS = 6
 MAX_TICK_LABELS = 12
 FORMATS = ("png", "svg")
@@ -46,6 +52,19 @@ MODE_COLORS = {
     "dv_only": "#8c564b",
     "fused": "#d62728",
 }
+# speed_memory: a marker per mode, drawn largest first so coinciding points stay visible.
+MODE_MARKERS = {
+    "math": "o",
+    "sdpa": "s",
+    "flash": "D",
+    "compiled": "v",
+    "recompute": "^",
+    "save_p": "P",
+    "dv_only": "X",
+    "fused": "*",
+}
+# Narrow log axes (a memory that does not move) are padded to at least this ratio top/bottom.
+MIN_LOG_SPAN = 1.25
 # Reproducible SVGs (committed data): fixed ids, no timestamp.
 matplotlib.rcParams["svg.hashsalt"] = "reports"
 matplotlib.rcParams["figure.max_open_warning"] = 0
@@ -92,14 +111,69 @@ def pick_configs(df: pd.DataFrame, limit: int) -> list[str]:
     return chosen[:limit]
 
 
+def pick_trend_configs(df: pd.DataFrame, limit: int) -> list[str]:
+    """One config per preset, in preset order (Seed and TTT: their headline shape, else the
+    preset's most measured config), then the most measured others, at most ``limit``."""
+    if df.empty:
+        return []
+    counts = df.groupby("config")["value"].count()
+    headline = pick_configs(df, len(tables.HEADLINE_PRESETS))
+    chosen: list[str] = []
+    for preset in sorted(df["preset"].dropna().unique(), key=tables.preset_sort_key):
+        of_preset = df[df["preset"] == preset]["config"].unique().tolist()
+        hits = [c for c in headline if c in of_preset]
+        if not hits:
+            hits = sorted(of_preset, key=lambda c: -counts.get(c, 0))
+        chosen += [c for c in hits[:1] if c not in chosen]
+    chosen += [c for c in pick_configs(df, len(counts)) if c not in chosen]
+    return chosen[:limit]
+
+
+def _fmt_tick(v: float, _pos=None) -> str:
+    """3 significant digits, thousands as k: '2k', not '2000' (nor '2e+03') next to '1k'."""
+    if v >= 1000:
+        return f"{v / 1000:.3g}k"
+    return f"{v:.3g}"
+
+
 def _log_axis(ax, which: str = "y", base: float = 10) -> None:
-    """Log scale with plain number labels: mathtext labels (10^x) cost ~3 s per report."""
+    """Log scale with plain number labels: mathtext labels (10^x) cost ~3 s per report.
+    Ticks are set by ``_log_ticks`` once the data are drawn (they depend on the span)."""
     axis = ax.yaxis if which == "y" else ax.xaxis
     (ax.set_yscale if which == "y" else ax.set_xscale)("log", base=base)
-    if base == 10:  # labels at 1, 2, 5 x 10^k: a decade or two per panel is typical
-        axis.set_major_locator(matplotlib.ticker.LogLocator(10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(_fmt_tick))
     axis.set_minor_locator(matplotlib.ticker.NullLocator())  # minor ticks: ~1/3 of draw time
+    axis._reports_log_base = base
+
+
+def _log_ticks(ax, which: str = "y", max_ticks: int = 5) -> None:
+    """After drawing: pad a narrow log axis to MIN_LOG_SPAN and pick ticks that fit: 1-2-5
+    within two decades, decades only beyond (no '1000' touching '2000'), a few plain ticks
+    below one decade (never six labels of '32.5')."""
+    axis = ax.yaxis if which == "y" else ax.xaxis
+    base = getattr(axis, "_reports_log_base", 10)
+    get, set_ = (ax.get_ylim, ax.set_ylim) if which == "y" else (ax.get_xlim, ax.set_xlim)
+    lo, hi = get()
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0 or hi <= 0:
+        return
+    if hi / lo < MIN_LOG_SPAN:
+        mid = math.sqrt(lo * hi)
+        lo, hi = mid / math.sqrt(MIN_LOG_SPAN), mid * math.sqrt(MIN_LOG_SPAN)
+        set_(lo, hi)
+    decades = math.log10(hi / lo)
+    if base != 10:
+        locator = matplotlib.ticker.LogLocator(base, numticks=max_ticks + 1)
+    elif decades > 2:
+        locator = matplotlib.ticker.LogLocator(10, subs=(1.0,), numticks=max_ticks + 1)
+    elif decades > 0.9:
+        locator = matplotlib.ticker.LogLocator(
+            10, subs=(1.0, 2.0, 5.0) if decades < 1.3 else (1.0, 3.0)
+        )
+    else:
+        locator = matplotlib.ticker.MaxNLocator(nbins=3, steps=[1, 2, 2.5, 5, 10])
+    axis.set_major_locator(locator)
+    axis.set_major_formatter(matplotlib.ticker.FuncFormatter(_fmt_tick))
+    axis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def _commit_axis(ax, commits: pd.DataFrame) -> None:
@@ -111,28 +185,81 @@ def _commit_axis(ax, commits: pd.DataFrame) -> None:
     ax.set_xticklabels(shown["commit_short"].tolist(), rotation=60, fontsize=7, ha="right")
 
 
+def _band(g: pd.DataFrame, unit, mode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lo, hi, stored) per point: the stored noise interval where the row has one, else the
+    gate's A/A default noise of the row's unit and regime around the value (NaN when none)."""
+    y = g["value"].to_numpy(float)
+    lo, hi = g["noise_lo"].to_numpy(float), g["noise_hi"].to_numpy(float)
+    stored = np.isfinite(lo) & np.isfinite(hi)
+    machine = g["machine"].iloc[0] if "machine" in g.columns and len(g) else None
+    rel = np.array(
+        [
+            metrics.aa_noise(
+                unit, metrics.regime(unit, v if unit == "ms" else np.inf, mode), machine
+            )
+            or np.nan
+            for v in y
+        ],
+        dtype=float,
+    )
+    lo = np.where(stored, lo, y * (1 - np.minimum(rel, 0.9)))
+    hi = np.where(stored, hi, y * (1 + rel))
+    return lo, hi, stored
+
+
+HEADER_IN = 1.0  # inches above the panels: the title, and the legend on a line of its own
+
+
+def _header(fig, title: str, fontsize: float = 10) -> float:
+    """The figure title top left and, below it, one legend of every mode drawn (never over
+    a panel nor over the title); returns the ``top`` for subplots_adjust."""
+    height = fig.get_figheight()
+    fig.suptitle(title, x=0.01, y=1 - 0.08 / height, ha="left", va="top", fontsize=fontsize)
+    handles, labels = [], []
+    for ax in fig.axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    if handles:
+        fig.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(0.0, 1 - 0.3 / height),
+            fontsize=8,
+            ncol=len(labels),
+            frameon=False,
+        )
+    return 1 - HEADER_IN / height
+
+
 def trend_figure(mdf: pd.DataFrame, family: str, out_dir: Path) -> list[Path]:
     fdf = mdf[(mdf["family"] == family) & mdf["metric"].isin(["ms", "peak_mib"])]
-    if fdf.empty or "bwd_mode" not in fdf:
+    if fdf.empty or "bwd_mode" not in fdf or fdf["commit"].nunique() < MIN_TREND_COMMITS:
         return []
-    configs = pick_configs(fdf, MAX_TREND_CONFIGS)
+    configs = pick_trend_configs(fdf, MAX_TREND_CONFIGS)
     rows = [m for m in ("ms", "peak_mib") if (fdf["metric"] == m).any()]
     commits = mdf.drop_duplicates("commit").sort_values("commit_order")[
         ["commit_order", "commit_short"]
     ]
+    ncols = min(TREND_COLUMNS, len(configs))
+    blocks = math.ceil(len(configs) / ncols)
     fig, axes = plt.subplots(
-        len(rows),
-        len(configs),
-        figsize=(4.2 * len(configs), 3.2 * len(rows)),
+        blocks * len(rows),
+        ncols,
+        figsize=(4.2 * ncols, 2.6 * blocks * len(rows) + 1.0),
         squeeze=False,
         sharex=True,
     )
-    for i, metric in enumerate(rows):
-        mrows = fdf[fdf["metric"] == metric]
-        unit = mrows["unit"].iloc[0]
-        for j, config in enumerate(configs):
-            ax = axes[i][j]
-            cdf = mrows[mrows["config"] == config]
+    any_stored = any_aa = False
+    for j, config in enumerate(configs):
+        block, col = divmod(j, ncols)
+        preset = fdf[fdf["config"] == config]["preset"].iloc[0]
+        for i, metric in enumerate(rows):
+            ax = axes[block * len(rows) + i][col]
+            cdf = fdf[(fdf["metric"] == metric) & (fdf["config"] == config)]
+            unit = fdf[fdf["metric"] == metric]["unit"].iloc[0]
             for mode, g in sorted(
                 cdf.groupby("bwd_mode"), key=lambda x: tables.mode_sort_key(x[0])
             ):
@@ -141,49 +268,57 @@ def trend_figure(mdf: pd.DataFrame, family: str, out_dir: Path) -> list[Path]:
                 y = g["value"].to_numpy(float)
                 if not np.isfinite(y).any():
                     continue
-                ax.plot(
-                    x,
-                    y,
-                    marker="." if len(x) < 60 else None,
-                    lw=1.2,
-                    color=_color(mode),
-                    label=mode,
-                )
-                lo, hi = g["noise_lo"].to_numpy(float), g["noise_hi"].to_numpy(float)
-                band = np.isfinite(lo) & np.isfinite(hi)
-                if band.any():
-                    ax.fill_between(
-                        x[band], lo[band], hi[band], color=_color(mode), alpha=0.2, lw=0
-                    )
+                ax.plot(x, y, marker=".", lw=1.2, color=_color(mode), label=mode)
+                lo, hi, stored = _band(g, unit, mode)
+                ok = np.isfinite(lo) & np.isfinite(hi)
+                for part, alpha in ((ok & stored, 0.3), (ok & ~stored, 0.1)):
+                    if part.sum() > 1:
+                        ax.fill_between(
+                            x, lo, hi, where=part, color=_color(mode), alpha=alpha, lw=0
+                        )
+                    elif part.any():  # a single point: its interval as an error bar
+                        ax.vlines(x[part], lo[part], hi[part], color=_color(mode), alpha=0.5)
+                any_stored |= bool((ok & stored).any())
+                any_aa |= bool((ok & ~stored).any())
             _log_axis(ax)
+            _log_ticks(ax)
+            ax.tick_params(labelsize=7)
             ax.grid(True, which="major", alpha=0.3)
             if i == 0:
-                ax.set_title(_wrap(config), fontsize=8)
-            if j == 0:
-                ax.set_ylabel(metrics.unit_rule(unit).label)
-            if i == len(rows) - 1:
+                ax.set_title(_wrap(f"{preset}: {config}", 60), fontsize=8)
+            if col == 0:
+                ax.set_ylabel(metrics.unit_rule(unit).label, fontsize=8)
+    for j in range(len(configs), blocks * ncols):  # the unused cells of the last block
+        for i in range(len(rows)):
+            axes[(blocks - 1) * len(rows) + i][j - (blocks - 1) * ncols].axis("off")
+    for j in range(ncols):  # commit labels under the lowest panel of each column only
+        lowest = (blocks - 1) if (blocks - 1) * ncols + j < len(configs) else blocks - 2
+        for block in range(blocks):
+            ax = axes[(block + 1) * len(rows) - 1][j]
+            if block == lowest:
                 _commit_axis(ax, commits)
-    handles, labels = [], []
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    if handles:
-        fig.legend(handles, labels, loc="upper right", fontsize=8, ncol=len(labels))
-    fig.suptitle(
-        f"{mdf['machine'].iloc[0]}: {family} per commit (line = median, band = noise)",
-        x=0.01,
-        ha="left",
-        fontsize=10,
+                ax.tick_params(labelbottom=True)
+            else:
+                ax.tick_params(labelbottom=False)
+    band = []
+    if any_stored:
+        band.append("dark band = stored noise (asv CI)")
+    if any_aa:
+        band.append("light band = the gate's A/A noise (none stored)")
+    top = _header(
+        fig,
+        f"{mdf['machine'].iloc[0]}: {family} per commit (line = median"
+        + "".join(f"; {b}" for b in band)
+        + ")",
     )
+    height = fig.get_figheight()
     fig.subplots_adjust(
         left=0.07,
         right=0.98,
-        top=0.84 if len(rows) > 1 else 0.75,
-        bottom=0.18 if len(rows) > 1 else 0.3,
+        top=top,
+        bottom=0.75 / height,
         wspace=0.25,
-        hspace=0.15,
+        hspace=0.3,
     )
     return _save(fig, out_dir, f"trend_{family}")
 
@@ -224,7 +359,7 @@ def speed_memory_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
     ][:MAX_SPEED_MEMORY_PANELS]
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows + 0.6), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     for ax, (family, config) in zip(axes.flat, panels):
@@ -234,31 +369,43 @@ def speed_memory_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
             & (have["preset"] == preset_of[(family, config)])
         ]
         wide = sel.pivot_table(index="bwd_mode", columns="metric", values="value", aggfunc="first")
-        for mode in sorted(wide.index, key=tables.mode_sort_key):
+        modes = sorted(wide.index, key=tables.mode_sort_key)
+        for k, mode in enumerate(modes):
             if {"ms", "peak_mib"} <= set(wide.columns):
                 x, y = wide.loc[mode, "peak_mib"], wide.loc[mode, "ms"]
                 if np.isfinite(x) and np.isfinite(y):
-                    ax.scatter([x], [y], color=_color(mode), s=40, label=mode, zorder=3)
-                    ax.annotate(mode, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+                    # Earlier modes larger and below: coinciding points show as rings.
+                    ax.scatter(
+                        [x],
+                        [y],
+                        s=150 - 90 * k / max(len(modes) - 1, 1),
+                        marker=MODE_MARKERS.get(mode, "o"),
+                        facecolor=_color(mode),
+                        edgecolor="white",
+                        linewidth=0.6,
+                        label=mode,
+                        zorder=3 + k,
+                    )
         _log_axis(ax, "x")
         _log_axis(ax)
-        ax.margins(0.12)
+        ax.margins(0.15)
+        _log_ticks(ax, "x", max_ticks=4)
+        _log_ticks(ax)
+        ax.tick_params(labelsize=7)
         ax.set_xlabel("peak memory (MiB)")
         ax.set_ylabel("time (ms)")
         ax.grid(True, which="major", alpha=0.3)
         ax.set_title(_wrap(f"{family}: {config}{_older_note(sel, latest)}"), fontsize=8)
     first = latest.iloc[0]
-    fig.suptitle(
+    top = _header(
+        fig,
         f"{first['machine']} @ {_suptitle_commit(latest)}: speed vs memory (lower-left is better)",
-        x=0.01,
-        ha="left",
-        fontsize=10,
     )
     fig.subplots_adjust(
         left=0.08,
         right=0.98,
-        top=0.86 if nrows > 1 else 0.76,
-        bottom=0.1 if nrows > 1 else 0.17,
+        top=top,
+        bottom=0.5 / fig.get_figheight(),
         wspace=0.3,
         hspace=0.55,
     )
@@ -278,7 +425,7 @@ def scaling_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
         return []
     sel = keyed[keyed["_group"] == best]
     families = sorted(sel["family"].unique(), key=tables.family_sort_key)
-    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 4.2), squeeze=False)
     for ax, family in zip(axes[0], families):
         fsel = sel[sel["family"] == family]
         for mode, g in sorted(fsel.groupby("bwd_mode"), key=lambda x: tables.mode_sort_key(x[0])):
@@ -288,19 +435,16 @@ def scaling_figure(latest: pd.DataFrame, out_dir: Path) -> list[Path]:
             )
         _log_axis(ax, "x", base=2)
         _log_axis(ax)
+        _log_ticks(ax, "x")
+        _log_ticks(ax)
+        ax.tick_params(labelsize=7)
         ax.set_xlabel("T (keys)")
         ax.set_ylabel("time (ms)")
         ax.grid(True, which="major", alpha=0.3)
         ax.set_title(f"{family}{_older_note(fsel, latest)}", fontsize=9)
-    axes[0][0].legend(fontsize=7)
     first = latest.iloc[0]
-    fig.suptitle(
-        f"{first['machine']} @ {_suptitle_commit(latest)}: scaling in T ({best})",
-        x=0.01,
-        ha="left",
-        fontsize=9,
-    )
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.8, bottom=0.17, wspace=0.3)
+    top = _header(fig, f"{first['machine']} @ {_suptitle_commit(latest)}: scaling in T ({best})", 9)
+    fig.subplots_adjust(left=0.08, right=0.98, top=top, bottom=0.6 / 4.2, wspace=0.3)
     return _save(fig, out_dir, "scaling_T")
 
 
@@ -341,4 +485,10 @@ def machine_plots(df: pd.DataFrame, machine: str, out_dir: Path) -> list[Path]:
             results = [_render(t) for t in tasks]
     finally:
         _JOB.clear()
-    return [p for paths in results for p in paths]
+    written = [p for paths in results for p in paths]
+    # A figure not drawn this time (no trend for a one-commit machine) leaves no stale file.
+    keep = {p.resolve() for p in written}
+    for old in [*out_dir.glob("*.png"), *out_dir.glob("*.svg")] if out_dir.is_dir() else []:
+        if old.resolve() not in keep:
+            old.unlink()
+    return written

@@ -6,13 +6,20 @@ reports/vendor/asv/ (fetched from the npm registry, see reports/vendor/README.md
 <html_dir>/vendor/ and point the page's <script>/<link> tags at them. Any CDN tag we do not
 know fails loudly instead of leaving a page that silently needs the network.
 
-asv's page reads its data (index.json, graphs/) with XHR, which browsers refuse on file://:
-serve the folder locally (`python -m http.server -d report/asv_html`, or `asv preview`).
-Our own report (report/html/index.html) needs no server.
+asv's page reads its data (index.json, graphs/) with XHR, which browsers refuse on file://
+(a CORS error, a blank graph): `make serve` serves the folder on http://127.0.0.1:8080
+(``serve_command``), and publish says so. Our own report (report/html/index.html) needs no
+server.
+
+asv's graphs start with every machine selected (h100, its A/A repeat and the -x2 pair on one
+plot, the legend over it): ``set_default_machine`` makes them start with one
+(``default_machine``: the machine with the most result files, A/A repeats and CPU machines
+last); the machine buttons still add the others.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -89,6 +96,68 @@ def make_offline(html_dir: Path) -> list[str]:
     return replaced
 
 
+SERVE_PORT = 8080
+# asv 0.6's graphdisplay.js: the graph's first state (setup_benchmark_params) selects every
+# value of every parameter, machines included; the end of that loop is where one is picked
+# (before a URL's own selection, which still wins).
+_ALL_MACHINES = """                        state[param] = [values[0]];
+                    }
+                }
+            });
+"""
+
+
+def serve_command(html_dir: Path, port: int = SERVE_PORT) -> str:
+    return f"make serve  (python -m http.server -d {html_dir} -b 127.0.0.1 {port})"
+
+
+def _config(config: Path) -> dict:
+    """asv.conf.json (full-line // comments, as runner/asv_run.py reads it)."""
+    lines = [ln for ln in config.read_text(encoding="utf-8").splitlines()]
+    return json.loads("\n".join(ln for ln in lines if not ln.lstrip().startswith("//")))
+
+
+def default_machine(results_dir: Path) -> str | None:
+    """The machine asv's graphs start on: the most result files; A/A repeats (-aa) and CPU
+    machines (cpu-*) only when there is nothing else; ties by name."""
+    from reports import metrics
+
+    counts = {}
+    for d in sorted(results_dir.iterdir()) if results_dir.is_dir() else []:
+        if d.is_dir() and (d / "machine.json").is_file():
+            n = sum(1 for f in d.glob("*.json") if f.name != "machine.json")
+            counts[d.name] = n
+    if not counts:
+        return None
+
+    def rank(name: str):
+        demoted = metrics.is_aa_machine(name) or name.startswith("cpu-")
+        return (demoted, -counts[name], name)
+
+    return min(counts, key=rank)
+
+
+def set_default_machine(html_dir: Path, machine: str | None) -> bool:
+    """Patch the published graphdisplay.js so that a graph starts with ``machine`` only (when
+    asv knows it); False when the page has no such line (another asv version)."""
+    js = html_dir / "graphdisplay.js"
+    if machine is None or not js.is_file():
+        return False
+    code = js.read_text(encoding="utf-8")
+    if _ALL_MACHINES not in code:
+        return False
+    pick = json.dumps(machine)
+    code = code.replace(
+        _ALL_MACHINES,
+        _ALL_MACHINES
+        + f"            if (state.machine.indexOf({pick}) >= 0) {{ state.machine = [{pick}]; }}"
+        "  // reports/publish.py: one machine by default\n",
+        1,
+    )
+    js.write_text(code, encoding="utf-8")
+    return True
+
+
 def publish(html_dir: Path, config: Path) -> int:
     if not config.is_file():
         print(
@@ -123,5 +192,15 @@ def publish(html_dir: Path, config: Path) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{html_dir}/index.html: {len(replaced)} CDN assets replaced by vendored copies")
-    print(f"view offline: python -m http.server -d {html_dir} 8080, then http://127.0.0.1:8080")
+    try:
+        results_dir = config.parent / _config(config).get("results_dir", "results")
+    except (OSError, ValueError):
+        results_dir = config.parent / "results"
+    machine = default_machine(results_dir)
+    if set_default_machine(html_dir, machine):
+        print(f"graphs start on machine {machine} (the machine buttons add the others)")
+    print(
+        "asv's page reads its data over HTTP, not from file:// (a CORS error, blank graphs): "
+        f"view it with\n  {serve_command(html_dir)}\nthen open http://127.0.0.1:{SERVE_PORT}/"
+    )
     return 0

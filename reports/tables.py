@@ -46,6 +46,22 @@ METRIC_COLUMNS = {m: m for m in metrics.CONTRACT_METRICS}
 MAX_CONFIG_BLOCKS = 500
 
 
+# CPU runs (`make bench` on a machine without CUDA: runner.machine names them cpu-<arch>,
+# their rows are the CPU preset) are smoke tests of the harness, not measurements of the
+# kernels: the report leaves them out unless asked (--include-cpu, make REPORT_CPU=1).
+CPU_MACHINE_PREFIX = "cpu-"
+CPU_PRESET = "CPU"
+
+
+def cpu_machines(df: pd.DataFrame) -> list[str]:
+    """Machines whose results are CPU runs: named cpu-<arch>, or (a MACHINE= name) holding
+    only rows of the CPU preset."""
+    if df.empty:
+        return []
+    only_cpu = df.groupby("machine")["preset"].agg(lambda p: set(p.dropna()) == {CPU_PRESET})
+    return sorted(m for m, cpu in only_cpu.items() if cpu or str(m).startswith(CPU_MACHINE_PREFIX))
+
+
 def mode_sort_key(mode: str) -> tuple[int, str]:
     return (MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER), str(mode))
 

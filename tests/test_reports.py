@@ -248,8 +248,10 @@ def find_chromium():
     return None
 
 
-def browse(url, checks, wait_for="true", timeout=30.0, screenshot=None):
-    """Load url in headless Chromium; returns errors, evaluated checks and requested URLs."""
+def browse(url, checks, wait_for="true", timeout=30.0, screenshot=None, width=None):
+    """Load url in headless Chromium; returns errors, evaluated checks and requested URLs.
+    ``width``: the window's CSS width (default the flags' 1280); then ``screenshot`` is the
+    whole page (up to 12,000 px tall), not only the window."""
     import base64
     import select
     import tempfile
@@ -318,6 +320,9 @@ def browse(url, checks, wait_for="true", timeout=30.0, screenshot=None):
         sid = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Runtime", "Log", "Network", "Page"):
             call(f"{domain}.enable", session=sid)
+        if width:
+            metrics_ = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+            call("Emulation.setDeviceMetricsOverride", metrics_, sid)
         call("Page.navigate", {"url": url}, sid)
         read_until(lambda m: m.get("method") == "Page.loadEventFired", time.time() + timeout)
         wait_deadline = time.time() + timeout / 3
@@ -326,7 +331,13 @@ def browse(url, checks, wait_for="true", timeout=30.0, screenshot=None):
         time.sleep(0.3)  # late errors from scripts that run after the condition
         values = {name: evaluate(expr, sid) for name, expr in checks.items()}
         if screenshot:
-            data = call("Page.captureScreenshot", {"format": "png"}, sid)["data"]
+            params = {"format": "png"}
+            if width:
+                size = call("Page.getLayoutMetrics", session=sid)["cssContentSize"]
+                clip = {"x": 0, "y": 0, "width": size["width"], "scale": 1}
+                clip["height"] = min(size["height"], 12_000)
+                params.update(captureBeyondViewport=True, clip=clip)
+            data = call("Page.captureScreenshot", params, sid)["data"]
             Path(screenshot).write_bytes(base64.b64decode(data))
     finally:
         try:
@@ -959,44 +970,118 @@ def test_report_outputs(tmp_path):
         assert p.stat().st_size > 5000, p
 
 
-def test_html_report_in_headless_chromium(tmp_path, chromium):
+# Screenshots the browser tests keep (gitignored): REPORTS_TEST_ARTIFACTS moves them.
+ARTIFACTS = Path(os.environ.get("REPORTS_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+WINDOW_PX = 1400  # the dashboard must fit this window without sideways scrolling
+INDEX_MAX_BYTES = int(1.5 * 2**20)
+PAGE_CHECKS = {
+    "scroll_width": "document.documentElement.scrollWidth",
+    "inner_width": "window.innerWidth",
+    "height": "document.documentElement.scrollHeight",
+    "images": "document.images.length",
+    "images_loaded": "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length",
+}
+
+
+def _offline_page(page: str) -> bool:
+    return "<script" not in page and "http://" not in page.replace("https://example.invalid", "")
+
+
+def test_html_dashboard_in_headless_chromium(tmp_path, chromium):
     from reports.cli import build
 
     results = tmp_path / "results"
-    _regressing_history(results)
+    _regressing_history(results, n=5)  # the newest commit (4) regresses gradgrad fused
     build(results, tmp_path / "out", repo=None, commit_url="https://example.invalid/c/{commit}")
-    index = tmp_path / "out" / "html" / "index.html"
-    page = index.read_text()
-    assert "<script" not in page and "http://" not in page.replace("https://example.invalid", "")
+    html_dir = tmp_path / "out" / "html"
+    index = html_dir / "index.html"
+    assert index.stat().st_size < INDEX_MAX_BYTES
+    pages = sorted(p.name for p in html_dir.glob("*.html"))
+    assert pages == [
+        "index.html",
+        "machine-h100-sxm-80gb.html",
+        *(f"preset-{p}.html" for p in sorted(["Seed", "TTT", "Grid"])),
+    ]
+    for name in pages:
+        assert _offline_page((html_dir / name).read_text()), name
     checks = {
-        "summary_rows": "document.querySelectorAll('table.summary tr').length",
-        "images": "document.images.length",
-        "images_loaded": "[...document.images].filter(i => i.complete && i.naturalWidth > 0)"
-        ".length",
+        **PAGE_CHECKS,
+        "headline_rows": "document.querySelectorAll('table.headline tr').length",
+        "headline_text": "document.querySelector('table.headline').innerText",
         "regression_rows": "document.querySelectorAll('table.regressions tr.bad').length",
         "regression_text": "document.querySelector('table.regressions').innerText",
-        "commit_link": "document.querySelector('table.regressions a').href",
+        "latest_text": "document.getElementById('latest').parentElement.innerText",
+        "commit_link": "document.querySelector('#latest ~ h3 a[href^=\"https\"]').href",
+        "machine_links": "[...document.querySelectorAll('a')].map(a => a.getAttribute('href'))"
+        ".filter(h => h.startsWith('machine-') || h.startsWith('preset-')).length",
+        "rules_text": "document.querySelector('table.rules').innerText",
     }
-    shot = tmp_path / "shot.png"
-    r = browse(index.as_uri(), checks, "document.readyState === 'complete'", screenshot=shot)
+    r = browse(index.as_uri(), checks, "document.readyState === 'complete'", width=WINDOW_PX)
     v = r["values"]
     assert r["errors"] == []
-    assert v["summary_rows"] > 20
-    # the five plots and the roofline (reports/roofline.py; legacy H100 roof), all loaded
-    assert v["images"] == 6 and v["images_loaded"] == 6
+    assert v["inner_width"] == WINDOW_PX and v["scroll_width"] <= WINDOW_PX, v
+    assert v["headline_rows"] >= 4 and "vs" in v["headline_text"]
     assert v["regression_rows"] >= 2 and "bench_gradgrad.Seed.track_ms" in v["regression_text"]
+    assert "->" in v["regression_text"]  # old -> new
+    assert fake_commit(4)[:8] in v["latest_text"] and "regression: " in v["latest_text"]
     assert v["commit_link"].startswith("https://example.invalid/c/")
+    assert v["machine_links"] >= 4
+    # rendered from metrics.HOST_BOUND_BELOW_MS (the fixture above moves it)
+    assert f"host_bound: own ms < {metrics.HOST_BOUND_BELOW_MS:g}" in v["rules_text"]
     assert all(u.startswith(("file://", "data:")) for u in r["requests"]), r["requests"]
-    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
 
-    # The check can fail: a missing image and a script error are both reported.
+    # The machine page holds the plots; every page fits the window.
+    for name in pages[1:]:
+        r = browse((html_dir / name).as_uri(), PAGE_CHECKS, width=WINDOW_PX)
+        v = r["values"]
+        assert r["errors"] == [], (name, r["errors"])
+        assert v["scroll_width"] <= WINDOW_PX, (name, v)
+        if name.startswith("machine-"):
+            # the five plots and the roofline (reports/roofline.py; legacy H100 roof)
+            assert v["images"] == 6 and v["images_loaded"] == 6, v
+
+    # The check can fail: a missing image, a script error, a too wide page are reported.
     broken = index.with_name("broken.html")
+    page = index.read_text()
     broken.write_text(
-        page.replace("</body>", "<img src='nope.png'><script>undefined_fn()</script></body>")
+        page.replace(
+            "</body>",
+            "<img src='nope.png'><div style='width:3000px'>x</div>"
+            "<script>undefined_fn()</script></body>",
+        )
     )
-    r = browse(broken.as_uri(), {}, "document.readyState === 'complete'")
+    r = browse(broken.as_uri(), PAGE_CHECKS, "document.readyState === 'complete'", width=WINDOW_PX)
     assert any("nope.png" in e or "ERR_FILE_NOT_FOUND" in e for e in r["errors"]), r["errors"]
     assert any("undefined_fn" in e for e in r["errors"]), r["errors"]
+    assert r["values"]["scroll_width"] > WINDOW_PX
+
+
+def test_committed_report_dashboard_in_headless_chromium(chromium, capsys):
+    """The committed report/html: every page loads without errors and fits a 1,400 px window;
+    the index stays under 1.5 MiB. The index's screenshot is kept in test-artifacts/."""
+    html_dir = ROOT / "report" / "html"
+    index = html_dir / "index.html"
+    assert index.stat().st_size < INDEX_MAX_BYTES
+    pages = sorted(html_dir.glob("*.html"))
+    assert index in pages and any(p.name.startswith("machine-") for p in pages)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report-index.png"
+    for page in pages:
+        assert _offline_page(page.read_text()), page.name
+        r = browse(
+            page.as_uri(),
+            PAGE_CHECKS,
+            "document.readyState === 'complete'",
+            screenshot=shot if page == index else None,
+            width=WINDOW_PX,
+        )
+        v = r["values"]
+        assert r["errors"] == [], (page.name, r["errors"])
+        assert v["scroll_width"] <= WINDOW_PX, (page.name, v)
+        assert v["images_loaded"] == v["images"], (page.name, v)
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    with capsys.disabled():
+        print(f"\nscreenshot of report/html/index.html at {WINDOW_PX} px: {shot}")
 
 
 def test_vendored_assets_match_asv_cdn_integrity():
@@ -1039,6 +1124,9 @@ def test_asv_publish_renders_offline(asv_project, chromium, tmp_path):
     )
     replaced = publish.make_offline(html_dir)
     assert len(replaced) == 10
+    # Graphs start on one machine (asv's graphdisplay.js still has the line we patch).
+    assert publish.set_default_machine(html_dir, "testbox")
+    assert 'state.machine = ["testbox"]' in (html_dir / "graphdisplay.js").read_text()
     assert not re.search(r"<script[^>]+src=\"https?://", (html_dir / "index.html").read_text())
 
     handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(html_dir))
@@ -1291,15 +1379,19 @@ def test_partial_newest_commit_keeps_older_presets_labelled(tmp_path):
         changes = report.split("CHANGES")[1].split("PER CONFIG")[0]
         assert ".TTT." not in changes and ".Grid." not in changes
 
-    # The HTML summary applies the same rule and names each row's commit.
-    page = html.write_html(
-        df, regress.history(df), None, None, [machine], {}, tmp_path / "html"
-    ).read_text()
-    summary = page.split("<h2 id='summary'>")[1].split("<h2 id='regressions'>")[0]
-    assert "Older commits fill in presets not measured at the newest: TTT, Grid from" in summary
-    assert "<th class=l>commit</th>" in summary
-    assert summary.count("<td class=l>Grid</td>") == 3 * 3 * len(MODE_TFLOPS)
-    assert f"#commit-{c1}" in summary and f"#commit-{c2}" in summary
+    # The HTML applies the same rule: the machine page names the fill-ins, the preset pages
+    # name each row's commit where a preset spans commits... here each preset is one commit,
+    # so the commit column shows only on a page mixing commits (none) and the headline names
+    # the view as the newest commit + older ones.
+    html_dir = tmp_path / "html"
+    index = html.write_html(df, regress.history(df), None, None, [machine], {}, html_dir)
+    mpage = (html_dir / html.machine_page(machine)).read_text()
+    assert "Older commits fill in presets not measured at the newest: TTT, Grid from" in mpage
+    assert f"#commit-{c1}" in mpage and f"#commit-{c2}" in mpage
+    grid = (html_dir / html.preset_page("Grid")).read_text()
+    assert grid.count("<td class=l>Grid</td>") == 3 * 3 * len(MODE_TFLOPS)
+    assert f'@ <a href="{html.machine_page(machine)}#commit-{c1}">' in grid
+    assert " + older" in index.read_text()
 
 
 def test_a_class_at_the_newest_commit_is_taken_from_it_only(tmp_path):
@@ -1377,8 +1469,12 @@ def test_all_presets_at_the_newest_commit_render_as_before(tmp_path):
     assert "older commits" not in report and "[commit" not in report
     assert "PER CONFIG (newest commit)\n" in report
     page = html.write_html(df, regress.history(df), None, None, [machine], {}, tmp_path / "h")
-    summary = page.read_text().split("<h2 id='summary'>")[1].split("<h2 id='regressions'>")[0]
-    assert "Older commits" not in summary and "<th class=l>commit</th>" not in summary
+    pages = {p.name: p.read_text() for p in page.parent.glob("*.html")}
+    assert len(pages) == 1 + 1 + 3  # index, the machine, Seed/TTT/Grid
+    assert not any("Older commits" in p for p in pages.values())
+    presets = [p for name, p in pages.items() if name.startswith("preset-")]
+    assert len(presets) == 3 and not any("<th class=l>commit</th>" in p for p in presets)
+    assert " + older" not in page.read_text()
 
 
 def test_reports_package_is_code_only_and_renderers_share_tables():
@@ -1418,6 +1514,208 @@ def test_docs_cited_by_their_paths_in_code_and_committed_outputs():
         # Spelled in pieces so that this file does not hold the old citations either.
         for old in ("DESIGN" + ".md", "shared/" + "anchors", "../" + "shared"):
             assert old not in body, f"{path.relative_to(ROOT)} cites {old}"
+
+
+def test_plots_fix_the_issue_17_flaws(tmp_path, monkeypatch):
+    """Trends: a panel per preset (Long, Grid, Short had none), a band where the title says
+    so, none for a one-commit machine; speed_memory: no text on points (labels overlapped),
+    a figure legend; log ticks that do not run together ('1002000') nor repeat ('32.5')."""
+    import matplotlib.pyplot as plt
+
+    from reports import plots
+
+    results = tmp_path / "results"
+    write_history(results, 3)
+    df = load_results(results, repo=None).df
+    fdf = df[(df["family"] == "gradgrad") & df["metric"].isin(["ms", "peak_mib"])]
+    picked = plots.pick_trend_configs(fdf, plots.MAX_TREND_CONFIGS)
+    presets = fdf.drop_duplicates("config").set_index("config")["preset"]
+    assert [presets[c] for c in picked[:3]] == ["Seed", "TTT", "Grid"]
+
+    titles = {}
+    real_save = plots._save
+
+    def spy(fig, out_dir, stem):
+        titles[stem] = (fig._suptitle.get_text(), [ax.texts for ax in fig.axes])
+        titles[stem + "_legends"] = len(fig.legends)
+        return real_save(fig, out_dir, stem)
+
+    monkeypatch.setenv("REPORTS_PLOT_WORKERS", "1")  # the spy sees the figures in-process
+    plots._save = spy
+    try:
+        written = plots.machine_plots(df, "h100-sxm-80gb", tmp_path / "p")
+        one = tmp_path / "one"
+        write_history(one, 1, machine="h100-sxm-80gb-x2")
+        df1 = load_results(one, repo=None).df
+        written1 = plots.machine_plots(df1, "h100-sxm-80gb-x2", tmp_path / "p1")
+    finally:
+        plots._save = real_save
+    assert "band" in titles["trend_gradgrad"][0]  # the A/A band: these files store no noise
+    assert (
+        all(len(t) == 0 for t in titles["speed_memory"][1]) and titles["speed_memory_legends"] == 1
+    )
+    assert {p.stem for p in written} >= {"trend_gradgrad", "speed_memory"}
+    assert not any(p.stem.startswith("trend_") for p in written1)  # one commit: no trend
+    assert any(p.stem == "speed_memory" for p in written1)
+
+    # Ticks: decades over two decades apart, at most a few labels on a narrow axis, 'k'.
+    fig, ax = plt.subplots()
+    ax.scatter([100, 2500], [32.5, 32.5014])
+    plots._log_axis(ax, "x")
+    plots._log_axis(ax)
+    plots._log_ticks(ax, "x")
+    plots._log_ticks(ax)
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    assert hi / lo >= plots.MIN_LOG_SPAN * 0.999
+    ylabels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert len(ylabels) == len(set(ylabels)) >= 2, ylabels
+    xlabels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert "2000" not in xlabels and len(xlabels) <= 6, xlabels
+    assert plots._fmt_tick(2000) == "2k" and plots._fmt_tick(0.25) == "0.25"
+    plt.close(fig)
+
+
+def test_rules_table_is_rendered_from_the_gate_definitions(monkeypatch):
+    """Every unit of metrics.UNIT_RULES, every regime its rows can take with its A/A noise,
+    and the regress.py rules: change a definition and the table follows."""
+    from reports import dashboard
+
+    page = dashboard.rules_html()
+    for unit, rule in metrics.UNIT_RULES.items():
+        assert f"<td class=l rowspan=2>{unit}</td>" in page or f"<td class=l>{unit}</td>" in page
+        assert f"{100 * rule.rel_threshold:.1f}%" in page
+    for card, recorded in metrics.aa_defaults()["cards"].items():  # one A/A pair per card
+        assert f"{card}: " in page
+        for key, entry in recorded["noise"].items():
+            assert f"{100 * entry['threshold']:.1f}%" in page, (card, key)
+    assert f"own ms &lt; {metrics.HOST_BOUND_BELOW_MS:g}" in page
+    assert f"last {regress.DRIFT_WINDOW} commits" in page
+    monkeypatch.setattr(metrics, "HOST_BOUND_BELOW_MS", 7.5)
+    monkeypatch.setattr(regress, "DRIFT_WINDOW", 23)
+    monkeypatch.setitem(
+        metrics.UNIT_RULES, "ms", metrics.UnitRule("lower", 0.123, 0.002, "time (ms)")
+    )
+    page = dashboard.rules_html({"MiB": 0.04})
+    assert "own ms &lt; 7.5" in page and "own ms &ge; 7.5" in page
+    assert "last 23 commits" in page and "12.3%" in page and "4.0% (override)" in page
+
+
+def test_commit_url_derived_from_the_git_remote(tmp_path):
+    from reports import html
+
+    cases = {
+        "git@github.com:o/n.git": "https://github.com/o/n/commit/{commit}",
+        "https://github.com/o/n": "https://github.com/o/n/commit/{commit}",
+        "ssh://git@github.com/o/n.git": "https://github.com/o/n/commit/{commit}",
+        "https://gitlab.example.com/g/sub/n.git": "https://gitlab.example.com/g/sub/n/-/commit/{commit}",
+        "git@gitlab.com:g/n.git": "https://gitlab.com/g/n/-/commit/{commit}",
+        "https://bitbucket.org/o/n": "https://bitbucket.org/o/n/commits/{commit}",
+        "/srv/git/n": None,  # a path: nothing to link to
+        "https://example.com/o/n.git": None,  # an unknown host
+    }
+    for i, (url, want) in enumerate(cases.items()):
+        repo = tmp_path / f"r{i}"
+        subprocess.run(["git", "init", "-q", str(repo)], check=True)
+        subprocess.run(["git", "-C", str(repo), "remote", "add", "origin", url], check=True)
+        assert html.commit_url_from_remote(repo) == want, url
+    assert html.commit_url_from_remote(tmp_path / "not-a-repo") is None
+    link = html.CommitLinks(None)
+    assert (
+        link("a" * 40, "m") == '<a href="machine-m.html#commit-aaaaaaaa"><code>aaaaaaaa</code></a>'
+    )
+
+
+def test_headline_fused_vs_best_baseline():
+    from reports import dashboard
+
+    table = pd.DataFrame(
+        {
+            "family": ["gradgrad"] * 4,
+            "preset": ["Seed"] * 4,
+            "config": ["c"] * 4,
+            "bwd_mode": ["math", "recompute", "flash", "fused"],
+            "ms": [10.0, 4.0, float("nan"), 2.0],
+            "speedup": [1.0, 2.5, float("nan"), 5.0],
+            "mem_ratio": [1.0, 0.5, float("nan"), 0.1],
+        }
+    )
+    best = dashboard.best_baseline(table)
+    assert best.loc[0, "baseline"] == "recompute" and best.loc[0, "ratio"] == pytest.approx(2.0)
+    page = dashboard.headline({"m": table}, {"m": "machine-m.html"}, lambda m: "c1")
+    assert "2.00x</span> vs recompute" in page and "5.00x</span>, memory 0.10x of math" in page
+
+
+def test_cpu_runs_stay_out_of_the_report_unless_asked(tmp_path, caplog):
+    """`make bench` on a CPU machine writes results/cpu-<arch>/, then builds the report: the
+    committed report/ must not take CPU rows; --include-cpu (make REPORT_CPU=1) adds them."""
+    from reports import cli, tables
+
+    results = tmp_path / "results"
+    suite = write_history(results, 2)
+    write_history(results, 1, machine="cpu-x86_64", suite=suite)
+    write_history(results, 1, machine="my-laptop", suite=suite)  # MACHINE= name, CPU preset
+    df = load_results(results, repo=None).df
+    df.loc[df["machine"] == "my-laptop", "preset"] = "CPU"
+    assert tables.cpu_machines(df) == ["cpu-x86_64", "my-laptop"]
+    assert tables.cpu_machines(df[df["machine"] == "h100-sxm-80gb"]) == []
+
+    res = cli.build(results, tmp_path / "out", repo=None, make_plots=False)
+    # (my-laptop's files hold GPU presets: only the frame above was relabelled CPU)
+    assert set(res["df"]["machine"]) == {"h100-sxm-80gb", "my-laptop"}
+    out = tmp_path / "out"
+    assert not (out / "cpu-x86_64_latest.txt").exists()
+    assert "cpu-x86_64" not in (out / "data" / "all_results.csv").read_text()
+    assert not any("cpu-x86_64" in p.read_text() for p in (out / "html").glob("*.html"))
+    assert "left out the CPU runs of cpu-x86_64" in caplog.text
+
+    res = cli.build(results, tmp_path / "out", repo=None, make_plots=False, include_cpu=True)
+    assert "cpu-x86_64" in set(res["df"]["machine"])
+    assert (out / "cpu-x86_64_latest.txt").exists()
+
+    only_cpu = tmp_path / "cpu_only"
+    write_history(only_cpu, 1, machine="cpu-x86_64")
+    with pytest.raises(NoResultsError, match="--include-cpu"):
+        cli.build(only_cpu, tmp_path / "out2", repo=None, make_plots=False)
+    assert "REPORT_ARGS = $(if $(REPORT_CPU),--include-cpu)" in (ROOT / "Makefile").read_text()
+
+
+def test_publish_default_machine_and_how_to_view(tmp_path, monkeypatch, capsys):
+    """asv's graphs start on the machine with the most results, never an A/A repeat or a CPU
+    machine while a GPU one exists; publish prints how to view the site (make serve)."""
+    from reports import publish
+
+    results = tmp_path / "results"
+    for name, n in [("h100-sxm-80gb", 3), ("h100-sxm-80gb-aa", 9), ("cpu-x86_64", 9), ("b", 3)]:
+        (results / name).mkdir(parents=True)
+        (results / name / "machine.json").write_text("{}")
+        for i in range(n):
+            (results / name / f"{i:08x}-existing-py3.json").write_text("{}")
+    assert publish.default_machine(results) == "b"  # ties: by name
+    (results / "h100-sxm-80gb" / "ffffffff-existing-py3.json").write_text("{}")
+    assert publish.default_machine(results) == "h100-sxm-80gb"
+    assert publish.default_machine(tmp_path / "none") is None
+    assert not publish.set_default_machine(tmp_path, "h100-sxm-80gb")  # no graphdisplay.js
+
+    # publish() end to end, asv stubbed: the serve hint is printed.
+    html_dir = tmp_path / "site"
+    config = tmp_path / "asv.conf.json"
+    config.write_text('{\n  // comment\n  "results_dir": "results"\n}\n')
+
+    def fake_asv(cmd, **kw):
+        html_dir.mkdir()
+        (html_dir / "index.html").write_text("<html></html>")
+        (html_dir / "graphdisplay.js").write_text(f"x; {publish._ALL_MACHINES} y;")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(publish.subprocess, "run", fake_asv)
+    assert publish.publish(html_dir, config) == 0
+    out = capsys.readouterr().out
+    assert "graphs start on machine h100-sxm-80gb" in out
+    assert "make serve" in out and "http://127.0.0.1:8080/" in out
+    assert '["h100-sxm-80gb"]' in (html_dir / "graphdisplay.js").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nserve:" in makefile and "http.server -d report/asv_html -b 127.0.0.1" in makefile
 
 
 def test_publish_refuses_to_empty_our_own_report(monkeypatch, capsys):

@@ -257,11 +257,16 @@ def test_report_over_a_hostile_results_folder(tmp_path):
     # the report is whole: CSV, every text file, the valid machine's plots, HTML
     assert (out / "html" / "index.html").is_file()
     assert (out / "data" / "all_results.csv").is_file()
-    assert (out / "plots" / "h200-sxm-140gb" / "trend_backward.png").is_file()
+    # one commit of it: speed/memory, no trend (plots.MIN_TREND_COMMITS)
+    assert (out / "plots" / "h200-sxm-140gb" / "speed_memory.png").is_file()
     valid_text = (out / "h200-sxm-140gb_latest.txt").read_text()
     assert "INVALID" not in valid_text
     html = (out / "html" / "index.html").read_text()
     assert "Skipped input" in html and "c17.json" in html
+    # the invalid values are listed on their machine's page, counted on the index
+    assert "invalid value(s)" in html
+    html = "".join(p.read_text() for p in (out / "html").glob("*.html"))
+    assert len(list((out / "html").glob("preset-*.html"))) <= 40  # html.MAX_PRESET_PAGES
     # invalid values are shown as invalid, not as numbers
     names = {p.name for p in out.glob("*_latest.txt")}
     newest = (out / "invalid-values_latest.txt").read_text()  # its newest commit: c15

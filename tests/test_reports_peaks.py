@@ -278,9 +278,15 @@ def test_text_and_html_show_percent_of_the_machines_own_peak(tmp_path):
     assert "Peak" not in h200.split("PER CONFIG")[1]  # the ceilings are no preset block
     h100 = (out / "h100-sxm-80gb_latest.txt").read_text()
     assert "% peak = TFLOP/s / 790, the bf16 dense matmul ceiling: legacy" in h100
-    page = res["written"]["html"].read_text()
+    html_dir = res["written"]["html"].parent  # % of peak is on each machine's page
+    page = (html_dir / "machine-h200-sxm-140gb.html").read_text()
     assert f"TFLOP/s / {card.tflops:.0f}, the bf16 dense matmul ceiling: measured" in page
+    page = (html_dir / "machine-h100-sxm-80gb.html").read_text()
     assert "legacy: no Peak result for this machine" in page
+    index = res["written"]["html"].read_text()  # the two cards side by side, linked
+    assert "machines-h100-sxm-80gb-vs-h200-sxm-140gb.html" in index
+    pair = (html_dir / "machines-h100-sxm-80gb-vs-h200-sxm-140gb.html").read_text()
+    assert "h100-sxm-80gb" in pair and "h200-sxm-140gb" in pair
 
 
 def test_the_gate_shows_the_ceilings_but_never_fails_on_them(tmp_path, capsys):
@@ -420,5 +426,5 @@ def test_make_report_writes_the_roofline_and_lists_it_for_the_html(tmp_path):
     res = cli.build(tmp_path, tmp_path / "report", repo=None)
     h200 = [p.name for p in res["plots"]["h200-sxm-140gb"]]
     assert "roofline.png" in h200 and "roofline.svg" in h200
-    page = res["written"]["html"].read_text()
+    page = (res["written"]["html"].parent / "machine-h200-sxm-140gb.html").read_text()
     assert "roofline.png" in page
