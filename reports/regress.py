@@ -129,6 +129,9 @@ def _follow_ms(out: pd.DataFrame) -> None:
     source = stem + "." + method.map(RATE_SOURCE).fillna("")
     key = _series_key(out, source)  # a rate row: the key of its time row
     own = _series_key(out, names)  # every row: its own key
+    if "commit_new" in out.columns:  # history: one step per commit of each series
+        step = "@" + out["commit_new"].astype(str)
+        key, own = key + step, own + step
     is_time = method.isin(set(RATE_SOURCE.values())).to_numpy()
     cols = ["status", "threshold_pct", "mdc_pct", "noise_overlap"]
     ms_rows = out.loc[is_time, cols].set_index(own[is_time].to_numpy())

@@ -269,6 +269,20 @@ def test_rate_of_a_skipped_time_is_skipped_not_failed(capsys):
     assert code == EXIT_OK
 
 
+def test_history_rates_follow_the_time_of_their_own_commit():
+    """In the history (every commit vs its previous), a TFLOP/s step takes the decision of
+    the ms step of the same commit, not of the series' first: on the H200 the eager Seed
+    backward went 0.38 -> 0.53 ms at b48f541f (host-bound: within the eager A/A noise), and
+    its TFLOP/s row had read "regression" from another commit's ms decision."""
+    df = load_results(ROOT / "results" / "h200-sxm-140gb", repo=ROOT).df
+    h = regress.history(df)
+    at = h[h["commit_new"].astype(str).str.startswith("b48f541f") & (h["bwd_mode"] == "fused")]
+    at = at[at["benchmark"].astype(str).str.startswith("bench_backward.Seed.track_")]
+    status = dict(zip(at["benchmark"].astype(str).str.rpartition(".")[2], at["status"]))
+    assert status["track_tflops"] == status["track_ms"]
+    assert status["track_graph_tflops"] == status["track_graph_ms"]
+
+
 def test_old_issue_example_now_fails(capsys):
     """2a980a7a -> b993c552: the fused Seed backward 0.398 -> 0.690 ms (+73%) passed."""
     code = main(["compare", "2a980a7a", "b993c552", "--repo", str(ROOT), "--results",
