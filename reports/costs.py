@@ -18,7 +18,7 @@ SECONDS = ("wall_s", "measure_s", "reference_s", "first_call_s", "startup_s", "p
 COLUMNS = (
     ("date", "date", 16),
     ("commit", "commit", 8),
-    ("state", "state", 7),
+    ("state", "state", 14),
     ("presets", "presets", 22),
     ("wall_s", "wall s", 8),
     ("measure_s", "measure", 8),
@@ -55,6 +55,8 @@ def cost_rows(results: str | Path = "results", machine: str | None = None) -> li
                 continue
             row = dict(rec)
             row.setdefault("machine", file.parent.name)
+            if rec.get("interrupted") is True:  # stopped part-way: its state says so
+                row["state"] = f"{rec.get('state', '?')}, stopped"
             wall, measure = _num(rec.get("wall_s")), _num(rec.get("measure_s"))
             row["outside_pct"] = (
                 100.0 * (wall - measure) / wall if wall and measure is not None else None

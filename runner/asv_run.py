@@ -371,6 +371,17 @@ def run_commit(
                 except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via main()'s handler
                     _stop_run(token)
                     _report_interrupted(sha, machine, grid, results_dir, chunks, finished, label)
+                    # what the run spent until now (runs.jsonl), the finished presets named
+                    started_procs = meas.started if meas is not None else None
+                    info = {"asv_runs": i, "measuring_processes": started_procs}
+                    tail.events.append({"event": "run_info", **info})
+                    costs.record_run(
+                        results_dir / machine,
+                        tail.events,
+                        commit=sha,
+                        wall_s=time.time() - started,
+                        interrupted=True,
+                    )
                     raise
                 if code in (0, 2):
                     finished.append(label)

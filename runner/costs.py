@@ -66,7 +66,13 @@ def _sum(done: Iterable[dict], field: str) -> float:
 
 
 def build_record(
-    events: list[dict], *, commit: str, machine: str, wall_s: float, failed: bool = False
+    events: list[dict],
+    *,
+    commit: str,
+    machine: str,
+    wall_s: float,
+    failed: bool = False,
+    interrupted: bool = False,
 ) -> dict:
     """The cost record of one run from its progress events (see the module docstring)."""
     done = [e for e in events if e.get("event") == "class_done"]
@@ -98,6 +104,8 @@ def build_record(
         "asv_runs": info.get("asv_runs"),
         "measuring_processes": info.get("measuring_processes"),
         "failed": failed,
+        # stopped (Ctrl-C, SIGTERM, a time limit): the presets it finished were merged
+        "interrupted": interrupted,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),
     }
@@ -118,13 +126,28 @@ def append_record(folder: str | os.PathLike, record: dict) -> Path:
     return path
 
 
-def record_run(folder: str | os.PathLike, events: list[dict], *, commit: str, wall_s: float) -> str:
+def record_run(
+    folder: str | os.PathLike,
+    events: list[dict],
+    *,
+    commit: str,
+    wall_s: float,
+    interrupted: bool = False,
+) -> str:
     """Build the run's record, append it to ``folder/runs.jsonl`` (``folder`` is
     results/<machine>) and return the same JSON line for the runner to print last. A
-    failure to write is said on stderr, never raised: the run's results are already saved."""
+    failure to write is said on stderr, never raised: the run's results are already saved.
+    An interrupted run is recorded too (``interrupted``), with what it spent until then."""
     folder = Path(folder)
     failed = any(e.get("event") in ("class_failed", "asv_failed") for e in events)
-    record = build_record(events, commit=commit, machine=folder.name, wall_s=wall_s, failed=failed)
+    record = build_record(
+        events,
+        commit=commit,
+        machine=folder.name,
+        wall_s=wall_s,
+        failed=failed,
+        interrupted=interrupted,
+    )
     try:
         append_record(folder, record)
     except (OSError, integrity.LockBusy) as exc:

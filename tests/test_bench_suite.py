@@ -340,6 +340,11 @@ def test_an_interrupted_run_keeps_the_parts_that_finished(tmp_path, monkeypatch,
     (result,) = (tmp_path / "pytest-cpu").glob("*-existing-*.json")
     measured = {name.split(".")[0] for name in json.loads(result.read_text())["results"]}
     assert measured == {"bench_forward", "bench_backward"}
+    # what the run spent is recorded too, marked interrupted (runs.jsonl, runner/costs.py)
+    (line,) = (tmp_path / "pytest-cpu" / "runs.jsonl").read_text().splitlines()
+    cost = json.loads(line)
+    assert cost["interrupted"] is True and cost["asv_runs"] == 3
+    assert cost["presets"][:1] == ["cpu"] and cost["wall_s"] > 0
 
 
 def test_sigterm_stops_main_like_ctrl_c(monkeypatch):
