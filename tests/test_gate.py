@@ -171,6 +171,27 @@ def test_ten_percent_fused_slowdown_is_caught_with_stored_noise(tmp_path, machin
     assert not others["status"].isin([regress.REGRESSION, regress.IMPROVEMENT]).any()
 
 
+@pytest.mark.parametrize("factor", [1.06, 1.10])
+def test_h200_fused_steps_are_caught_with_their_own_stored_noise(tmp_path, factor):
+    """b48f541f (H200: Seed, TTT, Long, Short) as measured, with the noise each row stored:
+    a 6% (and a 10%) slowdown of every fused row is caught on every fused step (the kernel
+    through graph ms where the eager row is host-bound), and nothing else is flagged."""
+    old_root, new_root = new_commit_pair(
+        tmp_path, H200, "b48f541f", lambda d: scale_fused(d, factor, GATED_PRESETS)
+    )
+    cmp = gate(old_root, new_root)
+    fused = _fused_time_rows(cmp, GATED_PRESETS)
+    keys = fused["benchmark"].str.rsplit(".", n=1).str[0] + fused["params"]
+    assert keys.nunique() >= 30  # 33 fused steps: Seed 3, TTT 9, Long 9, Short 12
+    host_eager = fused["rule"].str.startswith("host-bound, kernel judged on graph ms")
+    assert fused.loc[~host_eager, "rule"].str.startswith("stored noise").all()
+    caught = set(keys[~host_eager & (fused["status"] == regress.REGRESSION)])
+    assert set(keys) == caught
+    moved = fused.index.union(cmp[(cmp["bwd_mode"] == "fused") & (cmp["unit"] == "TFLOP/s")].index)
+    others = cmp[~cmp.index.isin(moved)]
+    assert not others["status"].isin([regress.REGRESSION, regress.IMPROVEMENT]).any()
+
+
 def test_five_percent_is_caught_at_or_above_3_ms(tmp_path):
     """Every mode's rows scaled by 1.05 (no fused row of b993c552 takes 3 ms): each time row
     at or above 3 ms is a regression, with stored noise and without."""
