@@ -164,20 +164,22 @@ def machines_html(df: pd.DataFrame, a: str, b: str, rows: pd.DataFrame | None = 
         return "\n".join(
             parts + ["<p class=muted>No preset, config and mode measured on both.</p>"]
         )
+    # A and B in the headers (the lines above name them) and the config cell wrapping: the
+    # page fits a 1,400 px window whatever the machine names (tests/test_reports.py).
     parts.append(
-        "<table class='machines'><tr><th>family</th><th>preset</th><th>config</th><th>mode</th>"
-        f"<th>{e(a)} ms</th><th>{e(b)} ms</th><th>ratio</th><th>{e(a)} % peak</th>"
-        f"<th>{e(b)} % peak</th><th>graph ratio</th><th>commits</th></tr>"
+        "<table class='machines'><tr><th>family</th><th>preset</th><th class=l>config</th>"
+        "<th>mode</th><th>A ms</th><th>B ms</th><th>ratio</th><th>A % peak</th>"
+        "<th>B % peak</th><th>graph ratio</th><th class=l>commits A / B</th></tr>"
     )
     for r in rows.itertuples():
         commits = f"{str(r.commit_a)[:8]} / {str(r.commit_b)[:8]}"
         parts.append(
             f"<tr><td>{e(str(r.family))}</td><td>{e(str(r.preset))}</td>"
-            f"<td>{e(str(r.config))}</td><td>{e(str(r.bwd_mode))}</td>"
+            f"<td class=l>{e(str(r.config))}</td><td>{e(str(r.bwd_mode))}</td>"
             f"<td>{fmt_ms(r.ms_a)}</td><td>{fmt_ms(r.ms_b)}</td>"
             f"<td>{_ratio(r.ratio)}</td><td>{_pct(r.pct_peak_a)}</td>"
             f"<td>{_pct(r.pct_peak_b)}</td><td>{_ratio(r.graph_ratio)}</td>"
-            f"<td>{e(commits)}</td></tr>"
+            f"<td class=l>{e(commits)}</td></tr>"
         )
     parts.append("</table>")
     return "\n".join(parts)
