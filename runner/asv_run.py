@@ -71,13 +71,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -94,52 +92,13 @@ if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
 from harness import grid as grids  # noqa: E402  (standard library only)
 from harness import records  # noqa: E402  (standard library only)
 from runner import caches, costs, git, integrity, measurer, merge, noise  # noqa: E402
+from runner.asv_process import ASV_MAIN as _ASV_MAIN  # noqa: E402
+from runner.asv_process import die_with_parent as _die_with_parent  # noqa: E402
+from runner.asv_process import run_asv as _run_asv  # noqa: E402
+from runner.asv_process import stop_run as _stop_run  # noqa: E402
 from runner.machine import default_grid, machine_name, write_machine_file  # noqa: E402
 from runner.measurer import Measurer  # noqa: E402
 from runner.progress import ProgressTail, failures, print_overhead, print_table  # noqa: E402
-
-# asv, with four patches of asv itself, for this process only (argv[1:5] are popped):
-# - its machine file is read from a per-run file (argv[1]), not ~/.asv-machine.json;
-# - its temporary folders (forkserver sockets, result files) go into a per-run folder
-#   (argv[2]) that the runner removes whatever happened to asv;
-# - the existing environment is named after argv[3] (integrity.PYTHON_LABEL), not after the
-#   interpreter's path: result file names and fields carry no host paths (trap 12);
-# - (argv[4], the path of runner/asv_inproc.py, or "") the classes the measuring process
-#   measured (harness/records.py) run their setup_cache and track_* in asv's process;
-# and its child processes (forkserver, discovery) are killed when asv dies (PDEATHSIG).
-_ASV_MAIN = """\
-import ctypes, signal, subprocess, sys, tempfile
-machine_file, tempfile.tempdir, label = sys.argv.pop(1), sys.argv.pop(1), sys.argv.pop(1)
-inproc = sys.argv.pop(1)
-import asv.environment as E
-import asv.machine
-asv.machine.MachineCollection.get_machine_file_path = staticmethod(lambda: machine_file)
-_init = E.ExistingEnvironment.__init__
-def _named_init(self, *args, **kwargs):
-    _init(self, *args, **kwargs)
-    self._python = label
-E.ExistingEnvironment.__init__ = _named_init
-E.ExistingEnvironment.name = property(
-    lambda self: E.get_env_name(self.tool_name, self._python, {}, self._tagged_env_vars))
-_libc = ctypes.CDLL(None)
-_popen_init = subprocess.Popen.__init__
-def _popen(self, *args, preexec_fn=None, **kwargs):
-    def preexec():
-        _libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if preexec_fn is not None:
-            preexec_fn()
-    _popen_init(self, *args, preexec_fn=preexec, **kwargs)
-subprocess.Popen.__init__ = _popen
-if inproc:  # classes measured by the runner's measuring process: read in this process
-    import importlib.util, os
-    spec = importlib.util.spec_from_file_location("_gradgrad_asv_inproc", inproc)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.install(os.environ["BENCH_SUITE_RECORDS"])
-from asv.main import main
-sys.exit(main())
-"""
-
 
 # --------------------------------------------------------------------------------------
 # Grids
@@ -470,40 +429,6 @@ def _setup_cache_durations(private: Path, events: list[dict]) -> None:
 
 def _say(message: str) -> None:
     print(message, flush=True)
-
-
-def _run_asv(cmd: list[str], cwd: Path, env: dict) -> int:
-    """asv in this process group (a signal to the group reaches it), killed if this process
-    dies (PDEATHSIG); its exit status. On KeyboardInterrupt subprocess.run kills asv
-    (SIGKILL): its forkserver dies with it (PDEATHSIG), :func:`_stop_run` ends the rest."""
-    return subprocess.run(cmd, cwd=cwd, env=env, preexec_fn=_die_with_parent).returncode
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _stop_run(token: str) -> None:
-    """End asv, its forkserver and the benchmark processes of this run (all of them carry
-    ``token``), with this process deaf to further Ctrl-C/SIGTERM until they are gone."""
-    previous = {}
-    with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, signal.SIG_IGN)
-    try:
-        ended, killed = integrity.terminate_marked(token, grace=10.0)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    forced = f", {killed} of them with SIGKILL" if killed else ""
-    print(
-        f"stopped the run's processes: asv, and {ended} of its forkserver and benchmark "
-        f"processes still running{forced}; its temporary folders are removed",
-        flush=True,
-    )
 
 
 def _merge_private(private: Path, results_dir: Path, machine: str) -> list[Path]:

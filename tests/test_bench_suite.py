@@ -25,7 +25,7 @@ import pytest
 
 from bench_suite import base, bench_backward, bench_forward, bench_gradgrad
 from harness import flops, grid, measure, parity
-from runner import asv_run, progress
+from runner import asv_process, asv_run, progress
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = {"forward": bench_forward, "backward": bench_backward, "gradgrad": bench_gradgrad}
@@ -317,7 +317,7 @@ def test_an_interrupted_run_keeps_the_parts_that_finished(tmp_path, monkeypatch,
         (f"cpu-{family}", rf"^bench_{family}\.CPU\.track_") for family in grid.PATHS
     ]  # forward, backward, gradgrad: three asv runs
     monkeypatch.setattr(asv_run, "preset_chunks", lambda grid, presets=None: parts)
-    real_run = asv_run.subprocess.run
+    real_run = asv_process.subprocess.run  # asv is started there (runner/asv_process.py)
     asv_runs = []
 
     def run(cmd, *args, **kwargs):
@@ -327,7 +327,7 @@ def test_an_interrupted_run_keeps_the_parts_that_finished(tmp_path, monkeypatch,
                 raise KeyboardInterrupt
         return real_run(cmd, *args, **kwargs)
 
-    monkeypatch.setattr(asv_run.subprocess, "run", run)
+    monkeypatch.setattr(asv_process.subprocess, "run", run)
     env = dict(os.environ, **QUICK_ENV)
     with pytest.raises(KeyboardInterrupt):
         asv_run.run_commit("HEAD", machine="pytest-cpu", results_dir=tmp_path, grid="cpu", env=env)
