@@ -34,22 +34,10 @@ from harness import flops  # noqa: E402  (standard library only)
 from harness.grid import PATHS  # noqa: E402
 from reports import peaks, tables  # noqa: E402
 from reports.paths import inside  # noqa: E402
+from reports.plots import FORMATS, MODE_COLORS  # noqa: E402  (and its rcParams)
 
-FORMATS = ("png", "svg")
 NAME = "roofline"
 PATH_TITLES = {"forward": "forward", "backward": "forward + backward", "gradgrad": "grad-grad"}
-COLORS = {
-    "math": "#444444",
-    "sdpa": "#1f77b4",
-    "flash": "#2ca02c",
-    "compiled": "#17becf",
-    "recompute": "#ff7f0e",
-    "save_p": "#9467bd",
-    "dv_only": "#8c564b",
-    "fused": "#d62728",
-}
-matplotlib.rcParams["svg.hashsalt"] = "reports"  # reproducible SVGs (committed data)
-matplotlib.rcParams["text.parse_math"] = False  # names from result files: never mathtext
 _PLAIN = ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
 
 
@@ -126,7 +114,7 @@ def roofline_figure(points: pd.DataFrame, card: peaks.CardPeak, machine: str):
         for mode, rows in sorted(
             mine.groupby("bwd_mode"), key=lambda m: tables.mode_sort_key(m[0])
         ):
-            color = COLORS.get(mode, "#7f7f7f")
+            color = MODE_COLORS.get(mode, "#7f7f7f")
             eager = rows[rows["tflops"] > 0]
             ax.scatter(eager["intensity"], eager["tflops"], color=color, s=28, label=mode, zorder=3)
             graph = rows[rows["graph_tflops"] > 0]
@@ -137,7 +125,10 @@ def roofline_figure(points: pd.DataFrame, card: peaks.CardPeak, machine: str):
         ax.set_yscale("log")
         ax.set_xlim(lo, hi)
         ax.set_ylim(bottom, top)
-        for axis in (ax.xaxis, ax.yaxis):  # plain numbers: mathtext is off (rcParams above)
+        for axis in (
+            ax.xaxis,
+            ax.yaxis,
+        ):  # plain numbers: mathtext is off (reports/plots.py rcParams)
             axis.set_major_formatter(_PLAIN)
             axis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("arithmetic intensity (FLOP / byte, harness/flops.py)")
