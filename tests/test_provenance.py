@@ -27,24 +27,11 @@ from asv_runner.statistics import quantile_ci
 from harness import grid, timing
 from reports.load import load_results
 from runner import machine, noise
+from tests.test_reports import RESULT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-COLUMNS = [
-    "result",
-    "params",
-    "version",
-    "started_at",
-    "duration",
-    "stats_ci_99_a",
-    "stats_ci_99_b",
-    "stats_q_25",
-    "stats_q_75",
-    "stats_number",
-    "stats_repeat",
-    "samples",
-    "profile",
-]
+COLUMNS = RESULT_COLUMNS  # asv's result columns, as tests/test_reports.py writes them
 
 
 # --- the interval --------------------------------------------------------------------
