@@ -193,7 +193,7 @@ def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, it
                 first_call_s=first_call_s,
             )
         mib = peak_mib(call, device)
-        ms_samples, host_samples = step_samples(call, device, iters=iters, rep_ms=rep_ms)
+        ms_samples, host_samples = step_samples(call, device, iters=iters, rep_ms=rep_ms, warm=True)
         measure_s = time.perf_counter() - t0
     except NotImplementedError as exc:
         return Record("skip", f"{label}: {exc}" if str(exc) else f"{label}: not implemented")

@@ -34,8 +34,18 @@ from typing import Any, NamedTuple
 # BENCH_SUITE_REP_MS lowers it for smoke runs.
 DEFAULT_REP_MS = float(os.environ.get("BENCH_SUITE_REP_MS", "100"))
 DEFAULT_WARMUP_MS = 25.0
-MIN_ITERS = 5  # a median of fewer is noise; a 150 ms call still costs < 1 s
+MIN_ITERS = 5  # a median of fewer is noise
 MAX_ITERS = 1000
+# A step of SLOW_STEP_MS or more is GPU-bound and steady: on the H200 (b48f541) the 33
+# eager and graph rows of >= 30 ms had interquartile ranges of at most 0.76% of their
+# median (most under 0.1%), so 3 calls give its median. It is the math and unfused
+# baselines at Long and Grid (30-300 ms a call): with 5 eager calls, 5 replays and the
+# calls around them they were 60% of a warm grid's measuring.
+SLOW_STEP_MS = 30.0
+MIN_ITERS_SLOW = 3
+# A call this long is timed once for the estimate that sets the number of calls (the mean
+# of three shorter ones otherwise): its launch overhead is < 1% of it.
+ONE_CALL_ESTIMATE_MS = 5.0
 L2_FLUSH_BYTES = 256 * 2**20  # > H100's 50 MB L2, as do_bench
 
 
@@ -144,41 +154,74 @@ def step_samples(
     iters: int | None = None,
     rep_ms: float | None = None,
     warmup_ms: float = DEFAULT_WARMUP_MS,
+    warm: bool = False,
 ) -> tuple[list[float], list[float] | None]:
     """The samples behind :func:`step_timing`: (ms of every timed call, host ms of the
-    first ``HOST_SAMPLES`` of them, None on CPU)."""
+    first ``HOST_SAMPLES`` of them, None on CPU).
+
+    ``warm``: ``fn`` ran already (compiled, tuned, its memory measured), so on a GPU the
+    untimed first call is skipped; the estimate's calls and the warm-up follow as ever.
+    """
     import torch
 
     rep_ms = DEFAULT_REP_MS if rep_ms is None else rep_ms
     if torch.device(device).type == "cuda":
-        return _cuda_samples(fn, iters, rep_ms, warmup_ms)
+        return _cuda_samples(fn, iters, rep_ms, warmup_ms, warm)
     return _cpu_samples(fn, iters, rep_ms, warmup_ms), None
 
 
-def _n_iters(iters, rep_ms, estimate_ms):
+def n_iters(iters, rep_ms, estimate_ms) -> int:
+    """Timed calls: ``iters`` when given, else ``rep_ms`` worth within [floor, MAX_ITERS],
+    the floor ``MIN_ITERS`` (``MIN_ITERS_SLOW`` from ``SLOW_STEP_MS``)."""
     if iters is not None:
         return max(1, int(iters))
-    return min(MAX_ITERS, max(MIN_ITERS, int(rep_ms / max(estimate_ms, 1e-6))))
+    floor = MIN_ITERS_SLOW if estimate_ms >= SLOW_STEP_MS else MIN_ITERS
+    return min(MAX_ITERS, max(floor, int(rep_ms / max(estimate_ms, 1e-6))))
 
 
-def _cuda_samples(fn, iters, rep_ms, warmup_ms):
+def n_warmups(warmup_ms, estimate_ms) -> int:
+    """Untimed calls before the timed ones: ``warmup_ms`` worth, at least one; none for a
+    step longer than ``warmup_ms``, which the estimate's call already warmed."""
+    if estimate_ms >= warmup_ms:
+        return 0
+    return max(1, int(warmup_ms / max(estimate_ms, 1e-6)))
+
+
+def _estimate_ms(run, flush) -> float:
+    """GPU ms of one ``run`` after an L2 flush: one timed call from ``ONE_CALL_ESTIMATE_MS``
+    on, else the mean of three more (the flushes included, as triton's do_bench)."""
     import torch
 
-    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
-    fn()
-    torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    flush.zero_()
+    run()
+    end.record()
+    torch.cuda.synchronize()
+    first = start.elapsed_time(end)
+    if first >= ONE_CALL_ESTIMATE_MS:
+        return first
     start.record()
     for _ in range(3):
         flush.zero_()
-        fn()
+        run()
     end.record()
     torch.cuda.synchronize()
-    estimate = start.elapsed_time(end) / 3
-    for _ in range(max(1, int(warmup_ms / max(estimate, 1e-6)))):
+    return start.elapsed_time(end) / 3
+
+
+def _cuda_samples(fn, iters, rep_ms, warmup_ms, warm=False):
+    import torch
+
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
+    if not warm:
+        fn()  # compilation and lazy initialisation stay out of the estimate
+        torch.cuda.synchronize()
+    estimate = _estimate_ms(fn, flush)
+    for _ in range(n_warmups(warmup_ms, estimate)):
         fn()
     torch.cuda.synchronize()  # an empty launch queue for the host samples
-    n = _n_iters(iters, rep_ms, estimate)
+    n = n_iters(iters, rep_ms, estimate)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     host = []
@@ -201,7 +244,7 @@ def _cpu_samples(fn, iters, rep_ms, warmup_ms):
     for _ in range(max(1, int(warmup_ms / max(estimate, 1e-6)))):
         fn()
     times = []
-    for _ in range(_n_iters(iters, rep_ms, estimate)):
+    for _ in range(n_iters(iters, rep_ms, estimate)):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
@@ -219,7 +262,9 @@ class GraphTiming(NamedTuple):
 
 # Calls on a side stream before the capture, as PyTorch's CUDA-graph docs require: lazy
 # initialisation (cuBLAS handles, autotuning, Triton compilation) must not be captured.
-CAPTURE_WARMUP_CALLS = 3
+# The step ran eagerly before (graph_timing comes after the eager timing), so what is left
+# to initialise is the side stream's (cuBLAS workspaces are per stream): two calls.
+CAPTURE_WARMUP_CALLS = 2
 # A replay must give the eager call's outputs within this fraction of their largest
 # magnitude, or its time is not the step's. Not exact: SDPA's backward may accumulate
 # with atomics. A graph that replays stale or freed memory is off by far more.
@@ -327,17 +372,10 @@ def _replay_samples(graph, iters, rep_ms, warmup_ms) -> list[float]:
     import torch
 
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(3):
-        flush.zero_()
+    estimate = _estimate_ms(graph.replay, flush)  # after _replay_mismatch's replay
+    for _ in range(n_warmups(warmup_ms, estimate)):
         graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    estimate = start.elapsed_time(end) / 3
-    for _ in range(max(1, int(warmup_ms / max(estimate, 1e-6)))):
-        graph.replay()
-    n = _n_iters(iters, rep_ms, estimate)
+    n = n_iters(iters, rep_ms, estimate)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     for i in range(n):

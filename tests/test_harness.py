@@ -250,6 +250,20 @@ def test_step_samples_keep_every_timed_call():
     assert len(ms) == 9 and all(x >= 0.0 for x in ms) and host is None
 
 
+def test_call_counts_follow_the_estimate():
+    # fast steps: rep_ms worth of calls (>= 5) after warmup_ms worth of untimed ones
+    assert timing.n_iters(None, 100.0, 0.05) == 1000  # capped
+    assert timing.n_iters(None, 100.0, 2.0) == 50
+    assert timing.n_iters(None, 100.0, 29.0) == timing.MIN_ITERS == 5
+    # GPU-bound steps from SLOW_STEP_MS on: 3 calls, and no warm-up past the estimate's
+    assert timing.n_iters(None, 100.0, timing.SLOW_STEP_MS) == timing.MIN_ITERS_SLOW == 3
+    assert timing.n_iters(None, 100.0, 200.0) == 3
+    assert timing.n_iters(7, 100.0, 200.0) == 7  # an explicit count wins
+    assert timing.n_warmups(25.0, 0.5) == 50
+    assert timing.n_warmups(25.0, 24.0) == 1
+    assert timing.n_warmups(25.0, 25.0) == timing.n_warmups(25.0, 140.0) == 0
+
+
 def test_graph_timing_needs_cuda():
     calls = []
     gt = timing.graph_timing(lambda: calls.append(1), "cpu", iters=3)
