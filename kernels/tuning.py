@@ -10,6 +10,8 @@ in one place:
   ``GRADGRAD_ROWS_CONFIGS``, ``GRADGRAD_COLS_CONFIGS``.
 - Pruning: ``prune_forward_configs`` (shared memory, warps), ``prune_by_head_dim``
   (the largest BLOCK_D each backward / grad-grad tile is timed at).
+- Compilation: every candidate of a new tuning key compiles in parallel threads before
+  the autotuner times them (``tuned``, kernels/_compile_ahead.py).
 - Keys: ``TUNING_KEY`` (head dim, bucketed lengths, mask flags), ``DKDV_KEY``,
   ``GRADGRAD_KEY``; ``length_bucket`` makes the bucketed lengths.
 
@@ -25,6 +27,7 @@ import os
 
 import triton
 
+from ._compile_ahead import compile_ahead
 from ._triton_common import block_d, interpreter_active, next_power_of_2
 
 __all__ = [
@@ -91,13 +94,15 @@ GRADGRAD_KEY = TUNING_KEY + ["HAS_GDQ", "HAS_GDK", "HAS_GDV"]
 
 
 def tuned(configs, key, prune):
-    """``triton.autotune`` with ``prune`` as early_config_prune and the disk cache."""
-    return triton.autotune(
+    """``triton.autotune`` with ``prune`` as early_config_prune and the disk cache, whose
+    candidates compile in parallel before they are timed (kernels/_compile_ahead.py)."""
+    autotune = triton.autotune(
         configs=configs,
         key=key,
         prune_configs_by={"early_config_prune": prune},
         **AUTOTUNE_DISK_CACHE,
     )
+    return lambda fn: compile_ahead(autotune(fn))
 
 
 # ---------------------------------------------------------------------------
