@@ -170,12 +170,13 @@ def step_samples(
     return _cpu_samples(fn, iters, rep_ms, warmup_ms), None
 
 
-def n_iters(iters, rep_ms, estimate_ms) -> int:
+def n_iters(iters, rep_ms, estimate_ms, *, gpu: bool = True) -> int:
     """Timed calls: ``iters`` when given, else ``rep_ms`` worth within [floor, MAX_ITERS],
-    the floor ``MIN_ITERS`` (``MIN_ITERS_SLOW`` from ``SLOW_STEP_MS``)."""
+    the floor ``MIN_ITERS`` (on a GPU ``MIN_ITERS_SLOW`` from ``SLOW_STEP_MS``: a CPU's
+    wall clock is not that steady)."""
     if iters is not None:
         return max(1, int(iters))
-    floor = MIN_ITERS_SLOW if estimate_ms >= SLOW_STEP_MS else MIN_ITERS
+    floor = MIN_ITERS_SLOW if gpu and estimate_ms >= SLOW_STEP_MS else MIN_ITERS
     return min(MAX_ITERS, max(floor, int(rep_ms / max(estimate_ms, 1e-6))))
 
 
@@ -244,7 +245,7 @@ def _cpu_samples(fn, iters, rep_ms, warmup_ms):
     for _ in range(max(1, int(warmup_ms / max(estimate, 1e-6)))):
         fn()
     times = []
-    for _ in range(n_iters(iters, rep_ms, estimate)):
+    for _ in range(n_iters(iters, rep_ms, estimate, gpu=False)):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)

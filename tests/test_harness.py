@@ -258,6 +258,7 @@ def test_call_counts_follow_the_estimate():
     # GPU-bound steps from SLOW_STEP_MS on: 3 calls, and no warm-up past the estimate's
     assert timing.n_iters(None, 100.0, timing.SLOW_STEP_MS) == timing.MIN_ITERS_SLOW == 3
     assert timing.n_iters(None, 100.0, 200.0) == 3
+    assert timing.n_iters(None, 100.0, 200.0, gpu=False) == 5  # a CPU's clock: 5 still
     assert timing.n_iters(7, 100.0, 200.0) == 7  # an explicit count wins
     assert timing.n_warmups(25.0, 0.5) == 50
     assert timing.n_warmups(25.0, 24.0) == 1
