@@ -12,8 +12,16 @@ TRITON_INTERPRET must be set before any @triton.jit function is created
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
+
+# A run started in the background of a non-interactive shell (`make test &`, nohup)
+# inherits SIGINT ignored (POSIX), and so would every runner the tests start: the Ctrl-C
+# tests would then see runs that cannot be interrupted and fail. Python's own handler
+# again; the children get the default back at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 GPU_RUN = "--gpu" in sys.argv
 if GPU_RUN:
