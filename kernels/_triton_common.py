@@ -9,8 +9,11 @@ Conventions for all kernels in this package:
 - Queries are the last Tq of the Tk key positions: query i sits at i + Tk - Tq.
 - ``IS_CAUSAL``: key j visible iff j <= i + Tk - Tq. ``HAS_WINDOW`` (always with
   IS_CAUSAL): also i + Tk - Tq - j < WINDOW.
-- ``HEAD_DIM`` is the real D; ``BLOCK_D`` the next power of two (Triton tiles are
-  powers of two), loads masked on d < HEAD_DIM. D=80 pays 128/80 = 1.6x in dot work.
+- ``HEAD_DIM`` is the real D. Triton tiles are powers of two, so a D-wide row is one
+  tile of ``BLOCK_D`` columns or, where that would pad a lot (``head_dim_split``), a main
+  tile of ``BLOCK_D`` plus a tail tile of ``BLOCK_DT`` (constexpr ``HAS_TAIL``): D=80 is
+  64 + 16, D=96 64 + 32 instead of 128 (1.6x / 1.33x the dot work). Loads and stores
+  are masked on d < HEAD_DIM, so a tail may be padded too (D=72: 64 + 16).
 - ``DOT_FP32``: under ``TRITON_INTERPRET=1`` a bf16 ``tl.dot`` multiplies raw bit
   patterns (docs/design.md trap 1), so operands go to fp32 there and only there.
 """
@@ -51,7 +54,22 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def block_d(head_dim: int) -> int:
+    """One power-of-two tile covering the head dim (>= 16, tl.dot's minimum)."""
     return max(16, next_power_of_2(head_dim))
+
+
+def head_dim_split(head_dim: int) -> tuple[int, int]:
+    """(BLOCK_D, BLOCK_DT): the main and tail tile widths of a D-wide row; tail 0 = no tail.
+
+    The one rule every split kernel's launcher and the autotune pruning use. D in (64, 96]
+    is 64 + the tail's next power of two (>= 16): D=72, 80 -> 64 + 16, D=88, 96 -> 64 + 32,
+    80 and 96 columns of dot work instead of 128. Elsewhere one tile, as before: D <= 64
+    and powers of two (a split there saves little or nothing: D=56 would be 32 + 32),
+    D in (96, 128) because 64 + 64 is no less work than 128 and two dots issue worse than one.
+    """
+    if 64 < head_dim <= 96:
+        return 64, block_d(head_dim - 64)
+    return block_d(head_dim), 0
 
 
 @triton.jit
@@ -205,3 +223,64 @@ def store_tile(base, value, offs_t, offs_d, stride_t, stride_d, T, HEAD_DIM: tl.
     ptrs = base + offs_t[:, None] * stride_t + offs_d[None, :] * stride_d
     mask = (offs_t[:, None] < T) & (offs_d[None, :] < HEAD_DIM)
     tl.store(ptrs, value.to(base.dtype.element_ty), mask=mask)
+
+
+# Split head dim (``head_dim_split``): a D-wide operand is a (main, tail) pair of tiles.
+# Without HAS_TAIL the tail is a placeholder that is never read, so those kernels compile
+# to exactly the single-tile code.
+
+
+@triton.jit
+def load_split(
+    base, offs_t, offs_d, offs_dt, stride_t, stride_d, T,
+    HEAD_DIM: tl.constexpr, HAS_TAIL: tl.constexpr,
+):  # fmt: skip
+    """(main, tail) tiles of a (T, HEAD_DIM) matrix: columns offs_d and offs_dt."""
+    main = load_tile(base, offs_t, offs_d, stride_t, stride_d, T, HEAD_DIM)
+    tail = main  # placeholder, never read without HAS_TAIL
+    if HAS_TAIL:
+        tail = load_tile(base, offs_t, offs_dt, stride_t, stride_d, T, HEAD_DIM)
+    return main, tail
+
+
+@triton.jit
+def store_split(
+    base, main, tail, offs_t, offs_d, offs_dt, stride_t, stride_d, T,
+    HEAD_DIM: tl.constexpr, HAS_TAIL: tl.constexpr,
+):  # fmt: skip
+    """store_tile of both parts of a split tile."""
+    store_tile(base, main, offs_t, offs_d, stride_t, stride_d, T, HEAD_DIM)
+    if HAS_TAIL:
+        store_tile(base, tail, offs_t, offs_dt, stride_t, stride_d, T, HEAD_DIM)
+
+
+@triton.jit
+def mm_nt(a, a_t, b, b_t, DOT_FP32: tl.constexpr, HAS_TAIL: tl.constexpr):
+    """a b^T contracted over a split head dim: main dot plus tail dot (one accumulator)."""
+    s = mm(a, tl.trans(b), DOT_FP32)
+    if HAS_TAIL:
+        s += mm(a_t, tl.trans(b_t), DOT_FP32)
+    return s
+
+
+@triton.jit
+def split_offsets(BLOCK_D: tl.constexpr, BLOCK_DT: tl.constexpr, HAS_TAIL: tl.constexpr):
+    """Column offsets of the main tile and of the tail (the main's without HAS_TAIL)."""
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dt = offs_d  # placeholder, never read without HAS_TAIL
+    if HAS_TAIL:
+        offs_dt = BLOCK_D + tl.arange(0, BLOCK_DT)
+    return offs_d, offs_dt
+
+
+@triton.jit
+def zeros_split(
+    ROWS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DT: tl.constexpr, HAS_TAIL: tl.constexpr
+):
+    """fp32 (main, tail) accumulators; without HAS_TAIL the tail is a placeholder that the
+    kernels neither read nor update."""
+    main = tl.zeros([ROWS, BLOCK_D], dtype=tl.float32)
+    tail = main
+    if HAS_TAIL:
+        tail = tl.zeros([ROWS, BLOCK_DT], dtype=tl.float32)
+    return main, tail

@@ -28,7 +28,7 @@ import os
 import triton
 
 from ._compile_ahead import compile_ahead
-from ._triton_common import block_d, interpreter_active, next_power_of_2
+from ._triton_common import block_d, head_dim_split, interpreter_active, next_power_of_2
 
 __all__ = [
     "AUTOTUNE_DISK_CACHE",
@@ -43,9 +43,11 @@ __all__ = [
     "autotune_configs",
     "block_d",
     "configs_from_table",
+    "head_dim_split",
     "length_bucket",
     "prune_by_head_dim",
     "prune_forward_configs",
+    "tile_width",
     "tuned",
 ]
 
@@ -87,10 +89,13 @@ def length_bucket(t: int) -> int:
 
 
 # Every kernel keys on the head dim, the bucketed lengths and the mask flags; the
-# backward's dK/dV kernel also on DV_ONLY, the grad-grad kernels on which cotangents exist.
+# backward's dK/dV kernel also on DV_ONLY, the grad-grad kernels on which cotangents exist
+# and on BLOCK_DT: it follows from HEAD_DIM (``head_dim_split``) except in the A/B probes
+# that run D=80 padded (fused_gradgrad._SPLIT_HEAD_DIM), which must not share the split
+# tiles' tuning.
 TUNING_KEY = ["HEAD_DIM", "T_Q_BUCKET", "T_K_BUCKET", "IS_CAUSAL", "HAS_WINDOW"]
 DKDV_KEY = TUNING_KEY + ["DV_ONLY"]
-GRADGRAD_KEY = TUNING_KEY + ["HAS_GDQ", "HAS_GDK", "HAS_GDV"]
+GRADGRAD_KEY = TUNING_KEY + ["HAS_GDQ", "HAS_GDK", "HAS_GDV", "BLOCK_DT"]
 
 
 def tuned(configs, key, prune):
@@ -145,7 +150,7 @@ def prune_forward_configs(configs, named_args, **kwargs):
     224 KiB, inside Hopper's 227 KiB a block (and the fastest D=128 tile on the H200),
     4 stages are not. 8 warps only pay off on 128-row tiles.
     """
-    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
+    bd = tile_width(named_args, kwargs)
     kept = []
     for c in configs:
         bm, bn = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]
@@ -181,16 +186,28 @@ def configs_from_table(shapes):
     return autotune_configs(candidates, interp)
 
 
+def tile_width(named_args, kwargs) -> int:
+    """Head-dim columns a launch's tiles hold: BLOCK_D, plus the tail BLOCK_DT of a split
+    head dim (``head_dim_split``: D=80 is 64 + 16 = 80, D=96 64 + 32 = 96)."""
+
+    def arg(name, default):
+        return kwargs.get(name, named_args.get(name, default))
+
+    return arg("BLOCK_D", 128) + arg("BLOCK_DT", 0)
+
+
 def prune_by_head_dim(configs, named_args, **kwargs):
-    """early_config_prune: keep the configs whose max BLOCK_D covers this BLOCK_D.
+    """early_config_prune: keep the configs whose max BLOCK_D covers this tile width.
 
     A table entry's max BLOCK_D is the largest head-dim tile it is worth timing at: on
     the H200 the 64 x 64 grad-grad tiles win at D=64 and lose by 1.4-2x at BLOCK_D=128
     (docs/probes.md), and every candidate costs a compile (~11 s for a grad-grad kernel)
-    per tuning key on a cold machine, so a loser is not tried where it loses.
+    per tuning key on a cold machine, so a loser is not tried where it loses. The width
+    is main + tail (``tile_width``): a split D=80 holds 80 columns of registers per row,
+    more than the 64-only tiles were timed at, so it keeps the tiles that fit 128.
     """
-    bd = kwargs.get("BLOCK_D", named_args.get("BLOCK_D", 128))
-    kept = [c for c in configs if _MAX_BLOCK_D.get(id(c), 128) >= bd]
+    width = tile_width(named_args, kwargs)
+    kept = [c for c in configs if _MAX_BLOCK_D.get(id(c), 128) >= width]
     return kept or configs[:1]
 
 
@@ -212,9 +229,12 @@ DQ_CONFIGS = configs_from_table(
 # Grad-grad tables: timed on the H200 (docs/probes.md, grad-grad tiles, 2026-12-01) at B1 H8
 # T8192 D128 causal and the TTT chunk (1024 queries over 9216 keys, window 8192) at D64/80/96,
 # eight tiles per kernel; the four kept each win or place second somewhere. The first of each
-# fits every D (the default with KERNELS_AUTOTUNE=0). Register spills (scripts/
-# sm90_resources.py) did not predict the order: 64 x 32 / 4 warps spills at D=128 and is
-# still the fastest rows tile there.
+# fits every D (the default with KERNELS_AUTOTUNE=0). The D80 / D96 timings were taken with
+# BLOCK_D=128 (padded); split, D80 / D96 hold 80 / 96 columns (tile_width), still above the
+# 64-only tiles' limit, so they tune over the same three tiles a table as before: those fit
+# 128 columns, so they fit 80 and 96. Whether a 64-only tile now wins at 80 is unmeasured.
+# Register spills (scripts/sm90_resources.py) did not predict the order: 64 x 32 / 4 warps
+# spills at D=128 and is still the fastest rows tile there.
 # Grad-grad rows: holds Q, dO, u and the fp32 grad Q, grad dO for BLOCK_M rows, streams
 # K, V, w, z; up to seven (BLOCK_M, BLOCK_N) fp32 tiles live in loop 2. Rows kernel ms
 # (D128 / TTT D64 / TTT D80): 128 x 32 / 8 warps / 3 stages 2.39 / 0.56 / 0.92;

@@ -31,10 +31,12 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from kernels import fused_backward, fused_gradgrad  # noqa: E402
-from kernels.tuning import block_d, prune_by_head_dim  # noqa: E402
+from kernels.tuning import block_d, head_dim_split, prune_by_head_dim  # noqa: E402
 
 # The public handles of the autotuned kernels: dkdv, dq (backward), rows, cols (grad-grad).
 KERNELS = {**fused_backward.AUTOTUNED, **fused_gradgrad.AUTOTUNED}
+# Kernels whose head dim is split into main + tail tiles (kernels.tuning.head_dim_split).
+SPLIT_KERNELS = ("rows", "cols")
 SCALAR_INTS = ("H", "T_Q", "T_K", "WINDOW", "T_Q_BUCKET", "T_K_BUCKET")
 FP32_POINTERS = ("Lse", "Delta", "Gamma", "Rho")
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
@@ -89,6 +91,9 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16"))
     parser.add_argument("--no-causal", action="store_true")
     parser.add_argument("--window", action="store_true")
+    parser.add_argument(
+        "--padded", action="store_true", help="one BLOCK_D tile, no head-dim split (as before)"
+    )
     parser.add_argument("--dv-only", action="store_true", help="dkdv: the dv_only variant")
     parser.add_argument("--flags", default="111", help="rows/cols: has gdq, gdk, gdv (e.g. 101)")
     parser.add_argument(
@@ -114,6 +119,10 @@ def main(argv=None):
     )
     if args.kernel == "dkdv":
         consts["DV_ONLY"] = args.dv_only
+    if args.kernel in SPLIT_KERNELS:
+        # the launchers' split (64 + 16 at D=80), or one padded tile with --padded
+        bd, bdt = (block_d(args.head_dim), 0) if args.padded else head_dim_split(args.head_dim)
+        consts.update(BLOCK_D=bd, BLOCK_DT=bdt, HAS_TAIL=bdt > 0)
     if args.kernel in ("rows", "cols"):
         consts.update(zip(("HAS_GDQ", "HAS_GDK", "HAS_GDV"), (c == "1" for c in args.flags)))
         consts["HAS_G"] = consts["HAS_GDQ"] or consts["HAS_GDK"]

@@ -13,16 +13,19 @@ the same cases on CUDA plus the ``gpu``-marked large ones.
 
 import pytest
 import torch
+import triton
 from numerics import assert_within_rule
 
-from kernels import reference
+from kernels import fused_gradgrad, reference, tuning
+from kernels._triton_common import block_d, head_dim_split
 from kernels.fused_backward import attention_backward_dv, fused_attention_backward
 from kernels.fused_gradgrad import fused_attention_double_backward, gradgrad_matmul_count
 
 DTYPES = [torch.float16, torch.bfloat16]
 
 # (B, H, Tq, Tk, D, causal, window): T = 1 / 17 / 113 (not multiples of the 16-wide
-# interpreter tiles), Tq < Tk (bottom-right), D = 80 (BLOCK_D 128, masked loads).
+# interpreter tiles), Tq < Tk (bottom-right), D = 80 (a split head dim, 64 + 16, in the
+# kernels that split it; BLOCK_D 128 with masked loads in the others).
 CPU_SHAPES = [
     (1, 2, 1, 1, 64, False, None),
     (1, 2, 17, 17, 80, False, None),
@@ -140,6 +143,52 @@ def test_double_backward_shared_offset(dtype, device):
     A V = (P * G) V - gamma O up to 8.2 on grad K (docs/gradgrad.md).
     """
     _check_double_backward((1, 2, 64, 96, 64, True, None), dtype, device, shift=5.0)
+
+
+# Split head dims (head_dim_split): 80 = 64 + 16, 96 = 64 + 32, 72 = 64 + 16 of which the
+# tail's last 8 columns are masked. Every cotangent set the tests above cover, all three too.
+SPLIT_HEAD_DIMS = [80, 96, 72]
+SPLIT_FLAG_SETS = [(True, True, True), *COTANGENT_SETS]
+
+
+@pytest.mark.parametrize("flags", SPLIT_FLAG_SETS, ids=_flags_id)
+@pytest.mark.parametrize("head_dim", SPLIT_HEAD_DIMS)
+def test_double_backward_split_head_dim(head_dim, flags, device):
+    """Main + tail tiles of the head dim: each D-contracting matmul is two dots, each
+    D-wide result two tiles. Odd lengths and a window so partial tiles meet the tail."""
+    dtype = torch.bfloat16 if sum(flags) % 2 else torch.float16
+    _check_double_backward((1, 1, 17, 40, head_dim, True, 30), dtype, device, flags)
+
+
+def test_double_backward_padded_switch(monkeypatch, device):
+    """The A/B probes' switch (_SPLIT_HEAD_DIM = False): D=80 as one padded 128-wide tile."""
+    monkeypatch.setattr(fused_gradgrad, "_SPLIT_HEAD_DIM", False)
+    _check_double_backward((1, 1, 17, 40, 80, True, 30), torch.bfloat16, device)
+
+
+def test_head_dim_split_rule():
+    """Split only where it saves dot work: D in (64, 96]; one tile elsewhere, as before."""
+    want = {64: (64, 0), 72: (64, 16), 80: (64, 16), 88: (64, 32), 96: (64, 32)}
+    want |= {40: (64, 0), 104: (128, 0), 120: (128, 0), 128: (128, 0), 16: (16, 0)}
+    for d, split in want.items():
+        assert head_dim_split(d) == split, d
+    for d in range(8, 129, 8):
+        bd, bdt = head_dim_split(d)
+        assert bd + bdt >= d and bd + bdt <= block_d(d)
+        assert bd & (bd - 1) == 0 and (bdt == 0 or (bdt >= 16 and bdt & (bdt - 1) == 0))
+        assert (bdt == 0) == (d <= 64 or d > 96)
+
+
+def test_pruning_sees_the_tail(monkeypatch):
+    """A split D=80 holds 80 columns: the tiles timed at 64 columns only are pruned."""
+    small, big = (triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}) for _ in range(2))
+    monkeypatch.setitem(tuning._MAX_BLOCK_D, id(small), 64)
+    monkeypatch.setitem(tuning._MAX_BLOCK_D, id(big), 128)
+    prune = tuning.prune_by_head_dim
+    assert prune([small, big], {}, BLOCK_D=64, BLOCK_DT=0) == [small, big]
+    assert prune([small, big], {}, BLOCK_D=64, BLOCK_DT=16) == [big]
+    assert prune([small, big], {}, BLOCK_D=128) == [big]
+    assert "BLOCK_DT" in tuning.GRADGRAD_KEY
 
 
 def test_double_backward_all_none_is_zero(device):
