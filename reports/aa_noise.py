@@ -9,7 +9,7 @@ import json
 AA_NOISE = json.loads(
     r"""
 {
- "about": "A/A noise per card and unit|regime; written by `python -m reports aa A B --write` (one card per pair); read by reports/metrics.py aa_noise (the gate's fallback when a row has no stored noise, and the host noise of host-bound eager rows). threshold = 1.5 x max_abs_diff, rounded up to 0.5%.",
+ "about": "A/A noise per card and unit|regime; written by `python -m reports aa A B --write` (one card per pair); read by reports/metrics.py aa_noise: the floor of every row's minimum detectable step (what moves between runs). threshold = 1.5 x max_abs_diff, rounded up to 0.5%.",
  "cards": {
   "h100-sxm-80gb": {
    "noise": {
@@ -75,6 +75,94 @@ AA_NOISE = json.loads(
     "b": "results/h100-sxm-80gb-aa",
     "commits": [
      "c4ea3647"
+    ]
+   }
+  },
+  "h200-sxm-140gb": {
+   "noise": {
+    "GB/s|all": {
+     "max_abs_diff_pct": 0.0095,
+     "median_abs_diff_pct": 0.0095,
+     "pairs": 1,
+     "threshold": 0.005,
+     "worst": "bench_peak.Peak.track_gbps op=copy_2GiB"
+    },
+    "MiB|all": {
+     "max_abs_diff_pct": 0.0,
+     "median_abs_diff_pct": 0.0,
+     "pairs": 196,
+     "threshold": 0.005,
+     "worst": "bench_backward.Grid.track_peak_mib B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=causal bwd_mode=dv_only"
+    },
+    "MiB|backend_choice": {
+     "max_abs_diff_pct": 0.0,
+     "median_abs_diff_pct": 0.0,
+     "pairs": 30,
+     "threshold": 0.005,
+     "worst": "bench_backward.Grid.track_peak_mib B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=causal bwd_mode=sdpa"
+    },
+    "TFLOP/s|gpu_bound": {
+     "max_abs_diff_pct": 9.0419,
+     "median_abs_diff_pct": 0.0751,
+     "pairs": 200,
+     "threshold": 0.14,
+     "worst": "bench_backward.Grid.track_tflops B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=none bwd_mode=sdpa"
+    },
+    "TFLOP/s|host_bound": {
+     "max_abs_diff_pct": 48.6725,
+     "median_abs_diff_pct": 0.3166,
+     "pairs": 248,
+     "threshold": 0.735,
+     "worst": "bench_backward.Seed.track_tflops B=2 H=4 T=2048 D=128 dtype=float16 mask=none bwd_mode=flash"
+    },
+    "graph ms|gpu_bound": {
+     "max_abs_diff_pct": 5.194,
+     "median_abs_diff_pct": 0.1191,
+     "pairs": 220,
+     "threshold": 0.08,
+     "worst": "bench_gradgrad.Grid.track_graph_ms B=4 H=16 T=4096 D=64 dtype=bfloat16 mask=causal bwd_mode=fused"
+    },
+    "host ms|all": {
+     "max_abs_diff_pct": 156.8991,
+     "median_abs_diff_pct": 19.9219,
+     "pairs": 226,
+     "threshold": 2.355,
+     "worst": "bench_forward.Grid.track_host_ms B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=none bwd_mode=math"
+    },
+    "ms|gpu_bound": {
+     "max_abs_diff_pct": 8.2921,
+     "median_abs_diff_pct": 0.0897,
+     "pairs": 103,
+     "threshold": 0.125,
+     "worst": "bench_backward.Grid.track_ms B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=none bwd_mode=sdpa"
+    },
+    "ms|host_bound": {
+     "max_abs_diff_pct": 94.8274,
+     "median_abs_diff_pct": 0.4921,
+     "pairs": 126,
+     "threshold": 1.425,
+     "worst": "bench_backward.Seed.track_ms B=2 H=4 T=2048 D=128 dtype=float16 mask=none bwd_mode=flash"
+    },
+    "ratio|all": {
+     "max_abs_diff_pct": 0.0,
+     "median_abs_diff_pct": 0.0,
+     "pairs": 196,
+     "threshold": 0.005,
+     "worst": "bench_backward.Grid.track_parity B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=causal bwd_mode=dv_only"
+    },
+    "ratio|backend_choice": {
+     "max_abs_diff_pct": 0.0,
+     "median_abs_diff_pct": 0.0,
+     "pairs": 30,
+     "threshold": 0.005,
+     "worst": "bench_backward.Grid.track_parity B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=causal bwd_mode=sdpa"
+    }
+   },
+   "source": {
+    "a": "results/h200-sxm-140gb",
+    "b": "results/h200-sxm-140gb-aa",
+    "commits": [
+     "c5a9b22c"
     ]
    }
   }

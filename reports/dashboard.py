@@ -184,8 +184,14 @@ def status_counts(rows: pd.DataFrame) -> str:
 
 
 REGIME_WHEN = {
-    metrics.HOST_BOUND: lambda: f"own ms &lt; {metrics.HOST_BOUND_BELOW_MS:g}",
-    metrics.GPU_BOUND: lambda: f"own ms &ge; {metrics.HOST_BOUND_BELOW_MS:g}",
+    metrics.HOST_BOUND: lambda: (
+        f"own ms &lt; {metrics.HOST_BOUND_BELOW_MS:g}, or host ms &ge; "
+        f"{100 * metrics.HOST_BOUND_SHARE:.0f}% of it"
+    ),
+    metrics.GPU_BOUND: lambda: (
+        f"own ms &ge; {metrics.HOST_BOUND_BELOW_MS:g} and host ms &lt; "
+        f"{100 * metrics.HOST_BOUND_SHARE:.0f}% of it"
+    ),
     metrics.BACKEND_CHOICE: lambda: "bwd_mode " + ", ".join(sorted(metrics.BACKEND_CHOICE_MODES)),
     metrics.ALL: lambda: "the other rows",
 }
@@ -246,17 +252,18 @@ def rules_html(overrides: dict[str, float] | None = None) -> str:
     other = metrics.UNKNOWN_UNIT_RULE
     items = [
         "A step is flagged (regression or improvement, by the unit's direction) only when it "
-        "reaches the unit's <b>minimum effect</b> (and exceeds its absolute floor) <b>and</b> "
-        "the <b>noise</b>:",
-        "<b>stored noise</b>, when both measurements carry an interval (asv's 99% CI of the "
-        "median, else q25-q75 of the samples): the two intervals must not overlap;",
-        "<b>A/A default</b> otherwise: the change must exceed the A/A noise of the row's unit "
-        f"and regime (columns above; from {_e(src_txt)}: "
-        "1.5x the largest same-commit difference, rounded up to 0.5%).",
-        f"<b>Host-bound rows</b>: an eager ms row under {metrics.HOST_BOUND_BELOW_MS:g} ms "
-        "with a <code>graph ms</code> sibling is judged on graph ms (the kernels) and "
-        f"<code>host ms</code> (the host); the eager row keeps the A/A noise ({host_txt}) "
-        "even when it stores an interval.",
+        "reaches the row's <b>minimum detectable change</b>, the larger of the unit's "
+        "<b>minimum effect</b> and the <b>A/A noise</b> of its unit and regime on its card "
+        f"(columns above; from {_e(src_txt)}: 1.5x the largest same-commit difference, "
+        "rounded up to 0.5%; a card with no pair takes the largest recorded), and exceeds the "
+        "absolute floor;",
+        "<b>and</b>, when both measurements store an interval (asv's 99% CI of the median, "
+        "else q25-q75 of the samples), the two intervals do not overlap. A stored interval "
+        "is one run's; the A/A noise is what moves between runs (clocks, the host).",
+        f"<b>Host-bound rows</b>: an ms row under {metrics.HOST_BOUND_BELOW_MS:g} ms, or "
+        f"whose host ms reaches {100 * metrics.HOST_BOUND_SHARE:.0f}% of its ms, takes the "
+        f"host-bound noise ({host_txt}); with a <code>graph ms</code> sibling its kernels are "
+        "judged on graph ms and its host on <code>host ms</code>.",
         "<b>TFLOP/s follows ms</b>: a TFLOP/s row with an ms sibling takes the ms row's "
         "decision (the rate is the FLOP model over that time).",
         "<b>Failures</b>: a value that becomes a failure, or a new series whose first value "
@@ -273,7 +280,7 @@ def rules_html(overrides: dict[str, float] | None = None) -> str:
     return (
         "<div class=scroll><table class=rules><tr><th class=l>unit</th><th class=l>better</th>"
         "<th>minimum effect</th><th>absolute floor</th><th class=l>regime (rows)</th>"
-        "<th>A/A noise (no stored noise)</th><th>flags at (A/A rule)</th></tr>"
+        "<th>A/A noise (between runs)</th><th>flags at</th></tr>"
         + "".join(rows)
         + "</table></div><ul class=rules>"
         + "".join(f"<li>{i}</li>" for i in items)

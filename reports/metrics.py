@@ -5,27 +5,27 @@ attribute, stored in results/benchmarks.json); this module says, per unit, which
 direction is better and how large a change must be before the gate calls it real
 (reports/regress.py applies it; reports/README.md "Regression rule" says it in words).
 
-Two numbers decide a step of one series:
+Three things decide a step of one series:
 
 - the **minimum effect** (``UnitRule.rel_threshold``, plus ``abs_floor`` in the unit):
   a change smaller than this is never news, however quiet the series (typed in here: it
   is a policy, "what size of change do we care about", not a measurement);
-- the **noise**: the series' own stored noise when both measurements carry it (asv's 99%
-  CI of the median, else q25-q75 of the kept samples: reports/load.py's noise_lo/hi); the
-  step must then leave both intervals apart. Without stored noise (GPU ``track_`` rows of
-  older result files) the noise is the A/A default of the row's unit and regime on the
-  row's card, read from ``aa_noise.py`` next to this file (JSON in a module), which
+- the **A/A noise** of the row's unit and regime on the row's card, a floor under the minimum
+  effect: what moves between two runs of one commit, which a within-run interval does not
+  see. Read from ``aa_noise.py`` next to this file (JSON in a module), which
   ``python -m reports aa A B --write`` writes from a committed A/A pair per card (1.5x the
-  largest same-commit difference, to 0.5%); a card with no pair takes the largest recorded.
+  largest same-commit difference, to 0.5%); a card with no pair takes the largest recorded;
+- the **stored noise**: when both measurements carry it (asv's 99% CI of the median, else
+  q25-q75 of the kept samples: reports/load.py's noise_lo/hi), the step must also leave both
+  intervals apart.
 
-Regimes (``regime``): ms and TFLOP/s rows split on the benchmark's own ms at
-``HOST_BOUND_BELOW_MS`` ("host_bound" below, "gpu_bound" at and above; the A/A pair at
-c4ea3647 moved <= 0.3% at >= 3 ms and up to 39% below); MiB and ratio rows of
-``BACKEND_CHOICE_MODES`` ("backend_choice": SDPA's backend is picked per run); the rest
-"all". "graph ms" (the step replayed from a CUDA graph: no host in it) and "host ms" have
-no A/A pair yet: graph ms borrows ms's gpu_bound noise, host ms keeps its typed 100%.
-A host-bound eager ms row with a graph ms sibling keeps the A/A noise even with a stored
-interval: its kernel is judged on graph ms, its host on host ms (reports/regress.py).
+Regimes (``regime``): ms and TFLOP/s rows are "host_bound" when the benchmark's own ms is
+under ``HOST_BOUND_BELOW_MS`` or its host ms reaches ``HOST_BOUND_SHARE`` of it, else
+"gpu_bound"; MiB and ratio rows of ``BACKEND_CHOICE_MODES`` are "backend_choice" (SDPA's
+backend is picked per run); the rest "all". "graph ms" (the step replayed from a CUDA graph:
+no host in it) is "gpu_bound" and borrows ms's gpu_bound noise on a card whose pair has none.
+A host-bound eager ms row with a graph ms sibling: its kernel is judged on graph ms, its host
+on host ms (reports/regress.py).
 TFLOP/s rows follow their ms row (reports/regress.py): FLOP model / ms, so the decision is
 the ms row's.
 """
@@ -38,6 +38,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from harness import timing  # standard library at import time (torch inside its functions)
 
 LOWER_IS_BETTER = "lower"
 HIGHER_IS_BETTER = "higher"
@@ -61,6 +63,9 @@ class UnitRule:
 # Below this many ms a step is host-bound on the lent H100 and its timing is noisy (A/A):
 # the split between the ms regimes of aa_noise.py.
 HOST_BOUND_BELOW_MS = 3.0
+# A step whose host time per call (track_host_ms) reaches HOST_BOUND_SHARE of its ms is
+# host-bound at any length (the measuring side's rule, harness/timing.py).
+HOST_BOUND_SHARE = timing.HOST_BOUND_SHARE
 # bwd_mode values whose implementation is picked per run (the fastest SDPA backend that
 # passes parity): cuDNN and flash swapped between the A/A runs, moving memory and parity.
 BACKEND_CHOICE_MODES = frozenset({"sdpa"})
@@ -166,10 +171,12 @@ CHOICE_REGIME_UNITS = frozenset({"MiB", "ratio"})
 AA_BORROW = {("graph ms", GPU_BOUND): ("ms", GPU_BOUND)}
 
 
-def regime(unit, own_ms: float, bwd_mode) -> str:
-    """The noise regime of one row (see the module docstring)."""
+def regime(unit, own_ms: float, bwd_mode, host_share: float = 0.0) -> str:
+    """The noise regime of one row (see the module docstring). ``host_share``: the row's
+    step's host ms over its ms (0 when unknown)."""
     if unit in MS_REGIME_UNITS:
-        return HOST_BOUND if own_ms < HOST_BOUND_BELOW_MS else GPU_BOUND
+        host = own_ms < HOST_BOUND_BELOW_MS or host_share >= HOST_BOUND_SHARE
+        return HOST_BOUND if host else GPU_BOUND
     if unit == "graph ms":
         return GPU_BOUND
     if unit in CHOICE_REGIME_UNITS and bwd_mode in BACKEND_CHOICE_MODES:

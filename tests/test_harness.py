@@ -358,3 +358,34 @@ def test_a_step_that_cannot_be_captured_gives_a_reason_and_poisons_nothing():
     again = timing.graph_timing(lambda: x * 2, "cuda", iters=5, keep_outputs=True)
     assert again.summary is not None, again.reason
     torch.testing.assert_close(again.outputs[0], x * 2)
+
+
+def test_a_host_bound_backend_pick_is_made_on_the_kernels_time(monkeypatch):
+    """SDPA's candidates: when eager timing is the host's, the pick is the lowest graph ms
+    (H200, seed backward: flash 0.28 ms eager / 0.237 replayed, cuDNN 0.36 / 0.128)."""
+    flash = measure.Record("ok", ms=0.28, host_ms=0.31, parity=0.1)
+    cudnn = measure.Record("ok", ms=0.36, host_ms=0.45, parity=0.1)
+    replayed = {id(flash): 0.237, id(cudnn): 0.128}
+    calls = []
+
+    def fake_graph_time(rec, *args):
+        calls.append(rec)
+        rec.graph_ms = replayed[id(rec)]
+
+    monkeypatch.setattr(measure, "_graph_time", fake_graph_time)
+    cands = [("sdpa(flash)", None), ("sdpa(cudnn)", None)]
+    args = ("backward", cands)
+    assert measure._fastest(*args, [flash, cudnn], None, "cuda", None, None, True) is cudnn
+    assert calls == [flash, cudnn]
+    # GPU-bound candidates: the eager ms decides, nothing replayed
+    calls.clear()
+    a = measure.Record("ok", ms=3.4, host_ms=0.4, parity=0.1)
+    b = measure.Record("ok", ms=3.7, host_ms=0.4, parity=0.1)
+    assert measure._fastest(*args, [b, a], None, "cuda", None, None, True) is a and not calls
+    # no graph replays (CPU, or graph=False): the eager ms
+    flash.graph_ms = cudnn.graph_ms = None
+    assert measure._fastest(*args, [flash, cudnn], None, "cpu", None, None, False) is flash
+    assert not calls
+    # a candidate that cannot be captured: back to the eager ms
+    monkeypatch.setattr(measure, "_graph_time", lambda rec, *a: setattr(rec, "graph_reason", "x"))
+    assert measure._fastest(*args, [cudnn, flash], None, "cuda", None, None, True) is flash
