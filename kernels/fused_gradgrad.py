@@ -493,8 +493,8 @@ def _gradgrad_cols_kernel(
     )  # fmt: skip
 
 
-# For A/B probes only (.probe/split_probe.py): False runs D=80 / 96 as one 128-wide padded
-# tile, as before the head-dim split. BLOCK_DT is in GRADGRAD_KEY, so both tune apart.
+# For A/B probes only (docs/probes.md, head-dim split): False runs D=80 / 96 as one 128-wide
+# padded tile, as before the split. BLOCK_DT is in GRADGRAD_KEY, so both tune apart.
 _SPLIT_HEAD_DIM = True
 
 # Cached launches (kernels/_launch.py): 11 inputs and 2 outputs lead each signature.
