@@ -318,9 +318,18 @@ def run_commit(
                     *extra_args,
                 ]
                 try:
+                    t_start = time.time()
                     if meas is not None:  # one process measures the classes asv reads
                         meas.measure(chunk_classes(regex))
+                    t_asv = time.time()
                     code = _run_asv(cmd, src, run_env)
+                    # where a preset's seconds go: the measuring process, then asv itself
+                    # (discovery, its own processes, the track lookups, writing results)
+                    print(
+                        f"asv run {i}/{len(chunks)} {label}: measuring process "
+                        f"{t_asv - t_start:.1f} s, asv {time.time() - t_asv:.1f} s",
+                        flush=True,
+                    )
                     if code in (0, 2):  # 2: results saved, some benchmarks failed
                         measured = noise.read_events(progress)
                         # the noise of each timing into asv's stats columns (runner/noise.py)
