@@ -407,10 +407,12 @@ def test_first_none_is_failed_and_asv_skip_is_not(tmp_path, capsys):
 # Slow drift.
 
 
-def _drift_history(tmp_path: Path, n: int = 30, step: float = 0.01) -> Path:
+def _drift_history(
+    tmp_path: Path, n: int = 30, step: float = 0.01, machine: str = "h100-sxm-80gb"
+) -> Path:
     """n commits of one 5 ms series rising ``step`` a commit, as asv result files."""
     root = tmp_path / "drift"
-    mdir = root / "h100-sxm-80gb"
+    mdir = root / machine
     mdir.mkdir(parents=True)
     (root / "benchmarks.json").write_text(
         json.dumps(
@@ -432,7 +434,7 @@ def _drift_history(tmp_path: Path, n: int = 30, step: float = 0.01) -> Path:
             "commit_hash": commit,
             "env_name": "existing-py3",
             "date": 1_700_000_000_000 + i * 3_600_000,
-            "params": {"machine": "h100-sxm-80gb"},  # the card whose A/A noise applies
+            "params": {"machine": machine},  # the card whose A/A noise applies
             "python": "3",
             "requirements": {},
             "env_vars": {},
@@ -453,8 +455,11 @@ def _drift_history(tmp_path: Path, n: int = 30, step: float = 0.01) -> Path:
     return root
 
 
-def test_slow_drift_is_flagged(tmp_path, capsys):
-    root = _drift_history(tmp_path)
+@pytest.mark.parametrize("machine", ["h100-sxm-80gb", "h200-sxm-140gb"])
+def test_slow_drift_is_flagged(tmp_path, capsys, machine):
+    """+1% a commit for 30 commits at 5 ms: no step is news, the drift is, on the H100's
+    noise (5%) and on the H200's (GPU-bound eager ms 12.5%)."""
+    root = _drift_history(tmp_path, machine=machine)
     df = load_results(root, repo=None).df
     steps = regress.history(df)
     assert not steps["status"].isin(regress.BAD_STATUSES).any()  # no single step is news
@@ -465,7 +470,7 @@ def test_slow_drift_is_flagged(tmp_path, capsys):
     code = main(["compare", prev[:8], last[:8], "--results", str(root), "--repo", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == EXIT_REGRESSION and "DRIFT" in out and "median of last" in out
-    flat = _drift_history(tmp_path / "flat", step=0.0)
+    flat = _drift_history(tmp_path / "flat", step=0.0, machine=machine)
     flat_df = load_results(flat, repo=None).df
     last = flat_df.sort_values("commit_order")["commit"].iloc[-1]
     assert not (regress.drift(flat_df, last)["status"] == regress.DRIFT).any()
