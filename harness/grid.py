@@ -24,7 +24,8 @@ PARAM_NAMES = ["B", "H", "T", "D", "dtype", "mask", "bwd_mode"]
 PATHS = ("forward", "backward", "gradgrad")
 KERNEL_MODES = ("recompute", "save_p", "dv_only", "fused")
 # "sdpa": PyTorch's fastest fused backend that passes parity, per combination (cuDNN on
-# the H100 where it takes the problem): what a user gets at best. "flash": SDPA pinned to
+# the H100 where it takes the problem; fastest by graph ms where eager timing is the host's,
+# harness/measure.py _fastest): what a user gets at best. "flash": SDPA pinned to
 # its FlashAttention-2 backend, the fixed yardstick the fused-backward targets are set
 # against (issue 6); it refuses explicit masks (the TTT window), which skips.
 BASELINE_MODES = ("math", "sdpa", "flash", "compiled")

@@ -30,6 +30,8 @@ Rules every measurement follows
   ``graph_reason``.
 - Every timing keeps a summary of its samples (``*_summary``: median, q25, q75, n,
   min, max; harness.timing.summarize) beside its median.
+- Several candidates (SDPA's backends): the fastest correct one is kept, by eager ms, or
+  by graph ms where a candidate's eager time is the host's (:func:`_fastest`).
 - Combinations that cannot run (mode not landed, out of memory, no CUDA) are
   skipped, never failed; any other exception is a failure.
 - Progress: see :func:`measure_preset`.
