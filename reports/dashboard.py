@@ -208,6 +208,15 @@ def unit_regimes(unit: str) -> list[str]:
     return [metrics.ALL]
 
 
+def _borrowed(card: dict, unit: str, reg: str) -> str:
+    """ " (borrowed: ...)" where this card's A/A pair has no rows of ``unit`` in ``reg`` and
+    metrics.AA_BORROW lends it another unit's noise; "" where the card has its own."""
+    borrowed = metrics.AA_BORROW.get((unit, reg))
+    if not borrowed or f"{unit}|{reg}" in card.get("noise", {}):
+        return ""
+    return f" (borrowed: {borrowed[0]} {borrowed[1]})"
+
+
 def rules_html(overrides: dict[str, float] | None = None) -> str:
     """Every rule the gate applies, from metrics.py / regress.py / aa_noise.py."""
     overrides = overrides or {}
@@ -220,12 +229,12 @@ def rules_html(overrides: dict[str, float] | None = None) -> str:
             # one A/A pair per card (aa_noise.py): each card's noise and what it flags at
             per_card = [(c, metrics.aa_noise(unit, reg, c)) for c in sorted(cards)]
             per_card = [(c, n) for c, n in per_card if n is not None]
-            borrowed = metrics.AA_BORROW.get((unit, reg))
             if not per_card:
                 aa_txt, flags = "none recorded", f"{100 * rel:.1f}%"
             else:
-                aa_txt = "<br>".join(f"{_e(c)}: {100 * n:.1f}%" for c, n in per_card) + (
-                    f" (borrowed: {_e(borrowed[0])} {_e(borrowed[1])})" if borrowed else ""
+                aa_txt = "<br>".join(
+                    f"{_e(c)}: {100 * n:.1f}%{_e(_borrowed(cards[c], unit, reg))}"
+                    for c, n in per_card
                 )
                 flags = "<br>".join(f"{100 * max(rel, n):.1f}%" for _, n in per_card)
             first = i == 0
@@ -237,8 +246,9 @@ def rules_html(overrides: dict[str, float] | None = None) -> str:
                 if first
                 else ""
             )
+            when = "every row (a replay holds no host time)" if unit == "graph ms" else None
             rows.append(
-                f"<tr>{lead}<td class=l>{_e(reg)}: {REGIME_WHEN[reg]()}</td>"
+                f"<tr>{lead}<td class=l>{_e(reg)}: {when or REGIME_WHEN[reg]()}</td>"
                 f"<td>{aa_txt}</td><td>{flags}</td></tr>"
             )
     hosts = [(c, metrics.aa_noise("ms", metrics.HOST_BOUND, c)) for c in sorted(cards)]
