@@ -79,33 +79,41 @@ def _class_key(frame: pd.DataFrame) -> pd.Series:
     return machine.astype(str) + "|" + stem + "|" + frame["params"].astype(str)
 
 
-def own_ms(frame: pd.DataFrame) -> np.ndarray:
-    """Each row's benchmark's own ms (its track_ms sibling, the smaller side); inf if none."""
-    needed = {"benchmark", "params", "value_old", "value_new"}
-    if not needed <= set(frame.columns) or frame.empty:
+_SIBLING_COLUMNS = {"benchmark", "params", "value_old", "value_new"}
+
+
+def _sibling(frame: pd.DataFrame, key: pd.Series, method: str, larger: bool) -> np.ndarray:
+    """Each row's value of its benchmark's ``method`` row (same machine, class and params):
+    the larger or the smaller of its two sides; NaN where there is none."""
+    is_m = frame["benchmark"].astype(str).str.endswith("." + method)
+    sides = pd.concat([frame["value_old"], frame["value_new"]], axis=1)
+    value = sides.max(axis=1) if larger else sides.min(axis=1)
+    lookup = pd.Series(value[is_m].to_numpy(), index=key[is_m].to_numpy())
+    lookup = lookup[~lookup.index.duplicated()]
+    return key.map(lookup).to_numpy(float)
+
+
+def own_ms(frame: pd.DataFrame, key: pd.Series | None = None) -> np.ndarray:
+    """Each row's benchmark's own ms (its track_ms sibling, the smaller side); inf if none.
+    ``key``: :func:`_class_key` of ``frame`` when the caller has it."""
+    if not _SIBLING_COLUMNS <= set(frame.columns) or frame.empty:
         return np.full(len(frame), np.inf)
-    key = _class_key(frame)
-    is_ms = frame["benchmark"].astype(str).str.endswith(".track_ms")
-    ms_value = pd.concat([frame["value_old"], frame["value_new"]], axis=1).min(axis=1)
-    lookup = pd.Series(ms_value[is_ms].to_numpy(), index=key[is_ms].to_numpy())
-    lookup = lookup[~lookup.index.duplicated()]
-    return np.nan_to_num(key.map(lookup).to_numpy(float), nan=np.inf)
+    key = _class_key(frame) if key is None else key
+    return np.nan_to_num(_sibling(frame, key, "track_ms", larger=False), nan=np.inf)
 
 
-def own_host_share(frame: pd.DataFrame) -> np.ndarray:
+def own_host_share(
+    frame: pd.DataFrame, key: pd.Series | None = None, ms: np.ndarray | None = None
+) -> np.ndarray:
     """Each row's benchmark's host ms (its track_host_ms sibling, the larger side) over its
-    own ms (:func:`own_ms`); 0 where either is unknown."""
-    needed = {"benchmark", "params", "value_old", "value_new"}
-    if not needed <= set(frame.columns) or frame.empty:
+    own ms (:func:`own_ms`, or ``ms``); 0 where either is unknown."""
+    if not _SIBLING_COLUMNS <= set(frame.columns) or frame.empty:
         return np.zeros(len(frame))
-    key = _class_key(frame)
-    is_host = frame["benchmark"].astype(str).str.endswith(".track_host_ms")
-    host_value = pd.concat([frame["value_old"], frame["value_new"]], axis=1).max(axis=1)
-    lookup = pd.Series(host_value[is_host].to_numpy(), index=key[is_host].to_numpy())
-    lookup = lookup[~lookup.index.duplicated()]
-    host = key.map(lookup).to_numpy(float)
+    key = _class_key(frame) if key is None else key
+    ms = own_ms(frame, key) if ms is None else ms
+    host = _sibling(frame, key, "track_host_ms", larger=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = host / own_ms(frame)
+        share = host / ms
     return np.nan_to_num(share, nan=0.0, posinf=0.0)
 
 
@@ -114,12 +122,14 @@ def host_bound_rows(frame: pd.DataFrame) -> np.ndarray:
     return own_ms(frame) < metrics.HOST_BOUND_BELOW_MS
 
 
-def _host_bound_with_graph(frame: pd.DataFrame, regimes: np.ndarray) -> np.ndarray:
+def _host_bound_with_graph(
+    frame: pd.DataFrame, regimes: np.ndarray, key: pd.Series | None = None
+) -> np.ndarray:
     """Eager ms rows in the host_bound regime whose track_graph_ms sibling has values."""
     is_ms = (frame["unit"].astype(object) == "ms").to_numpy() & (regimes == metrics.HOST_BOUND)
     if not is_ms.any() or "benchmark" not in frame.columns:
         return np.zeros(len(frame), dtype=bool)
-    key = _class_key(frame)
+    key = _class_key(frame) if key is None else key
     graph = frame["benchmark"].astype(str).str.endswith(".track_graph_ms").to_numpy().copy()
     graph &= frame["value_old"].notna().to_numpy() | frame["value_new"].notna().to_numpy()
     return is_ms & key.isin(set(key[graph])).to_numpy()
@@ -187,7 +197,9 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
     lo_o, hi_o = np.where(np.isnan(lo_o), old, lo_o), np.where(np.isnan(hi_o), old, hi_o)
     lo_n, hi_n = np.where(np.isnan(lo_n), new, lo_n), np.where(np.isnan(hi_n), new, hi_n)
 
-    ms_of_row, share = own_ms(out), own_host_share(out)
+    key = _class_key(out) if _SIBLING_COLUMNS <= set(out.columns) else None
+    ms_of_row = own_ms(out, key)
+    share = own_host_share(out, key, ms_of_row)
     modes = out["bwd_mode"] if "bwd_mode" in out.columns else pd.Series(None, index=out.index)
     regimes = [metrics.regime(*r) for r in zip(units, ms_of_row, modes, share)]
     # The A/A noise of the row's card (a cross-machine comparison: the new side's card).
@@ -202,7 +214,7 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
     rel = np.fmax(min_eff, np.nan_to_num(aa, nan=0.0))
     # A host-bound eager row whose graph-replay sibling is measured: the kernel is judged on
     # graph ms, the eager row at its (host-bound) A/A noise.
-    host_eager = _host_bound_with_graph(out, np.asarray(regimes, dtype=object))
+    host_eager = _host_bound_with_graph(out, np.asarray(regimes, dtype=object), key)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         change = (new - old) / np.abs(old)
