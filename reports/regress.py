@@ -117,11 +117,6 @@ def own_host_share(
     return np.nan_to_num(share, nan=0.0, posinf=0.0)
 
 
-def host_bound_rows(frame: pd.DataFrame) -> np.ndarray:
-    """True where the row's benchmark takes under metrics.HOST_BOUND_BELOW_MS (either side)."""
-    return own_ms(frame) < metrics.HOST_BOUND_BELOW_MS
-
-
 def _host_bound_with_graph(
     frame: pd.DataFrame, regimes: np.ndarray, key: pd.Series | None = None
 ) -> np.ndarray:
