@@ -1,4 +1,4 @@
-"""Compile the fused backward / double backward kernels for sm_90 on a machine WITHOUT a GPU.
+"""Compile the forward / backward / double backward kernels for sm_90 on a machine WITHOUT a GPU.
 
 Triton's front end plus the ptxas that ships in the triton wheel build the real H100
 binary; cuobjdump then reads its registers, spills (stack bytes, LDL/STL count),
@@ -10,6 +10,11 @@ through their public ``AUTOTUNED`` handles; ``--limit N`` compiles the first N t
     PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py rows --head-dim 128
     PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py dkdv --head-dim 64 --window
     PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py cols --flags 100 --all-tiles
+    PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py forward --head-dim 80 --padded
+
+Split head dims (D in (64, 96], ``kernels.tuning.head_dim_split``) compile as the launchers
+run them; ``--padded`` as one BLOCK_D tile, the kernels' A/B switch. ``--ptx-dir DIR``
+also writes each tile's PTX without its .loc / debug lines, to diff two checkouts.
 
 Pointers are taken 16-byte aligned, strides divisible by 16 and the D stride 1, as
 Triton specialises them for contiguous tensors.
@@ -30,13 +35,19 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from kernels import fused_backward, fused_gradgrad  # noqa: E402
-from kernels.tuning import block_d, head_dim_split, prune_by_head_dim  # noqa: E402
+from kernels import forward, fused_backward, fused_gradgrad  # noqa: E402
+from kernels.tuning import (  # noqa: E402
+    block_d,
+    head_dim_split,
+    prune_by_head_dim,
+    prune_forward_configs,
+)
 
-# The public handles of the autotuned kernels: dkdv, dq (backward), rows, cols (grad-grad).
-KERNELS = {**fused_backward.AUTOTUNED, **fused_gradgrad.AUTOTUNED}
-# Kernels whose head dim is split into main + tail tiles (kernels.tuning.head_dim_split).
-SPLIT_KERNELS = ("rows", "cols")
+# The public handles of the autotuned kernels: forward, dkdv, dq (backward), rows, cols
+# (grad-grad), and the pruning each one's autotuner runs.
+KERNELS = {**forward.AUTOTUNED, **fused_backward.AUTOTUNED, **fused_gradgrad.AUTOTUNED}
+PRUNE = {"forward": prune_forward_configs}
+FP32_SCALARS = ("scale", "qk_scale_log2")
 SCALAR_INTS = ("H", "T_Q", "T_K", "WINDOW", "T_Q_BUCKET", "T_K_BUCKET")
 FP32_POINTERS = ("Lse", "Delta", "Gamma", "Rho")
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
@@ -50,7 +61,7 @@ def compile_sm90(jit_fn, dtype, constexprs, num_warps, num_stages):
         elif name[0].isupper() and name not in SCALAR_INTS:
             signature[name] = "*fp32" if name in FP32_POINTERS else f"*{dtype}"
             attrs[(i,)] = [["tt.divisibility", 16]]
-        elif name == "scale":
+        elif name in FP32_SCALARS:
             signature[name] = "fp32"
         elif name.startswith("stride") and name.endswith("d"):
             signature[name] = "constexpr"
@@ -81,7 +92,15 @@ def compile_sm90(jit_fn, dtype, constexprs, num_warps, num_stages):
         smem=kernel.metadata.shared,
         hgmma=sass.count("HGMMA"),
         hmma=sass.count("HMMA"),
+        ptx=kernel.asm["ptx"],
     )
+
+
+def strip_ptx(ptx: str) -> str:
+    """PTX without .loc / .file lines and the debug sections: what two builds must share."""
+    ptx = ptx.split("\t.section\t.debug", 1)[0]
+    keep = [x for x in ptx.splitlines() if not x.lstrip().startswith((".loc", ".file", "$L__"))]
+    return "\n".join(keep) + "\n"
 
 
 def parse_args(argv=None):
@@ -104,6 +123,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--limit", type=int, default=0, help="compile only the first N tiles (0: all)"
     )
+    parser.add_argument("--ptx-dir", default="", help="write each tile's stripped PTX here")
     return parser.parse_args(argv)
 
 
@@ -119,7 +139,7 @@ def main(argv=None):
     )
     if args.kernel == "dkdv":
         consts["DV_ONLY"] = args.dv_only
-    if args.kernel in SPLIT_KERNELS:
+    if "BLOCK_DT" in tuner.fn.arg_names:
         # the launchers' split (64 + 16 at D=80), or one padded tile with --padded
         bd, bdt = (block_d(args.head_dim), 0) if args.padded else head_dim_split(args.head_dim)
         consts.update(BLOCK_D=bd, BLOCK_DT=bdt, HAS_TAIL=bdt > 0)
@@ -132,7 +152,7 @@ def main(argv=None):
             for m, n, w in itertools.product((32, 64, 128), (32, 64, 128), (4, 8))
         ]
     else:
-        kept = prune_by_head_dim(tuner.configs, {}, **consts)
+        kept = PRUNE.get(args.kernel, prune_by_head_dim)(tuner.configs, {}, **consts)
         tiles = [
             (c.kwargs, c.num_warps, c.num_stages, "kept" if c in kept else "pruned")
             for c in tuner.configs
@@ -150,6 +170,12 @@ def main(argv=None):
                 f"  HGMMA {r['hgmma']:3d}  HMMA {r['hmma']:3d}",
                 flush=True,
             )
+            if args.ptx_dir:
+                os.makedirs(args.ptx_dir, exist_ok=True)
+                m, n = kwargs["BLOCK_M"], kwargs["BLOCK_N"]
+                name = f"{args.kernel}_D{args.head_dim}_M{m}_N{n}_w{warps}_s{stages}.ptx"
+                with open(os.path.join(args.ptx_dir, name), "w") as f:
+                    f.write(strip_ptx(r["ptx"]))
         except Exception as exc:  # report and go on: one bad tile must not hide the others
             print(f"{label} FAILED {type(exc).__name__}: {str(exc)[-300:]}", flush=True)
 
