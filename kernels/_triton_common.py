@@ -72,6 +72,12 @@ def head_dim_split(head_dim: int) -> tuple[int, int]:
     return block_d(head_dim), 0
 
 
+def head_dim_tiles(head_dim: int, split: bool = True) -> tuple[int, int]:
+    """(BLOCK_D, BLOCK_DT) a launcher passes: ``head_dim_split``, or with ``split=False``
+    one padded tile and no tail (the kernels' ``_SPLIT_HEAD_DIM`` A/B switch, for probes)."""
+    return head_dim_split(head_dim) if split else (block_d(head_dim), 0)
+
+
 @triton.jit
 def mm(a, b, DOT_FP32: tl.constexpr):
     """a @ b with fp32 accumulation; fp32 operands only under the interpreter."""

@@ -12,7 +12,8 @@ in one place:
   (the largest BLOCK_D each backward / grad-grad tile is timed at).
 - Compilation: every candidate of a new tuning key compiles in parallel threads before
   the autotuner times them (``tuned``, kernels/_compile_ahead.py).
-- Keys: ``TUNING_KEY`` (head dim, bucketed lengths, mask flags), ``DKDV_KEY``,
+- Keys: ``TUNING_KEY`` (head dim, bucketed lengths, mask flags) plus BLOCK_DT, the
+  head-dim tail (``head_dim_split``): ``DQ_KEY``, ``DKDV_KEY``,
   ``GRADGRAD_KEY``; ``length_bucket`` makes the bucketed lengths.
 
 The tables come from timings on the H200 (docs/probes.md); scripts/sm90_resources.py
@@ -28,13 +29,20 @@ import os
 import triton
 
 from ._compile_ahead import compile_ahead
-from ._triton_common import block_d, head_dim_split, interpreter_active, next_power_of_2
+from ._triton_common import (
+    block_d,
+    head_dim_split,
+    head_dim_tiles,
+    interpreter_active,
+    next_power_of_2,
+)
 
 __all__ = [
     "AUTOTUNE_DISK_CACHE",
     "DKDV_CONFIGS",
     "DKDV_KEY",
     "DQ_CONFIGS",
+    "DQ_KEY",
     "FORWARD_CONFIGS",
     "GRADGRAD_COLS_CONFIGS",
     "GRADGRAD_KEY",
@@ -44,6 +52,7 @@ __all__ = [
     "block_d",
     "configs_from_table",
     "head_dim_split",
+    "head_dim_tiles",
     "length_bucket",
     "prune_by_head_dim",
     "prune_forward_configs",
@@ -88,13 +97,14 @@ def length_bucket(t: int) -> int:
     return next_power_of_2(max(int(t), 16))
 
 
-# Every kernel keys on the head dim, the bucketed lengths and the mask flags; the
-# backward's dK/dV kernel also on DV_ONLY, the grad-grad kernels on which cotangents exist
-# and on BLOCK_DT: it follows from HEAD_DIM (``head_dim_split``) except in the A/B probes
-# that run D=80 padded (fused_gradgrad._SPLIT_HEAD_DIM), which must not share the split
-# tiles' tuning.
+# Every kernel keys on the head dim, the bucketed lengths, the mask flags and BLOCK_DT:
+# it follows from HEAD_DIM (``head_dim_split``) except in the A/B probes that run D=80
+# padded (each kernel module's _SPLIT_HEAD_DIM), which must not share the split tiles'
+# tuning. The backward's dK/dV kernel also keys on DV_ONLY, the grad-grad kernels on which
+# cotangents exist.
 TUNING_KEY = ["HEAD_DIM", "T_Q_BUCKET", "T_K_BUCKET", "IS_CAUSAL", "HAS_WINDOW"]
-DKDV_KEY = TUNING_KEY + ["DV_ONLY"]
+DQ_KEY = TUNING_KEY + ["BLOCK_DT"]
+DKDV_KEY = TUNING_KEY + ["DV_ONLY", "BLOCK_DT"]
 GRADGRAD_KEY = TUNING_KEY + ["HAS_GDQ", "HAS_GDK", "HAS_GDV", "BLOCK_DT"]
 
 

@@ -16,7 +16,7 @@ import torch
 import triton
 from numerics import assert_within_rule
 
-from kernels import fused_gradgrad, reference, tuning
+from kernels import fused_backward, fused_gradgrad, reference, tuning
 from kernels._triton_common import block_d, head_dim_split
 from kernels.fused_backward import attention_backward_dv, fused_attention_backward
 from kernels.fused_gradgrad import fused_attention_double_backward, gradgrad_matmul_count
@@ -24,8 +24,7 @@ from kernels.fused_gradgrad import fused_attention_double_backward, gradgrad_mat
 DTYPES = [torch.float16, torch.bfloat16]
 
 # (B, H, Tq, Tk, D, causal, window): T = 1 / 17 / 113 (not multiples of the 16-wide
-# interpreter tiles), Tq < Tk (bottom-right), D = 80 (a split head dim, 64 + 16, in the
-# kernels that split it; BLOCK_D 128 with masked loads in the others).
+# interpreter tiles), Tq < Tk (bottom-right), D = 80 (a split head dim, 64 + 16).
 CPU_SHAPES = [
     (1, 2, 1, 1, 64, False, None),
     (1, 2, 17, 17, 80, False, None),
@@ -166,6 +165,29 @@ def test_double_backward_padded_switch(monkeypatch, device):
     _check_double_backward((1, 1, 17, 40, 80, True, 30), torch.bfloat16, device)
 
 
+# The backward (dQ, dK/dV and dv_only) at split head dims: odd lengths, a causal and a
+# window case, so partial key and query tiles meet the tail.
+SPLIT_SHAPES = [(1, 1, 17, 40, 30), (1, 2, 33, 33, None)]
+
+
+def _split_id(s):
+    return f"{s[2]}x{s[3]}-" + (f"w{s[4]}" if s[4] else "causal")
+
+
+@pytest.mark.parametrize("head_dim", SPLIT_HEAD_DIMS)
+@pytest.mark.parametrize("shape", SPLIT_SHAPES, ids=_split_id)
+def test_backward_split_head_dim(shape, head_dim, device):
+    b, h, tq, tk, window = shape
+    dtype = torch.bfloat16 if head_dim % 16 else torch.float16
+    _check_backward((b, h, tq, tk, head_dim, True, window), dtype, device)
+
+
+def test_backward_padded_switch(monkeypatch, device):
+    """The A/B probes' switch (_SPLIT_HEAD_DIM = False): D=80 as one padded 128-wide tile."""
+    monkeypatch.setattr(fused_backward, "_SPLIT_HEAD_DIM", False)
+    _check_backward((1, 1, 17, 40, 80, True, 30), torch.bfloat16, device)
+
+
 def test_head_dim_split_rule():
     """Split only where it saves dot work: D in (64, 96]; one tile elsewhere, as before."""
     want = {64: (64, 0), 72: (64, 16), 80: (64, 16), 88: (64, 32), 96: (64, 32)}
@@ -188,7 +210,8 @@ def test_pruning_sees_the_tail(monkeypatch):
     assert prune([small, big], {}, BLOCK_D=64, BLOCK_DT=0) == [small, big]
     assert prune([small, big], {}, BLOCK_D=64, BLOCK_DT=16) == [big]
     assert prune([small, big], {}, BLOCK_D=128) == [big]
-    assert "BLOCK_DT" in tuning.GRADGRAD_KEY
+    for key in (tuning.GRADGRAD_KEY, tuning.DKDV_KEY, tuning.DQ_KEY):
+        assert "BLOCK_DT" in key
 
 
 def test_double_backward_all_none_is_zero(device):
