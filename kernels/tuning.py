@@ -13,7 +13,7 @@ in one place:
 - Compilation: every candidate of a new tuning key compiles in parallel threads before
   the autotuner times them (``tuned``, kernels/_compile_ahead.py).
 - Keys: ``TUNING_KEY`` (head dim, bucketed lengths, mask flags) plus BLOCK_DT, the
-  head-dim tail (``head_dim_split``): ``DQ_KEY``, ``DKDV_KEY``,
+  head-dim tail (``head_dim_split``): ``FORWARD_KEY``, ``DQ_KEY``, ``DKDV_KEY``,
   ``GRADGRAD_KEY``; ``length_bucket`` makes the bucketed lengths.
 
 The tables come from timings on the H200 (docs/probes.md); scripts/sm90_resources.py
@@ -44,6 +44,7 @@ __all__ = [
     "DQ_CONFIGS",
     "DQ_KEY",
     "FORWARD_CONFIGS",
+    "FORWARD_KEY",
     "GRADGRAD_COLS_CONFIGS",
     "GRADGRAD_KEY",
     "GRADGRAD_ROWS_CONFIGS",
@@ -103,6 +104,7 @@ def length_bucket(t: int) -> int:
 # tuning. The backward's dK/dV kernel also keys on DV_ONLY, the grad-grad kernels on which
 # cotangents exist.
 TUNING_KEY = ["HEAD_DIM", "T_Q_BUCKET", "T_K_BUCKET", "IS_CAUSAL", "HAS_WINDOW"]
+FORWARD_KEY = TUNING_KEY + ["BLOCK_DT"]
 DQ_KEY = TUNING_KEY + ["BLOCK_DT"]
 DKDV_KEY = TUNING_KEY + ["DV_ONLY", "BLOCK_DT"]
 GRADGRAD_KEY = TUNING_KEY + ["HAS_GDQ", "HAS_GDK", "HAS_GDV", "BLOCK_DT"]

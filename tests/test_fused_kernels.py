@@ -1,4 +1,5 @@
-"""The fused Triton backward and double backward, called directly (not through kernels.attention).
+"""The fused Triton backward and double backward, called directly (not through kernels.attention),
+and the forward at split head dims (``head_dim_split``).
 
 Judged by the project rule (tests/numerics.py): each output's max error against
 ``kernels.reference`` in fp64 is at most 2x the error of the same reference run in
@@ -16,8 +17,9 @@ import torch
 import triton
 from numerics import assert_within_rule
 
-from kernels import fused_backward, fused_gradgrad, reference, tuning
+from kernels import forward, fused_backward, fused_gradgrad, reference, tuning
 from kernels._triton_common import block_d, head_dim_split
+from kernels.forward import attention_forward
 from kernels.fused_backward import attention_backward_dv, fused_attention_backward
 from kernels.fused_gradgrad import fused_attention_double_backward, gradgrad_matmul_count
 
@@ -165,8 +167,8 @@ def test_double_backward_padded_switch(monkeypatch, device):
     _check_double_backward((1, 1, 17, 40, 80, True, 30), torch.bfloat16, device)
 
 
-# The backward (dQ, dK/dV and dv_only) at split head dims: odd lengths, a causal and a
-# window case, so partial key and query tiles meet the tail.
+# The backward (dQ, dK/dV and dv_only) and the forward at split head dims: odd lengths, a
+# causal and a window case, so partial key and query tiles meet the tail.
 SPLIT_SHAPES = [(1, 1, 17, 40, 30), (1, 2, 33, 33, None)]
 
 
@@ -182,10 +184,31 @@ def test_backward_split_head_dim(shape, head_dim, device):
     _check_backward((b, h, tq, tk, head_dim, True, window), dtype, device)
 
 
-def test_backward_padded_switch(monkeypatch, device):
-    """The A/B probes' switch (_SPLIT_HEAD_DIM = False): D=80 as one padded 128-wide tile."""
-    monkeypatch.setattr(fused_backward, "_SPLIT_HEAD_DIM", False)
-    _check_backward((1, 1, 17, 40, 80, True, 30), torch.bfloat16, device)
+def _check_forward(shape, dtype, device):
+    q, k, v, o, lse, do, opts = _inputs(shape, dtype, device)
+    got, got_lse = attention_forward(q, k, v, **opts)
+    want = reference.attention(*(t.double() for t in (q, k, v)), **opts)
+    base = reference.attention(q, k, v, upcast=False, **opts)
+    assert got.dtype == dtype
+    assert_within_rule("o", got, want, base)
+    torch.testing.assert_close(got_lse, lse, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head_dim", SPLIT_HEAD_DIMS)
+@pytest.mark.parametrize("shape", SPLIT_SHAPES, ids=_split_id)
+def test_forward_split_head_dim(shape, head_dim, device):
+    b, h, tq, tk, window = shape
+    dtype = torch.float16 if head_dim % 16 else torch.bfloat16
+    _check_forward((b, h, tq, tk, head_dim, True, window), dtype, device)
+
+
+@pytest.mark.parametrize("module", [fused_backward, forward], ids=lambda m: m.__name__)
+def test_backward_forward_padded_switch(module, monkeypatch, device):
+    """Each module's A/B probe switch (_SPLIT_HEAD_DIM = False): D=80 as one padded
+    128-wide tile."""
+    monkeypatch.setattr(module, "_SPLIT_HEAD_DIM", False)
+    check = _check_forward if module is forward else _check_backward
+    check((1, 1, 17, 40, 80, True, 30), torch.bfloat16, device)
 
 
 def test_head_dim_split_rule():
@@ -210,7 +233,7 @@ def test_pruning_sees_the_tail(monkeypatch):
     assert prune([small, big], {}, BLOCK_D=64, BLOCK_DT=0) == [small, big]
     assert prune([small, big], {}, BLOCK_D=64, BLOCK_DT=16) == [big]
     assert prune([small, big], {}, BLOCK_D=128) == [big]
-    for key in (tuning.GRADGRAD_KEY, tuning.DKDV_KEY, tuning.DQ_KEY):
+    for key in (tuning.GRADGRAD_KEY, tuning.DKDV_KEY, tuning.DQ_KEY, tuning.FORWARD_KEY):
         assert "BLOCK_DT" in key
 
 
