@@ -60,7 +60,7 @@ from ._launch import CachedLauncher
 from ._triton_common import (
     LOG2E,
     ceil_div,
-    head_dim_split,
+    head_dim_tiles,
     interpreter_active,
     key_range,
     load_split,
@@ -78,7 +78,6 @@ from .tuning import (
     GRADGRAD_COLS_CONFIGS,
     GRADGRAD_KEY,
     GRADGRAD_ROWS_CONFIGS,
-    block_d,
     length_bucket,
     prune_by_head_dim,
     tuned,
@@ -541,7 +540,7 @@ def fused_attention_double_backward(q, k, v, o, lse, do, gdq, gdk, gdv, *, causa
     u = q if gdq is None else gdq
     w = k if gdk is None else gdk
     z = v if gdv is None else gdv
-    bd, bdt = head_dim_split(head_dim) if _SPLIT_HEAD_DIM else (block_d(head_dim), 0)
+    bd, bdt = head_dim_tiles(head_dim, _SPLIT_HEAD_DIM)
     common = dict(
         HEAD_DIM=head_dim,
         BLOCK_D=bd,

@@ -18,7 +18,7 @@ import triton
 from numerics import assert_within_rule
 
 from kernels import forward, fused_backward, fused_gradgrad, reference, tuning
-from kernels._triton_common import block_d, head_dim_split
+from kernels._triton_common import block_d, head_dim_split, head_dim_tiles
 from kernels.forward import attention_forward
 from kernels.fused_backward import attention_backward_dv, fused_attention_backward
 from kernels.fused_gradgrad import fused_attention_double_backward, gradgrad_matmul_count
@@ -222,6 +222,8 @@ def test_head_dim_split_rule():
         assert bd + bdt >= d and bd + bdt <= block_d(d)
         assert bd & (bd - 1) == 0 and (bdt == 0 or (bdt >= 16 and bdt & (bdt - 1) == 0))
         assert (bdt == 0) == (d <= 64 or d > 96)
+        assert head_dim_tiles(d) == (bd, bdt)
+        assert head_dim_tiles(d, split=False) == (block_d(d), 0)  # the A/B switches' padding
 
 
 def test_pruning_sees_the_tail(monkeypatch):
