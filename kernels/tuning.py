@@ -229,6 +229,8 @@ def prune_by_head_dim(configs, named_args, **kwargs):
 # T16384 D128 causal / B4 H16 T4096 D64 causal / TTT D64: 32 x 64 / 4 warps / 3 stages
 # 2.20 / 0.68 / 0.14; 64 x 64 / 4 / 2 1.97 / 0.70 / 0.14; 64 x 128 / 8 / 3 2.06 / 0.83 /
 # 0.17. Dropped: 32 x 128 / 8 / 2 (2.46 / 1.06 / 0.21), 64 x 64 / 8 warps (5.32 at D128).
+# Split D80 / D96 (80 / 96 columns, tile_width) keep every backward tile (all fit 128);
+# the backward / forward split is not yet timed on a GPU (docs/probes.md).
 DKDV_CONFIGS = configs_from_table([(32, 64, 4, 3, 128), (64, 64, 4, 2, 128), (64, 128, 8, 3, 128)])
 # dQ: holds Q, dO and the fp32 dQ for BLOCK_M rows, streams K, V; BLOCK_M >= 64 for wgmma.
 # dQ kernel ms, same shapes: 128 x 64 / 8 / 3 1.59 / 0.43 / 0.13 (the fastest or within 13%
