@@ -12,8 +12,8 @@ Conventions for all kernels in this package:
 - ``HEAD_DIM`` is the real D. Triton tiles are powers of two, so a D-wide row is one
   tile of ``BLOCK_D`` columns or, where that would pad a lot (``head_dim_split``), a main
   tile of ``BLOCK_D`` plus a tail tile of ``BLOCK_DT`` (constexpr ``HAS_TAIL``): D=80 is
-  64 + 16, D=96 64 + 32 instead of 128 (1.6x / 1.33x the dot work). Loads and stores
-  are masked on d < HEAD_DIM, so a tail may be padded too (D=72: 64 + 16).
+  64 + 16, D=96 64 + 32 instead of 128 (1.6x / 1.33x the dot work). A tail is always
+  full (D=72 and 88 pad to one 128-wide tile); loads and stores still mask d < HEAD_DIM.
 - ``DOT_FP32``: under ``TRITON_INTERPRET=1`` a bf16 ``tl.dot`` multiplies raw bit
   patterns (docs/design.md trap 1), so operands go to fp32 there and only there.
 """
@@ -61,14 +61,17 @@ def block_d(head_dim: int) -> int:
 def head_dim_split(head_dim: int) -> tuple[int, int]:
     """(BLOCK_D, BLOCK_DT): the main and tail tile widths of a D-wide row; tail 0 = no tail.
 
-    The one rule every split kernel's launcher and the autotune pruning use. D in (64, 96]
-    is 64 + the tail's next power of two (>= 16): D=72, 80 -> 64 + 16, D=88, 96 -> 64 + 32,
-    80 and 96 columns of dot work instead of 128. Elsewhere one tile, as before: D <= 64
-    and powers of two (a split there saves little or nothing: D=56 would be 32 + 32),
-    D in (96, 128) because 64 + 64 is no less work than 128 and two dots issue worse than one.
+    The one rule every split kernel's launcher and the autotune pruning use. D = 80 and 96
+    are 64 + 16 and 64 + 32: 80 and 96 columns of dot work instead of 128. Only a full
+    tail splits: with a column-masked one (D=72 as 64 + 16, D=88 as 64 + 32) the forward
+    kernel read out of bounds on the H200 (triton 3.6: an illegal address at D72 and D88
+    causal, o off by 40-65x the math error without a mask; docs/probes.md), so D=72 and 88
+    pad to 128 in every kernel, as before the split. Elsewhere one tile too: D <= 64 and
+    powers of two (a split there saves little or nothing: D=56 would be 32 + 32), D in
+    (96, 128) because 64 + 64 is no less work than 128 and two dots issue worse than one.
     """
-    if 64 < head_dim <= 96:
-        return 64, block_d(head_dim - 64)
+    if head_dim in (80, 96):
+        return 64, head_dim - 64
     return block_d(head_dim), 0
 
 

@@ -41,8 +41,8 @@ __all__ = [
 BWD_MODES = ("recompute", "save_p", "dv_only", "fused")
 TRITON_DTYPES = (torch.float16, torch.bfloat16)
 MATH_DTYPES = (torch.float32, torch.float64)
-# Head dims the Triton kernels take: tiles are powers of two (D=80: 64 + 16 in the
-# grad-grad kernels, _triton_common.head_dim_split; one padded 128 elsewhere), rows must
+# Head dims the Triton kernels take: tiles are powers of two (D=80: 64 + 16 and D=96:
+# 64 + 32, _triton_common.head_dim_split; a padded power of two elsewhere), rows must
 # be 16-byte aligned for fp16/bf16 loads (D % 8 == 0).
 MAX_HEAD_DIM = 128
 MIN_HEAD_DIM = 16

@@ -10,7 +10,7 @@ in base 2 (online softmax). Work per program: 4 * BLOCK_M * keys_seen * D FLOPs;
 bytes: Q tile once, every visible K/V tile once per query block.
 
 Head dim, as in the backward and grad-grad kernels: one tile of BLOCK_D = next power of
-two, or for D in (64, 96] a main tile of 64 plus a tail of BLOCK_DT = 16 or 32
+two, or for D = 80 or 96 a main tile of 64 plus a full tail of BLOCK_DT = 16 or 32
 (``head_dim_split``; constexpr HAS_TAIL). Q, K, V, the fp32 accumulator and O are then
 (main, tail) pairs, S the sum of two dots, P V one dot per part. The main tile's loads
 keep their code (a split main tile is all inside D, so interior tiles load it unmasked);
@@ -55,7 +55,8 @@ def _load_tail(
     HEAD_DIM: tl.constexpr, D_END: tl.constexpr, MASKED: tl.constexpr,
 ):  # fmt: skip
     """A K or V tail tile (columns offs_dt, ending at D_END): key-bound mask only when
-    MASKED, a column mask only when the tail pads past HEAD_DIM (D=72: 64 + 16)."""
+    MASKED, a column mask only when the tail pads past HEAD_DIM (never with
+    ``head_dim_split``'s full tails; kept so the kernel stays right for any tile pair)."""
     ptrs = base + cols[:, None] * stride_n + offs_dt[None, :] * stride_d
     if MASKED:
         x = tl.load(ptrs, mask=(cols[:, None] < T_K) & (offs_dt[None, :] < HEAD_DIM), other=0.0)

@@ -28,7 +28,7 @@ fraction (FA2 with an atomic dQ does 5; we pay 2 for determinism and no
 zero-init/fp32 dQ buffer).
 
 Head dim, as in the grad-grad kernels (fused_gradgrad.py): D columns are one tile of
-BLOCK_D = next power of two, or for D in (64, 96] a main tile of 64 plus a tail of
+BLOCK_D = next power of two, or for D = 80 or 96 a main tile of 64 plus a full tail of
 BLOCK_DT = 16 or 32 (``head_dim_split``; constexpr HAS_TAIL). Every D-wide tile and fp32
 accumulator (K, V, Q, dO, O; dK, dV, dQ) is then a (main, tail) pair, S, dP (and their
 transposes) the sum of two dots, dV, dK, dQ one dot per part: 80 / 96 issued columns at

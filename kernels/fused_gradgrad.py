@@ -35,7 +35,7 @@ Matmuls of BLOCK_M x BLOCK_N x D per visible tile, all cotangents given: 5 + 8 +
 i.e. 21 matmuls of 2 * Tq * Tk * D FLOPs times the visible fraction. Missing cotangents
 drop theirs (constexpr flags): u only 14, w only 14, z only 8, u and w 18.
 
-Head dim: D columns are one tile of BLOCK_D = next power of two, or for D in (64, 96] a
+Head dim: D columns are one tile of BLOCK_D = next power of two, or for D = 80 or 96 a
 main tile of 64 plus a tail of BLOCK_DT = 16 or 32 (``head_dim_split``; constexpr
 HAS_TAIL). Every D-wide operand and fp32 accumulator is then a (main, tail) pair, each
 matmul contracting over D (S, G, dP, H) the sum of two dots into one accumulator, and each

@@ -12,7 +12,7 @@ through their public ``AUTOTUNED`` handles; ``--limit N`` compiles the first N t
     PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py cols --flags 100 --all-tiles
     PYTHONPATH=. .venv/bin/python scripts/sm90_resources.py forward --head-dim 80 --padded
 
-Split head dims (D in (64, 96], ``kernels.tuning.head_dim_split``) compile as the launchers
+Split head dims (D = 80 and 96, ``kernels.tuning.head_dim_split``) compile as the launchers
 run them; ``--padded`` as one BLOCK_D tile, the kernels' A/B switch. ``--ptx-dir DIR``
 also writes each tile's PTX without its .loc / debug lines, to diff two checkouts.
 

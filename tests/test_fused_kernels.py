@@ -146,8 +146,9 @@ def test_double_backward_shared_offset(dtype, device):
     _check_double_backward((1, 2, 64, 96, 64, True, None), dtype, device, shift=5.0)
 
 
-# Split head dims (head_dim_split): 80 = 64 + 16, 96 = 64 + 32, 72 = 64 + 16 of which the
-# tail's last 8 columns are masked. Every cotangent set the tests above cover, all three too.
+# Split head dims (head_dim_split): 80 = 64 + 16, 96 = 64 + 32; 72, which the rule pads to
+# one 128-wide tile (a masked tail faulted in the forward on the H200), beside them as the
+# odd D. Every cotangent set the tests above cover, all three too.
 SPLIT_HEAD_DIMS = [80, 96, 72]
 SPLIT_FLAG_SETS = [(True, True, True), *COTANGENT_SETS]
 
@@ -212,8 +213,9 @@ def test_backward_forward_padded_switch(module, monkeypatch, device):
 
 
 def test_head_dim_split_rule():
-    """Split only where it saves dot work: D in (64, 96]; one tile elsewhere, as before."""
-    want = {64: (64, 0), 72: (64, 16), 80: (64, 16), 88: (64, 32), 96: (64, 32)}
+    """Split only where it saves dot work with a full tail: D = 80 and 96; one tile
+    elsewhere, as before (D=72 and 88 would need a column-masked tail)."""
+    want = {64: (64, 0), 72: (128, 0), 80: (64, 16), 88: (128, 0), 96: (64, 32)}
     want |= {40: (64, 0), 104: (128, 0), 120: (128, 0), 128: (128, 0), 16: (16, 0)}
     for d, split in want.items():
         assert head_dim_split(d) == split, d
@@ -221,7 +223,8 @@ def test_head_dim_split_rule():
         bd, bdt = head_dim_split(d)
         assert bd + bdt >= d and bd + bdt <= block_d(d)
         assert bd & (bd - 1) == 0 and (bdt == 0 or (bdt >= 16 and bdt & (bdt - 1) == 0))
-        assert (bdt == 0) == (d <= 64 or d > 96)
+        assert (bdt == 0) == (d not in (80, 96))
+        assert bdt == 0 or bd + bdt == d  # a tail is never padded
         assert head_dim_tiles(d) == (bd, bdt)
         assert head_dim_tiles(d, split=False) == (block_d(d), 0)  # the A/B switches' padding
 

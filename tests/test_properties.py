@@ -84,6 +84,12 @@ def test_forward_and_backward_match_reference(p, device):
     check_problem(p, device)
 
 
-@pytest.mark.xfail(strict=True, reason="fused delta from the bf16 O (KNOWN_FUSED_DELTA_CASE)")
+# Under the interpreter only: on the H200 (make test-gpu, 2026-12-01) this case passed the
+# rule, so a strict xfail there failed as XPASS; it is checked there as a plain test.
+@pytest.mark.xfail(
+    os.environ.get("TRITON_INTERPRET") == "1",
+    strict=True,
+    reason="fused delta from the bf16 O (KNOWN_FUSED_DELTA_CASE), under the interpreter",
+)
 def test_fused_delta_from_16_bit_o(device):
     check_problem(KNOWN_FUSED_DELTA_CASE, device)
