@@ -6,7 +6,10 @@ is divided by the same-dtype math path's error (plus a small floor). Above
 kept as the evidence (``track_parity``). The references are computed in query-row
 chunks (:func:`reference_outputs`): exact for the whole timed problem, in
 O(chunk x Tk) memory, so a fp64 reference exists even at T = 32768 where the plain
-math path needs > 80 GB. torch is imported inside the functions.
+math path needs > 80 GB. Of the same-dtype math outputs the gate uses only two numbers
+per output (:class:`Denominator`): they do not depend on the commit, so
+harness/refcache.py keeps them (and the reference) across commits. torch is imported
+inside the functions.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from harness.grid import Config
 from harness.impls import OUTPUT_NAMES, Inputs, math_attention, run_path
@@ -104,6 +108,36 @@ def same_dtype_math_outputs(path: str, cfg: Config, inp: Inputs) -> tuple[tuple,
     return reference_outputs(path, cfg, inp, cfg.torch_dtype), "chunked math (math is OOM)"
 
 
+class Denominator(NamedTuple):
+    """What the parity ratio of one output takes from the references besides the
+    implementation's error: the same-dtype math path's max error against the reference,
+    and the reference's largest magnitude (for the floor). Neither depends on the commit."""
+
+    err_math: float
+    ref_max: float
+
+
+def denominators(ref: Sequence, math_same: Sequence) -> tuple[Denominator, ...]:
+    """Per output, :class:`Denominator` of the math outputs ``math_same`` against ``ref``
+    (the formula :func:`parity` used on the tensors, in float64)."""
+    import torch
+
+    out = []
+    for r, m in zip(ref, math_same, strict=True):
+        r64 = r.detach().to(torch.float64)
+        err_math = (m.detach().to(torch.float64) - r64).abs().max().item()
+        out.append(Denominator(err_math, r64.abs().max().item()))
+    return tuple(out)
+
+
+def math_denominators(path: str, cfg: Config, inp: Inputs, ref: Sequence):
+    """(denominators, which math): the same-dtype math outputs
+    (:func:`same_dtype_math_outputs`) reduced to :class:`Denominator` against ``ref``; the
+    math outputs themselves are dropped."""
+    math_same, which = same_dtype_math_outputs(path, cfg, inp)
+    return denominators(ref, math_same), which
+
+
 @dataclasses.dataclass
 class Parity:
     ratio: float  # worst output's impl error / (math error + floor)
@@ -115,21 +149,21 @@ class Parity:
         return self.ratio <= PARITY_LIMIT
 
 
-def parity(path: str, impl: Sequence, ref64: Sequence, math_same: Sequence, dtype) -> Parity:
-    """Judge ``impl`` outputs against the fp64 reference, relative to the math path's error."""
+def parity(path: str, impl: Sequence, ref: Sequence, denoms: Sequence, dtype) -> Parity:
+    """Judge ``impl`` outputs against the fp64 reference, relative to the math path's error
+    (``denoms``: :func:`denominators` against the same reference)."""
     import torch
 
     worst, worst_name, parts = 0.0, "", []
-    for name, a, ref, m in zip(OUTPUT_NAMES[path], impl, ref64, math_same):
-        if a is None or tuple(a.shape) != tuple(ref.shape):
+    for name, a, r, (err_math, ref_max) in zip(OUTPUT_NAMES[path], impl, ref, denoms):
+        if a is None or tuple(a.shape) != tuple(r.shape):
             shape = None if a is None else tuple(a.shape)
-            return Parity(math.inf, name, f"{name}: shape {shape}, expected {tuple(ref.shape)}")
+            return Parity(math.inf, name, f"{name}: shape {shape}, expected {tuple(r.shape)}")
         a64 = a.detach().to(torch.float64)
         if not torch.isfinite(a64).all():
             return Parity(math.inf, name, f"{name}: non-finite values")
-        err_impl = (a64 - ref).abs().max().item()
-        err_math = (m.detach().to(torch.float64) - ref).abs().max().item()
-        floor = torch.finfo(dtype).eps * max(ref.abs().max().item(), 1.0)
+        err_impl = (a64 - r.to(torch.float64)).abs().max().item()
+        floor = torch.finfo(dtype).eps * max(ref_max, 1.0)
         denom = err_math + floor / 2
         ratio = err_impl / denom
         parts.append(f"{name} {err_impl:.2e} vs math {err_math:.2e}")

@@ -1,10 +1,12 @@
 """The parity references, computed once per input set and kept on disk across commits.
 
-The fp64 reference and the same-dtype math outputs (the parity ratio's denominator,
-harness.parity) depend on the problem, the seed, the device and the reference code, not
-on the commit's kernels; on the lent H200 they took 31.5 s of a cold GPU grid and half of
-a warm TTT run (issue 20). :func:`cached_outputs` loads them from here when it can and
-computes and stores them otherwise.
+The fp64 reference and the same-dtype math path's errors against it (the parity ratio's
+denominator, harness.parity) depend on the problem, the seed, the device and the reference
+code, not on the commit's kernels; on the lent H200 they took 31.5 s of a cold GPU grid and
+half of a warm TTT run (issue 20). :func:`cached_outputs` loads them from here when it can
+and computes and stores them otherwise. Of the math outputs only what the gate uses is
+stored: per output two float64 scalars, the math path's max error against the reference
+and the reference's max magnitude (parity.Denominator).
 
 Layout: ``<root>/<code hash>/<entry key>.pt``
 
@@ -14,7 +16,7 @@ Layout: ``<root>/<code hash>/<entry key>.pt``
 - code hash: sha256 of the bytes of the reference code as imported (kernels/reference.py,
   harness/impls.py with the input construction, harness/parity.py), so an edit of any of
   them misses; an edit of the kernels does not (that is the point).
-- entry key: sha256 of the JSON of :func:`entry_key`: kind ("fp64" or "same_dtype"), path,
+- entry key: sha256 of the JSON of :func:`entry_key`: kind ("fp64" or "denominators"), path,
   config (B, H, T, D, dtype, mask), seed, the reference chunking, the device (the card's
   name and capability; on a CPU its model and torch's thread count), torch and CUDA
   versions, the code hash, the format. Another card, another torch, seed or shape misses.
