@@ -55,9 +55,10 @@ from harness.parity import (
     PARITY_LIMIT,
     REFERENCE_CHUNK_SCORES,
     Denominator,
+    kept_dtype,
     math_denominators,
     parity,
-    reference_outputs,
+    parity_reference,
 )
 from harness.timing import (
     HOST_BOUND_SHARE,
@@ -396,10 +397,10 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
 
 
 def _references(tag, path, cfg, inp, device, counts):
-    """(fp64 reference, the same-dtype math path's errors against it as parity.Denominator
-    per output, which math) for one config: from the reference cache (harness/refcache.py)
-    or computed and stored; ``counts`` tallies what the cache did, and a skipped or
-    corrupt entry is a progress note."""
+    """(fp64 reference kept as parity.kept_dtype, the same-dtype math path's errors against
+    it as parity.Denominator per output, which math) for one config: from the reference
+    cache (harness/refcache.py) or computed and stored; ``counts`` tallies what the cache
+    did, and a skipped or corrupt entry is a progress note."""
     import torch
 
     from harness import refcache
@@ -412,12 +413,12 @@ def _references(tag, path, cfg, inp, device, counts):
         path,
         cfg,
         device,
-        lambda: (reference_outputs(path, cfg, inp, torch.float64), "fp64"),
-        expect=[(s, torch.float64) for s in shapes],
+        lambda: (parity_reference(path, cfg, inp), "fp64"),
+        expect=[(s, kept_dtype(cfg.torch_dtype)) for s in shapes],
         **common,
     )
 
-    def denominators():  # against the reference: the math outputs are dropped
+    def denominators():  # against the kept reference, cold or warm: the same values
         denoms, which = math_denominators(path, cfg, inp, ref64)
         return (torch.tensor(denoms, dtype=torch.float64),), which
 

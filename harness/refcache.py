@@ -4,9 +4,12 @@ The fp64 reference and the same-dtype math path's errors against it (the parity 
 denominator, harness.parity) depend on the problem, the seed, the device and the reference
 code, not on the commit's kernels; on the lent H200 they took 31.5 s of a cold GPU grid and
 half of a warm TTT run (issue 20). :func:`cached_outputs` loads them from here when it can
-and computes and stores them otherwise. Of the math outputs only what the gate uses is
-stored: per output two float64 scalars, the math path's max error against the reference
-and the reference's max magnitude (parity.Denominator).
+and computes and stores them otherwise. What is stored is what the gate uses: the
+reference rounded to harness.parity.kept_dtype (float32 for fp16/bf16 problems, computed
+in float64; parity.KEPT_MIN_EPS says why that is exact enough), and per output two
+float64 scalars, the math path's max error against that reference and the reference's
+max magnitude (parity.Denominator), not the math outputs (format 2's entries held the
+fp64 reference and the fp16/bf16 math outputs whole: 2.5x the bytes).
 
 Layout: ``<root>/<code hash>/<entry key>.pt``
 
@@ -65,8 +68,11 @@ DEFAULT_TOTAL_GIB = 16.0
 DEFAULT_ENTRY_GIB = 1.0
 DEFAULT_ROOT = Path("~/.cache/gradgrad-attention/refs")
 DISABLED = ("off", "0", "none", "")
-FORMAT = 2
-MAGIC = b"gradgrad-ref-cache 2\n"
+# 3: the reference kept as parity.kept_dtype, "denominators" entries instead of the
+# same-dtype math outputs; a format-2 entry has another key (another name), and its magic
+# is refused if read
+FORMAT = 3
+MAGIC = b"gradgrad-ref-cache 3\n"
 SUFFIX = ".pt"
 PROTECT_S = 3600.0  # entries used this recently are never evicted (a GPU grid is < 10 min)
 STALE_TMP_S = 3600.0  # a temporary file this old is a dead writer's

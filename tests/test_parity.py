@@ -1,8 +1,8 @@
-"""The parity gate from cached scalars (harness/parity.py Denominator).
+"""The parity gate from cached scalars (harness/parity.py Denominator) and the fp32-kept reference.
 
 CPU, offline. The gate once took the same-dtype math outputs and the fp64 reference as
-tensors (:func:`tensor_parity`, its formula verbatim); it now takes the reference and two
-scalars per output, from the reference cache when a run computed them before.
+tensors (:func:`tensor_parity`, its formula verbatim); it now takes the kept reference and
+two scalars per output, from the reference cache when a run computed them before.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def test_parity_from_the_cached_scalars_is_the_tensor_formula(cache, path, cfg):
     """Bit for bit, for the same reference tensors: the scalars read back from the cache
     give the ratios (and details) the math outputs gave."""
     inp = make_inputs(cfg, "cpu", seed=measure.SEED)
-    ref = parity.reference_outputs(path, cfg, inp, torch.float64)
+    ref = parity.parity_reference(path, cfg, inp)
     math_same, _ = parity.same_dtype_math_outputs(path, cfg, inp)
     for _ in range(2):  # cold (computed), then warm (read back)
         counts = {}
@@ -80,10 +80,33 @@ def test_parity_from_the_cached_scalars_is_the_tensor_formula(cache, path, cfg):
     assert ratios[2] > parity.PARITY_LIMIT > max(ratios[:2]), ratios  # the gate still gates
 
 
+@pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("path", PATHS)
+def test_the_fp32_kept_reference_moves_the_ratio_less_than_the_bound(path, cfg):
+    """parity.KEPT_MIN_EPS's bound: against the fp64 reference rounded to fp32 (fp16 and
+    bf16 problems), the ratio moves by at most (1 + r)(1 + eps/2) q / (1 - (1 + eps/2) q),
+    q = 2^-23 / eps; fp32 problems keep the fp64 reference, so their ratios do not move."""
+    dtype = cfg.torch_dtype
+    inp = make_inputs(cfg, "cpu", seed=measure.SEED)
+    full = parity.reference_outputs(path, cfg, inp, torch.float64)
+    kept = parity.parity_reference(path, cfg, inp)
+    math_same, _ = parity.same_dtype_math_outputs(path, cfg, inp)
+    eps = torch.finfo(dtype).eps
+    q = (1 + eps / 2) * 2.0**-23 / eps
+    assert (q < 2**-12) == (dtype != torch.float32)
+    for label, impl in candidates(path, cfg, inp, math_same).items():
+        old = tensor_parity(path, impl, full, math_same, dtype).ratio
+        new = parity.parity(path, impl, kept, parity.denominators(kept, math_same), dtype).ratio
+        if dtype == torch.float32:
+            assert new == old, label
+        else:
+            assert abs(new - old) <= (1 + old) * q / (1 - q), (label, old, new)
+
+
 def test_the_gate_refuses_a_wrong_shape_and_non_finite_values():
     cfg = CONFIGS[1]
     inp = make_inputs(cfg, "cpu", seed=measure.SEED)
-    ref = parity.reference_outputs("forward", cfg, inp, torch.float64)
+    ref = parity.parity_reference("forward", cfg, inp)
     denoms, _ = parity.math_denominators("forward", cfg, inp, ref)
     o = ref[0].to(cfg.torch_dtype)
     assert parity.parity("forward", [o], ref, denoms, cfg.torch_dtype).passed
