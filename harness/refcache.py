@@ -38,9 +38,15 @@ Layout: ``<root>/<code hash>/<entry key>.pt``
   recently used entries, never ones used in the last :data:`PROTECT_S` seconds (this run's):
   when those alone fill the cap the new entry is not stored. Plain LRU would miss every
   entry of a grid larger than the cap (each is evicted just before it is needed again);
-  this keeps what fits. The GPU grid's references are 14.9 GiB (grid 6.6, long 3.8, short
-  3.3, ttt 1.1, seed 0.1), the largest entry (fp64 grad-grad or backward of B4 H16 T4096
-  D128, or B1 H8 T32768 D128) 768 MiB: hence 16 GiB and 1 GiB.
+  this keeps what fits. The GPU grid's entries are about 5.95 GiB (grid 2.62, long 1.53,
+  short 1.31, ttt 0.43, seed 0.05), the largest (grad-grad or backward of B4 H16 T4096
+  D128, or of B1 H8 T32768 D128) 384 MiB: estimated from the grid's shapes, not measured,
+  as the sum over the five GPU presets' configs and the three paths of the outputs'
+  elements (forward q-shaped, backward and grad-grad q-, k- and v-shaped: B*H*Tq*D or
+  B*H*Tk*D each) at 4 bytes (fp32); the denominators entries are under 1 KiB each.
+  Format 2 (fp64 + the bf16/fp16 math outputs, 10 bytes an element) was 14.9 GiB by the
+  same sum, its largest entry 768 MiB: the caps, 16 GiB and 1 GiB, were set for it and
+  now leave room.
 
 Standard library at import time, torch inside the functions (harness/__init__.py).
 """
