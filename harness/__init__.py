@@ -6,8 +6,8 @@
 - ``peak``: the card's own ceilings (matmul, HBM copy) for ``bench_suite/bench_peak.py``.
 - ``impls``: seeded inputs, the three paths, each mode's implementation.
 - ``parity``: the chunked fp64 references and the parity gate.
-- ``refcache``: those references kept on disk across commits (keyed by problem, seed,
-  device and reference code).
+- ``refcache``: those references (fp32-rounded for fp16/bf16) and the math path's errors
+  kept on disk across commits (keyed by problem, seed, device and reference code).
 - ``timing``: CUDA-event and CPU timers, host time, peak memory.
 - ``measure``: the per-preset loop of a ``setup_cache`` and its progress side channel.
 - ``quick``: ``python -m harness.quick ...``, one shape without asv.

@@ -9,7 +9,7 @@ measures all of its combinations once (:func:`measure_preset`). Under the runner
 process measures every class of a commit (harness/worker.py) and the class's
 ``setup_cache`` only reads what it recorded (harness/records.py); a plain ``asv run``
 measures in the ``setup_cache`` process itself. Either way: inputs, fp64 reference and
-same-dtype math outputs (from
+the same-dtype math path's errors against it (from
 harness/refcache.py's cache when an earlier run computed them), parity gate, first call
 (compile / autotune), memory, timing. It returns a dict keyed by the asv
 parameter tuple. ``setup`` then raises ``NotImplementedError`` for skipped
@@ -54,9 +54,11 @@ from harness.impls import make_inputs, run_path
 from harness.parity import (
     PARITY_LIMIT,
     REFERENCE_CHUNK_SCORES,
+    Denominator,
+    kept_dtype,
+    math_denominators,
     parity,
-    reference_outputs,
-    same_dtype_math_outputs,
+    parity_reference,
 )
 from harness.timing import (
     HOST_BOUND_SHARE,
@@ -395,9 +397,10 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
 
 
 def _references(tag, path, cfg, inp, device, counts):
-    """(fp64 reference, same-dtype math outputs, which math) for one config: from the
-    reference cache (harness/refcache.py) or computed and stored; ``counts`` tallies what
-    the cache did, and a skipped or corrupt entry is a progress note."""
+    """(fp64 reference kept as parity.kept_dtype, the same-dtype math path's errors against
+    it as parity.Denominator per output, which math) for one config: from the reference
+    cache (harness/refcache.py) or computed and stored; ``counts`` tallies what the cache
+    did, and a skipped or corrupt entry is a progress note."""
     import torch
 
     from harness import refcache
@@ -410,20 +413,26 @@ def _references(tag, path, cfg, inp, device, counts):
         path,
         cfg,
         device,
-        lambda: (reference_outputs(path, cfg, inp, torch.float64), "fp64"),
-        expect=[(s, torch.float64) for s in shapes],
+        lambda: (parity_reference(path, cfg, inp), "fp64"),
+        expect=[(s, kept_dtype(cfg.torch_dtype)) for s in shapes],
         **common,
     )
-    math_same, which, got_same = refcache.cached_outputs(
-        "same_dtype",
+
+    def denominators():  # against the kept reference, cold or warm: the same values
+        denoms, which = math_denominators(path, cfg, inp, ref64)
+        return (torch.tensor(denoms, dtype=torch.float64),), which
+
+    (table,), which, got_den = refcache.cached_outputs(
+        "denominators",
         path,
         cfg,
         device,
-        lambda: same_dtype_math_outputs(path, cfg, inp),
-        expect=[(s, cfg.torch_dtype) for s in shapes],
+        denominators,
+        expect=[((len(shapes), len(Denominator._fields)), torch.float64)],
         **common,
     )
-    for what, got in (("fp64 reference", got64), ("same-dtype math outputs", got_same)):
+    math_same = tuple(Denominator(*row) for row in table.tolist())
+    for what, got in (("fp64 reference", got64), ("parity denominators", got_den)):
         counts[got.status] = counts.get(got.status, 0) + 1
         if got.note:
             _progress(tag, f"{cfg.label()}: {what} {got.note}", event="note")

@@ -138,8 +138,8 @@ def main(argv=None) -> int:
     for path in paths:
         ref64 = math_same = None
         if not args.no_parity:
-            ref64 = parity.reference_outputs(path, cfg, inp, torch.float64)
-            math_same, _ = parity.same_dtype_math_outputs(path, cfg, inp)
+            ref64 = parity.parity_reference(path, cfg, inp)
+            math_same, _ = parity.math_denominators(path, cfg, inp, ref64)
         math_ms = None
         for name, mode in compared:
             if path == "gradgrad" and mode in grid.NO_DOUBLE_BACKWARD:

@@ -1,10 +1,15 @@
 """The parity references, computed once per input set and kept on disk across commits.
 
-The fp64 reference and the same-dtype math outputs (the parity ratio's denominator,
-harness.parity) depend on the problem, the seed, the device and the reference code, not
-on the commit's kernels; on the lent H200 they took 31.5 s of a cold GPU grid and half of
-a warm TTT run (issue 20). :func:`cached_outputs` loads them from here when it can and
-computes and stores them otherwise.
+The fp64 reference and the same-dtype math path's errors against it (the parity ratio's
+denominator, harness.parity) depend on the problem, the seed, the device and the reference
+code, not on the commit's kernels; on the lent H200 they took 31.5 s of a cold GPU grid and
+half of a warm TTT run (issue 20). :func:`cached_outputs` loads them from here when it can
+and computes and stores them otherwise. What is stored is what the gate uses: the
+reference rounded to harness.parity.kept_dtype (float32 for fp16/bf16 problems, computed
+in float64; parity.KEPT_MIN_EPS says why that is exact enough), and per output two
+float64 scalars, the math path's max error against that reference and the reference's
+max magnitude (parity.Denominator), not the math outputs (format 2's entries held the
+fp64 reference and the fp16/bf16 math outputs whole: 2.5x the bytes).
 
 Layout: ``<root>/<code hash>/<entry key>.pt``
 
@@ -14,7 +19,7 @@ Layout: ``<root>/<code hash>/<entry key>.pt``
 - code hash: sha256 of the bytes of the reference code as imported (kernels/reference.py,
   harness/impls.py with the input construction, harness/parity.py), so an edit of any of
   them misses; an edit of the kernels does not (that is the point).
-- entry key: sha256 of the JSON of :func:`entry_key`: kind ("fp64" or "same_dtype"), path,
+- entry key: sha256 of the JSON of :func:`entry_key`: kind ("fp64" or "denominators"), path,
   config (B, H, T, D, dtype, mask), seed, the reference chunking, the device (the card's
   name and capability; on a CPU its model and torch's thread count), torch and CUDA
   versions, the code hash, the format. Another card, another torch, seed or shape misses.
@@ -33,9 +38,15 @@ Layout: ``<root>/<code hash>/<entry key>.pt``
   recently used entries, never ones used in the last :data:`PROTECT_S` seconds (this run's):
   when those alone fill the cap the new entry is not stored. Plain LRU would miss every
   entry of a grid larger than the cap (each is evicted just before it is needed again);
-  this keeps what fits. The GPU grid's references are 14.9 GiB (grid 6.6, long 3.8, short
-  3.3, ttt 1.1, seed 0.1), the largest entry (fp64 grad-grad or backward of B4 H16 T4096
-  D128, or B1 H8 T32768 D128) 768 MiB: hence 16 GiB and 1 GiB.
+  this keeps what fits. The GPU grid's entries are about 5.95 GiB (grid 2.62, long 1.53,
+  short 1.31, ttt 0.43, seed 0.05), the largest (grad-grad or backward of B4 H16 T4096
+  D128, or of B1 H8 T32768 D128) 384 MiB: estimated from the grid's shapes, not measured,
+  as the sum over the five GPU presets' configs and the three paths of the outputs'
+  elements (forward q-shaped, backward and grad-grad q-, k- and v-shaped: B*H*Tq*D or
+  B*H*Tk*D each) at 4 bytes (fp32); the denominators entries are under 1 KiB each.
+  Format 2 (fp64 + the bf16/fp16 math outputs, 10 bytes an element) was 14.9 GiB by the
+  same sum, its largest entry 768 MiB: the caps, 16 GiB and 1 GiB, were set for it and
+  now leave room.
 
 Standard library at import time, torch inside the functions (harness/__init__.py).
 """
@@ -63,8 +74,11 @@ DEFAULT_TOTAL_GIB = 16.0
 DEFAULT_ENTRY_GIB = 1.0
 DEFAULT_ROOT = Path("~/.cache/gradgrad-attention/refs")
 DISABLED = ("off", "0", "none", "")
-FORMAT = 2
-MAGIC = b"gradgrad-ref-cache 2\n"
+# 3: the reference kept as parity.kept_dtype, "denominators" entries instead of the
+# same-dtype math outputs; a format-2 entry has another key (another name), and its magic
+# is refused if read
+FORMAT = 3
+MAGIC = b"gradgrad-ref-cache 3\n"
 SUFFIX = ".pt"
 PROTECT_S = 3600.0  # entries used this recently are never evicted (a GPU grid is < 10 min)
 STALE_TMP_S = 3600.0  # a temporary file this old is a dead writer's

@@ -170,8 +170,8 @@ def test_inputs_are_seeded_and_never_zero():
 def test_parity_gate_rejects_a_wrong_kernel_and_accepts_math(path, dtype, monkeypatch):
     cfg = grid.Config(1, 2, "24/40", 16, dtype, "causal")
     inp = impls.make_inputs(cfg, "cpu")
-    ref64 = parity.reference_outputs(path, cfg, inp, torch.float64)
-    math_same, which = parity.same_dtype_math_outputs(path, cfg, inp)
+    ref64 = parity.parity_reference(path, cfg, inp)
+    math_same, which = parity.math_denominators(path, cfg, inp, ref64)
     assert which == "math"
 
     good = measure.measure_mode(path, cfg, "math", inp, ref64, math_same, "cpu", iters=2)
@@ -193,8 +193,8 @@ def test_parity_gate_rejects_a_wrong_kernel_and_accepts_math(path, dtype, monkey
 def test_modes_that_cannot_run_are_skipped_not_failed(monkeypatch):
     cfg = grid.Config(1, 1, "8", 16, "float32", "none")
     inp = impls.make_inputs(cfg, "cpu")
-    ref64 = parity.reference_outputs("backward", cfg, inp, torch.float64)
-    math_same, _ = parity.same_dtype_math_outputs("backward", cfg, inp)
+    ref64 = parity.parity_reference("backward", cfg, inp)
+    math_same, _ = parity.math_denominators("backward", cfg, inp, ref64)
 
     def not_landed(q, k, v):
         raise NotImplementedError("fused backward not in this build")
@@ -274,8 +274,8 @@ def test_graph_timing_needs_cuda():
 def test_records_keep_sample_summaries_and_say_why_there_is_no_graph_time():
     cfg = grid.Config(1, 2, "16", 16, "float32", "causal")
     inp = impls.make_inputs(cfg, "cpu")
-    ref64 = parity.reference_outputs("gradgrad", cfg, inp, torch.float64)
-    math_same, _ = parity.same_dtype_math_outputs("gradgrad", cfg, inp)
+    ref64 = parity.parity_reference("gradgrad", cfg, inp)
+    math_same, _ = parity.math_denominators("gradgrad", cfg, inp, ref64)
     rec = measure.measure_mode("gradgrad", cfg, "math", inp, ref64, math_same, "cpu", iters=6)
     assert rec.status == "ok" and rec.ms_summary["n"] == 6
     assert rec.ms == rec.ms_summary["median"]

@@ -17,14 +17,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import grid, measure, refcache
+from harness import grid, measure, parity, refcache
 from harness.grid import Config
 from harness.impls import make_inputs
-from harness.parity import REFERENCE_CHUNK_SCORES, reference_outputs, same_dtype_math_outputs
+from harness.parity import (
+    REFERENCE_CHUNK_SCORES,
+    math_denominators,
+    parity_reference,
+    reference_outputs,
+    same_dtype_math_outputs,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CFG = Config(1, 2, "96", 32, "float32", "causal")
 CFG_BF16_WINDOW = Config(1, 2, "48/80", 32, "bfloat16", "window24")
+CFG_FP16 = Config(1, 2, "64", 32, "float16", "none")
 
 
 @pytest.fixture
@@ -37,11 +44,11 @@ def cache(tmp_path, monkeypatch):
 
 
 def fresh(path, cfg):
-    """The references computed now, without any cache."""
+    """The references computed now, without any cache: (kept reference, denominators, which)."""
     inp = make_inputs(cfg, "cpu", seed=measure.SEED)
-    ref64 = reference_outputs(path, cfg, inp, torch.float64)
-    math_same, which = same_dtype_math_outputs(path, cfg, inp)
-    return ref64, math_same, which
+    ref = parity_reference(path, cfg, inp)
+    denoms, which = math_denominators(path, cfg, inp, ref)
+    return ref, denoms, which
 
 
 def through_cache(path, cfg, counts=None):
@@ -55,6 +62,11 @@ def assert_identical(got, want):
     for a, b in zip(got, want, strict=True):
         assert a.dtype == b.dtype and a.shape == b.shape and a.device == b.device
         assert torch.equal(a, b)  # bit for bit
+
+
+def assert_same_denominators(got, want):
+    assert all(type(d) is parity.Denominator for d in got)
+    assert got == want  # Python floats: bit for bit (no NaN here)
 
 
 def key(kind="fp64", path="gradgrad", cfg=CFG, seed=0, device="cpu"):
@@ -97,26 +109,57 @@ def test_cached_references_are_bit_identical_to_fresh_ones(cache, path, cfg):
     warm = through_cache(path, cfg, counts)
     assert counts == {"miss": 2, "hit": 2}
     for got in (cold, warm):
-        ref64, math_same, which = got
-        assert_identical(ref64, want64)
-        assert_identical(math_same, want_same)
+        ref, denoms, which = got
+        assert_identical(ref, want64)
+        assert_same_denominators(denoms, want_same)
         assert which == want_which == "math"
+    # fp32 problems keep the fp64 reference whole; fp16/bf16 ones round it to fp32
+    kept = torch.float64 if cfg.dtype == "float32" else torch.float32
+    assert all(t.dtype == kept for t in warm[0])
+    files = only_entries(cache)
+    small = refcache.entry_path(cache, key("denominators", path, cfg))
+    assert small in files and small.stat().st_size < 2048
 
 
-def test_measure_preset_records_are_the_same_cold_and_warm(cache, tmp_path, monkeypatch):
+def test_the_kept_reference_is_the_fp64_one_rounded(cache):
+    for cfg in (CFG, CFG_BF16_WINDOW, CFG_FP16):
+        inp = make_inputs(cfg, "cpu", seed=measure.SEED)
+        full = reference_outputs("backward", cfg, inp, torch.float64)
+        kept = parity_reference("backward", cfg, inp)
+        want = torch.float64 if cfg.dtype == "float32" else torch.float32
+        assert_identical(kept, tuple(t.to(want) for t in full))
+
+
+# fp16 and bf16 problems, whose reference is kept rounded to fp32, as a CPU preset
+TINY16 = grid.Preset(
+    "tiny16", "Tiny16", "cpu", B=(1,), H=(2,), T=("48/80",), D=(32,),
+    dtype=("float16", "bfloat16"), mask=("none", "window24"), modes=("math",),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", ["cpu", "tiny16"])
+def test_measure_preset_records_are_the_same_cold_and_warm(cache, tmp_path, monkeypatch, preset):
     """The parity ratios (the one value the references decide) do not change, and the warm
-    run says so in its events: every reference a hit, none computed."""
+    run says so in its events: every reference a hit, none computed. Without the cache,
+    the same ratios again (the cold path rounds the reference as the cache keeps it)."""
+    monkeypatch.setitem(grid.PRESETS, "tiny16", TINY16)
     progress = tmp_path / "progress.jsonl"
     monkeypatch.setenv(grid.PROGRESS_ENV, str(progress))
     runs = []
     for _ in range(2):
         progress.write_text("")
-        records = measure.measure_preset("cpu", "backward", iters=2, modes=("math",))
+        records = measure.measure_preset(preset, "backward", iters=2, modes=("math",))
         events = [json.loads(line) for line in progress.read_text().splitlines()]
         runs.append((records, events))
     (cold, cold_events), (warm, warm_events) = runs
-    assert {k: r.parity for k, r in cold.items()} == {k: r.parity for k, r in warm.items()}
-    n = len(grid.PRESETS["cpu"].configs())
+    ratios = {k: r.parity for k, r in cold.items()}
+    assert all(r.status == "ok" and 0 < r.parity <= 1 for r in cold.values()), cold
+    assert ratios == {k: r.parity for k, r in warm.items()}
+    with monkeypatch.context() as m:
+        m.setenv(refcache.CACHE_ENV, "off")
+        off = measure.measure_preset(preset, "backward", iters=2, modes=("math",))
+    assert ratios == {k: r.parity for k, r in off.items()}
+    n = len(grid.PRESETS[preset].configs())
     start = [e for e in cold_events if e["event"] == "class_start"][0]
     assert start["caches"]["refs"] == 0 and start["caches"]["ref_dir"] == str(cache)
     done = [e for e in cold_events if e["event"] == "class_done"][0]
@@ -148,7 +191,8 @@ def test_keys_change_with_everything_the_values_depend_on(cache, monkeypatch):
         "dtype": key(cfg=Config(1, 2, "96", 32, "bfloat16", "causal")),
         "mask": key(cfg=Config(1, 2, "96", 32, "float32", "window8")),
         "path": key(path="backward"),
-        "kind": key(kind="same_dtype"),
+        "kind": key(kind="denominators"),
+        "format": dict(key(), format=refcache.FORMAT - 1),
     }
     for card in ("NVIDIA H100 80GB HBM3:sm90", "NVIDIA H200:sm90"):
         with monkeypatch.context() as m:
@@ -228,26 +272,71 @@ def _bad_header(f: Path):
     f.write_bytes(b"\n".join(lines))
 
 
+def _old_format(f: Path):
+    """A whole, valid entry of the previous format (its magic) under this entry's name."""
+    data = f.read_bytes()
+    assert data.startswith(refcache.MAGIC)
+    old = f"gradgrad-ref-cache {refcache.FORMAT - 1}\n".encode()
+    f.write_bytes(old + data[len(refcache.MAGIC) :])
+
+
+def _math_calls(monkeypatch):
+    """Count the same-dtype math runs (what a denominators entry saves)."""
+    calls = []
+
+    def counted(*a, **kw):
+        calls.append(a[0])
+        return same_dtype_math_outputs(*a, **kw)
+
+    monkeypatch.setattr(parity, "same_dtype_math_outputs", counted)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["fp64", "denominators"])
 @pytest.mark.parametrize(
-    "damage", [_flip_last_byte, _truncate, _garbage, _empty, _bad_header], ids=lambda f: f.__name__
+    "damage",
+    [_flip_last_byte, _truncate, _garbage, _empty, _bad_header, _old_format],
+    ids=lambda f: f.__name__,
 )
-def test_a_corrupt_entry_is_ignored_recomputed_and_rewritten(cache, damage):
-    want = fresh("gradgrad", CFG)
-    through_cache("gradgrad", CFG)
-    f = _entry_file(cache)
+def test_a_corrupt_entry_is_ignored_recomputed_and_rewritten(cache, monkeypatch, damage, kind):
+    cfg = CFG_BF16_WINDOW  # a reference rounded to fp32
+    want = fresh("gradgrad", cfg)
+    through_cache("gradgrad", cfg)
+    f = refcache.entry_path(cache, key(kind, "gradgrad", cfg))
     damage(f)
+    math_calls = _math_calls(monkeypatch)
     counts = {}
     with pytest.warns(refcache.CacheWarning, match="ignored"):
-        got = through_cache("gradgrad", CFG, counts)
+        got = through_cache("gradgrad", cfg, counts)
     assert counts == {"corrupt": 1, "hit": 1}
+    assert len(math_calls) == (kind == "denominators")  # recomputed: the math path ran
     assert_identical(got[0], want[0])
-    assert_identical(got[1], want[1])
+    assert_same_denominators(got[1], want[1])
+    assert got[2] == want[2] == "math"
     counts = {}
     with warnings.catch_warnings():
         warnings.simplefilter("error", refcache.CacheWarning)
-        again = through_cache("gradgrad", CFG, counts)  # rewritten: a hit now
+        again = through_cache("gradgrad", cfg, counts)  # rewritten: a hit now
     assert counts == {"hit": 2}
     assert_identical(again[0], want[0])
+    assert_same_denominators(again[1], want[1])
+    assert len(math_calls) == (kind == "denominators")
+
+
+def test_a_warm_run_runs_no_math_and_keeps_which_math(cache, monkeypatch):
+    """The denominators entry replaces the math outputs: a hit runs no math path, and the
+    "which math" label (the entry's meta) still reaches the progress note."""
+    chunked = "chunked math (math is OOM)"
+
+    def oom_math(path, cfg, inp):
+        return reference_outputs(path, cfg, inp, cfg.torch_dtype), chunked
+
+    monkeypatch.setattr(parity, "same_dtype_math_outputs", oom_math)
+    cold = through_cache("backward", CFG_BF16_WINDOW)
+    math_calls = _math_calls(monkeypatch)
+    warm = through_cache("backward", CFG_BF16_WINDOW)
+    assert cold[2] == warm[2] == chunked and not math_calls
+    assert_same_denominators(warm[1], cold[1])
 
 
 def test_an_entry_with_a_valid_checksum_but_the_wrong_content_is_refused(cache):
@@ -267,6 +356,17 @@ def test_an_entry_with_a_valid_checksum_but_the_wrong_content_is_refused(cache):
     with pytest.warns(refcache.CacheWarning, match="expected"):
         got = through_cache("backward", CFG)
     assert_identical(got[0], want[0])
+    # a denominators entry with one row too few
+    small = _entry_file(cache, "backward", "denominators")
+    k = key("denominators", path="backward")
+    refcache.store(small, k, [torch.tensor(want[1][:2], dtype=torch.float64)], "math")
+    with pytest.warns(refcache.CacheWarning, match="expected"):
+        got = through_cache("backward", CFG)
+    assert_same_denominators(got[1], want[1])
+    # a format-2 entry sits under another name: not read, not mistaken for this one
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(refcache, "FORMAT", refcache.FORMAT - 1)
+        assert refcache.entry_path(cache, key(path="backward")) != mine
 
 
 def test_an_unreadable_and_unwritable_entry_is_computed_never_a_crash(cache):
@@ -346,15 +446,15 @@ def test_an_entry_over_the_per_entry_cap_is_not_stored_and_said(cache, monkeypat
     monkeypatch.setenv(grid.PROGRESS_ENV, str(progress))
     counts = {}
     ref64, _, _ = through_cache("forward", CFG, counts)
-    assert counts == {"skip": 2}
-    assert not only_entries(cache)
+    assert counts == {"skip": 1, "miss": 1}  # the denominators entry is 16 bytes of data
+    assert only_entries(cache) == [_entry_file(cache, "forward", "denominators")]
     assert_identical(ref64, fresh("forward", CFG)[0])
     notes = [json.loads(line)["msg"] for line in progress.read_text().splitlines()]
     assert any("not stored" in n and "per-entry cap" in n for n in notes), notes
 
 
 def test_the_total_cap_evicts_the_least_recently_used_but_never_this_runs(cache, monkeypatch):
-    through_cache("forward", CFG)  # two entries: 48 KiB fp64 + 24 KiB fp32
+    through_cache("forward", CFG)  # two entries: 48 KiB fp64 + < 2 KiB denominators
     files = only_entries(cache)
     old = time.time() - 2 * refcache.PROTECT_S
     for f in files:
@@ -362,17 +462,21 @@ def test_the_total_cap_evicts_the_least_recently_used_but_never_this_runs(cache,
     backward64 = 3 * 2 * 96 * 32 * 8  # q, k, v-shaped fp64 outputs: 144 KiB
     monkeypatch.setenv(refcache.TOTAL_GIB_ENV, str((backward64 + 8192) / 2**30))
     counts = {}
-    through_cache("backward", CFG, counts)  # its fp64 entry fits once both old ones are gone
-    assert counts == {"miss": 1, "skip": 1}
+    through_cache("backward", CFG, counts)  # its entries fit once both old ones are gone
+    assert counts == {"miss": 2}
+    # the old fp64 entry made room (the old small one may stay: it fits)
+    backward = [_entry_file(cache, "backward", kind) for kind in ("fp64", "denominators")]
     now_files = only_entries(cache)
-    assert not set(files) & set(now_files)
-    assert now_files == [_entry_file(cache, "backward")]
-    # only this run's entries are left (recent): a new one does not fit and is not stored,
-    # the recent ones stay
+    assert _entry_file(cache, "forward") not in now_files and set(backward) <= set(now_files)
+    assert sum(f.stat().st_size for f in now_files) <= refcache.total_cap()
+    # this run's entries (recent) fill the cap: a new large one does not fit and is not
+    # stored, the recent ones stay; a small one still fits
     counts = {}
     through_cache("gradgrad", CFG, counts)
-    assert counts == {"skip": 2}
-    assert only_entries(cache) == now_files
+    assert counts == {"skip": 1, "miss": 1}
+    gradgrad = _entry_file(cache, "gradgrad", "denominators")
+    assert set(only_entries(cache)) - set(files) == set(backward) | {gradgrad}
+    now_files = backward
     # a hit refreshes an entry's time (the "recently used" of LRU)
     for f in now_files:
         os.utime(f, (old, old))
