@@ -334,7 +334,7 @@ def run_commit(
                         measured = noise.read_events(progress)
                         # the noise of each timing into asv's stats columns (runner/noise.py)
                         noise.fill_results_dir(private, measured)
-                        _setup_cache_durations(private, measured)
+                        costs.setup_cache_durations(private, measured)
                         written += _merge_private(private, results_dir, machine)
                 except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via main()'s handler
                     _stop_run(token)
@@ -399,41 +399,6 @@ def _measurer(python: str, src: Path, run_env: dict, tmp: Path) -> Measurer | No
         python, src, worker_env, tmp / "records", tmp / "measure.log",
         preexec_fn=_die_with_parent, say=_say,
     )  # fmt: skip
-
-
-def _setup_cache_durations(private: Path, events: list[dict]) -> None:
-    """asv's setup_cache durations of the classes the measuring process measured (asv only
-    read their records: milliseconds) set to what measuring them took (``class_done``
-    total_s), so runner/shards.py balances shards by real costs, as before."""
-    took: dict[str, float] = {}
-    for e in events:
-        if e.get("event") == "class_done" and isinstance(e.get("total_s"), (int, float)):
-            took[e.get("tag", "")] = float(e["total_s"])
-    bench_json = private / "benchmarks.json"
-    if not took or not bench_json.is_file():
-        return
-    benchmarks = json.loads(bench_json.read_text())
-    keys: dict[str, float] = {}
-    for name, meta in benchmarks.items():
-        found = records.class_of(name) if isinstance(meta, dict) else None
-        if found is not None and meta.get("setup_cache_key"):
-            preset, path = found
-            if f"{path}/{preset}" in took:
-                keys[f"<setup_cache {meta['setup_cache_key']}>"] = took[f"{path}/{preset}"]
-    for file in private.glob("*/*.json"):
-        if file.name == "machine.json":
-            continue
-        data = json.loads(file.read_text())
-        durations = data.get("durations")
-        if not isinstance(durations, dict):
-            continue
-        changed = False
-        for key, seconds in keys.items():
-            if key in durations and durations[key] < seconds:
-                durations[key] = round(seconds, 3)
-                changed = True
-        if changed:
-            file.write_text(json.dumps(data))
 
 
 def _say(message: str) -> None:

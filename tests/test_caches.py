@@ -276,7 +276,7 @@ def test_setup_cache_durations_become_the_measuring_time(tmp_path):
         {"event": "class_done", "tag": "forward/cpu", "total_s": 12.5},
         {"event": "class_done", "tag": "backward/cpu", "total_s": 30.0},  # measured in place
     ]
-    asv_run._setup_cache_durations(private, events)
+    costs.setup_cache_durations(private, events)
     durations = json.loads(result.read_text())["durations"]
     assert durations == {
         "<setup_cache bench_forward:57>": 12.5,
