@@ -30,7 +30,10 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
 - Measuring (issue 20): one process per commit, ``python -m harness.worker``
   (runner/measurer.py), measures the classes each ``asv run`` selects just before it
   (:func:`chunk_classes`), with the same harness.measure.measure_preset a setup_cache
-  runs, and leaves their records in the run's temporary folder (harness/records.py). The
+  runs, then the card's ceilings where that run has them (:func:`chunk_peak`: the first
+  of a GPU run, harness.peak.measure, ``bench_peak.Peak``'s setup_cache; it had kept a
+  process of its own that imported torch and started CUDA for ~1.5 s of GPU work), and
+  leaves their records in the run's temporary folder (harness/records.py). The
   classes' setup_caches return them, and runner/asv_inproc.py runs those setup_caches and
   their track_* lookups inside asv's own process: torch is imported, CUDA started and
   each kernel compiled and tuned once per commit instead of once per class (15 in the
@@ -40,8 +43,9 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   its setup_cache as before. Triton's cache: a folder per Triton version and card, shared
   by all commits (runner/caches.py).
 - Launch: ``--launch-method forkserver`` (20 s instead of 113 s of process start-up on
-  the H100 for 12 benchmarks) for whatever asv still runs in processes of its own; the
-  suite touches no GPU at import time.
+  the H100 for 12 benchmarks) for whatever asv still runs in processes of its own (an
+  older commit's classes, a class the measuring process did not reach); the suite
+  touches no GPU at import time.
 - Config: a temporary copy of the source tree's asv.conf.json with absolute paths
   (repo, benchmark_dir, results_dir, html_dir, env_dir), so results land in
   ``--results-dir`` whatever tree the suite came from.
@@ -141,6 +145,12 @@ def chunk_classes(regex: str) -> list[tuple[str, str]]:
             for metric in TRACK_PROBES
         )
     ]
+
+
+def chunk_peak(regex: str) -> bool:
+    """Whether an asv --bench regex selects the card's ceilings (``bench_peak.Peak``): the
+    measuring process then measures them too, after that run's classes."""
+    return re.search(regex, f"{grids.PEAK_CLASS}.track_ms") is not None
 
 
 def preset_chunks(grid: str, presets: Sequence[str] | None = None) -> list[tuple[str, str]]:
@@ -320,7 +330,7 @@ def run_commit(
                 try:
                     t_start = time.time()
                     if meas is not None:  # one process measures the classes asv reads
-                        meas.measure(chunk_classes(regex))
+                        meas.measure(chunk_classes(regex), peak=chunk_peak(regex))
                     t_asv = time.time()
                     code = _run_asv(cmd, src, run_env)
                     # where a preset's seconds go: the measuring process, then asv itself

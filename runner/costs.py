@@ -38,6 +38,7 @@ from harness import records
 from runner import integrity
 
 RUNS_FILE = "runs.jsonl"
+PEAK_TAG = "peak"  # harness.peak.TAG: its progress events' tag
 
 
 def _presets(events: list[dict]) -> list[str]:
@@ -159,11 +160,13 @@ def record_run(
 def setup_cache_durations(private: Path, events: list[dict]) -> None:
     """asv's setup_cache durations of the classes the measuring process measured (asv only
     read their records: milliseconds) set to what measuring them took (``class_done``
-    total_s), in the result files of one ``asv run``'s private folder, so
-    runner/shards.py balances shards by real costs."""
+    total_s; ``peak_done`` for the card's ceilings, records.PEAK), in the result files of
+    one ``asv run``'s private folder, so runner/shards.py balances shards by real costs."""
     took: dict[str, float] = {}
     for e in events:
-        if e.get("event") == "class_done" and isinstance(e.get("total_s"), (int, float)):
+        if e.get("event") in ("class_done", "peak_done") and isinstance(
+            e.get("total_s"), (int, float)
+        ):
             took[e.get("tag", "")] = float(e["total_s"])
     bench_json = private / "benchmarks.json"
     if not took or not bench_json.is_file():
@@ -174,8 +177,9 @@ def setup_cache_durations(private: Path, events: list[dict]) -> None:
         found = records.class_of(name) if isinstance(meta, dict) else None
         if found is not None and meta.get("setup_cache_key"):
             preset, path = found
-            if f"{path}/{preset}" in took:
-                keys[f"<setup_cache {meta['setup_cache_key']}>"] = took[f"{path}/{preset}"]
+            tag = PEAK_TAG if found == records.PEAK else f"{path}/{preset}"
+            if tag in took:
+                keys[f"<setup_cache {meta['setup_cache_key']}>"] = took[tag]
     for file in private.glob("*/*.json"):
         if file.name == "machine.json":
             continue

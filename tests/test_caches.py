@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import grid, measure, records, worker
-from runner import asv_run, caches, costs
+from bench_suite import bench_peak
+from harness import flops, grid, measure, peak, records, worker
+from runner import asv_run, caches, costs, shards
 from runner.measurer import Measurer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,6 +183,8 @@ def test_class_of_maps_asv_names_to_preset_and_path():
     assert records.class_of("bench_forward.Seed.track_ms") == ("seed", "forward")
     assert records.class_of("bench_suite.bench_gradgrad.TTT.track_graph_ms") == ("ttt", "gradgrad")
     assert records.class_of("bench_peak.Seed.track_peak") is None  # not a preset class
+    assert records.class_of("bench_peak.Peak.track_ms") == records.PEAK  # the card's ceilings
+    assert records.class_of("bench_suite.bench_peak.Peak.track_ms") == records.PEAK
     assert records.class_of("bench_forward.Nope.track_ms") is None
 
 
@@ -267,21 +270,21 @@ def test_setup_cache_durations_become_the_measuring_time(tmp_path):
     (private / "benchmarks.json").write_text(json.dumps({
         "bench_forward.CPU.track_ms": {"setup_cache_key": "bench_forward:57"},
         "bench_backward.CPU.track_ms": {"setup_cache_key": "bench_backward:57"},
+        "bench_peak.Peak.track_ms": {"setup_cache_key": "bench_peak:22"},
         "version": 2,
     }))  # fmt: skip
     result = private / "m" / "abc-existing-py3.json"
     fwd, bwd = "<setup_cache bench_forward:57>", "<setup_cache bench_backward:57>"
-    result.write_text(json.dumps({"durations": {fwd: 0.01, bwd: 50.0}}))
+    card = "<setup_cache bench_peak:22>"
+    result.write_text(json.dumps({"durations": {fwd: 0.01, bwd: 50.0, card: 0.002}}))
     events = [
         {"event": "class_done", "tag": "forward/cpu", "total_s": 12.5},
         {"event": "class_done", "tag": "backward/cpu", "total_s": 30.0},  # measured in place
+        {"event": "peak_done", "tag": "peak", "total_s": 1.6},  # the ceilings, in the worker
     ]
     costs.setup_cache_durations(private, events)
     durations = json.loads(result.read_text())["durations"]
-    assert durations == {
-        "<setup_cache bench_forward:57>": 12.5,
-        "<setup_cache bench_backward:57>": 50.0,
-    }
+    assert durations == {fwd: 12.5, bwd: 50.0, card: 1.6}
 
 
 def test_a_cpu_run_measures_in_one_process_and_forks_no_benchmark(tmp_path, capfd):
@@ -327,3 +330,99 @@ def test_history_gives_every_commit_the_same_triton_folder(tmp_path, monkeypatch
     assert len(seen) >= 2 and len({cwd for cwd, _ in seen}) == len(seen)
     assert len({folder for _, folder in seen}) == 1  # one Triton folder for every commit
     assert "3." in Path(seen[0][1]).name  # <triton>-<card>
+
+
+# --- the card's ceilings (bench_peak.Peak) in the measuring process ---------------------
+
+
+def fake_peak() -> dict:
+    op = next(iter(flops.PEAK_OPS))
+    return {"device": "Fake GPU", op: {"ms": 1.4, "ms_summary": {"n": 30, "median": 1.4}}}
+
+
+def test_the_worker_measures_the_ceilings_after_the_classes_when_asked(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(measure, "measure_preset", lambda *c: calls.append(c) or fake_results(*c))
+    monkeypatch.setattr(peak, "measure", lambda: calls.append("peak") or fake_peak())
+    answers = Answers()
+    first = json.dumps({"classes": [["cpu", "forward"]], "peak": True})
+    second = json.dumps({"classes": [["cpu", "backward"]]})  # no "peak": not again
+    assert worker.serve(str(tmp_path), iter([first + "\n", second + "\n"]), answers) == 0
+    assert calls == [("cpu", "forward"), "peak", ("cpu", "backward")]
+    assert json.loads(answers.lines[0]) == {"done": [["cpu", "forward"], list(records.PEAK)],
+                                            "failed": []}  # fmt: skip
+    assert records.recorded(*records.PEAK, root=tmp_path) == fake_peak()
+
+
+def test_a_failed_class_leaves_the_ceilings_to_asv_and_a_failed_ceiling_is_recorded(
+    tmp_path, monkeypatch
+):
+    def broken(preset, path):
+        raise RuntimeError("CUDA error: out of resources")
+
+    monkeypatch.setattr(measure, "measure_preset", broken)
+    request = json.dumps({"classes": [["cpu", "forward"]], "peak": True}) + "\n"
+    assert worker.serve(str(tmp_path), iter([request]), Answers()) == worker.FAILED_EXIT
+    assert not records.available(*records.PEAK, root=tmp_path)  # asv measures it in place
+
+    def broken_peak():
+        raise RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED")
+
+    monkeypatch.setattr(peak, "measure", broken_peak)
+    request = json.dumps({"classes": [], "peak": True}) + "\n"
+    assert worker.serve(str(tmp_path), iter([request]), Answers()) == worker.FAILED_EXIT
+    with pytest.raises(records.RecordedFailure, match="CUBLAS"):
+        records.recorded(*records.PEAK, root=tmp_path)
+
+
+def test_the_peak_setup_cache_returns_the_records_and_measures_without_them(tmp_path, monkeypatch):
+    records.write(tmp_path, *records.PEAK, results=fake_peak())
+    monkeypatch.setenv(records.RECORDS_ENV, str(tmp_path))
+    assert bench_peak.Peak().setup_cache() == fake_peak()  # what asv's process runs
+    # a plain asv run (no records folder) measures: on this CPU, "no CUDA"
+    monkeypatch.delenv(records.RECORDS_ENV)
+    if not _cuda():
+        assert bench_peak.Peak().setup_cache() == {"unavailable": peak.NO_CUDA}
+    # records for other ops (another PEAK_OPS) are not used
+    data = pickle.loads(records.records_file(tmp_path, *records.PEAK).read_bytes())
+    data["params"] = [["matmul_bf16_4096"]]
+    records.records_file(tmp_path, *records.PEAK).write_bytes(pickle.dumps(data))
+    with pytest.warns(UserWarning, match="other asv params"):
+        assert records.recorded(*records.PEAK, root=tmp_path) is None
+
+
+def test_the_runner_asks_for_the_ceilings_where_asv_reads_them():
+    chunks = asv_run.preset_chunks("gpu")
+    assert [asv_run.chunk_peak(regex) for _, regex in chunks] == [True] + [False] * 4
+    assert not asv_run.chunk_peak(asv_run.bench_regex("cpu"))
+    assert asv_run.chunk_peak(r"^bench_peak\.Peak\.track_")
+    assert asv_run.chunk_peak(shards.units_regex([grid.PEAK_CLASS]))  # a shard's unit
+
+
+def test_peak_is_read_in_asvs_process_with_the_same_results_as_measured_in_its_own(tmp_path, capfd):
+    """The Peak benchmark alone through the runner and asv: served from the measuring
+    process's records in asv's process (no process of its own imports torch for it), and
+    the same benchmark, version and values as when asv measures it in its own process
+    (BENCH_SUITE_WORKER=0, how it ran before)."""
+    regex = r"^bench_peak\.Peak\.track_"
+    got = {}
+    for worker_on in ("1", "0"):
+        env = dict(os.environ, **{asv_run.WORKER_ENV: worker_on})
+        out_dir = tmp_path / worker_on
+        result = asv_run.run_commit(
+            "HEAD", machine="pytest-cpu", results_dir=out_dir, bench=regex, grid="cpu", env=env
+        )
+        data = json.loads(result.read_text())
+        row = dict(zip(data["result_columns"], data["results"]["bench_peak.Peak.track_ms"]))
+        meta = json.loads((out_dir / "benchmarks.json").read_text())["bench_peak.Peak.track_ms"]
+        got[worker_on] = (row["params"], [repr(v) for v in row["result"]], meta)
+        out = capfd.readouterr().out
+        if worker_on == "1":
+            assert "asv: 1 classes read from the measured records in asv's process, 0 set" in out
+    assert got["1"] == got["0"]
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
