@@ -60,9 +60,13 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   /proc wherever it was re-parented; asv's temporary folders (forkserver sockets) are in
   the runner's own temporary folder, removed with it. asv and its direct children die
   with the runner (PDEATHSIG) even when it is SIGKILLed; so does the measuring process
-  (the same token, PDEATHSIG). Each extra ``asv run`` costs its start-up and benchmark
-  discovery, about 1.5 s on the dev VM (one ``asv run`` per commit would save about 6 s
-  of a GPU grid, and lose every preset measured before an interruption or a lost machine).
+  (the same token, PDEATHSIG). Benchmark discovery (a process importing the suite)
+  runs in a commit's first ``asv run`` only; the later ones read its list (runner/
+  asv_process.py). Each extra ``asv run`` still costs its start-up, asv's git and
+  environment checks, its spawner's imports and its exit: about 0.6 s on the 2-core dev
+  VM (asv's fixed cost there, all runs of a GPU grid: 10.8 s -> 5.8 s with discovery
+  once and Peak measured in the measuring process). One ``asv run`` per commit would
+  save the rest and lose every preset measured before an interruption or a lost machine.
 - Noise: asv leaves the stats columns of ``track_*`` rows empty; before a run is merged,
   the runner fills them (99% interval of the median, quartiles, n) for the ms, host ms and
   graph ms rows from the suite's record events (runner/noise.py).
@@ -312,6 +316,7 @@ def run_commit(
                     str(asv_tmp),
                     integrity.PYTHON_LABEL,
                     inproc,
+                    str(tmp / "discovered.json"),  # one discovery per commit
                     "run",
                     "--config",
                     str(conf),

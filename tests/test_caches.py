@@ -426,3 +426,60 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+# --- one benchmark discovery per commit -------------------------------------------------
+
+TINY_SUITE = """
+import os
+import sys
+
+if "discover" in sys.argv:  # asv's discovery process: asv/benchmark.py discover DIR OUT
+    with open(os.environ["TINY_DISCOVERIES"], "a") as f:
+        f.write("discovered\\n")
+
+
+class A:
+    def track_a(self):
+        return 1.0
+
+
+class B:
+    def track_b(self):
+        return 2.0
+"""
+
+
+def test_a_commits_asv_runs_share_one_discovery_and_save_what_they_would_alone(
+    tmp_path, monkeypatch, capfd
+):
+    """Two asv runs of one commit (one per preset, here one per class of a tiny suite):
+    asv's discovery process runs once, the second run reads its list, and results/ holds
+    both classes with the benchmarks.json a discovery of its own writes."""
+    src = tmp_path / "tree"
+    (src / "bench_suite").mkdir(parents=True)
+    shutil.copy(REPO / "asv.conf.json", src / "asv.conf.json")
+    (src / "bench_suite" / "__init__.py").write_text("")
+    (src / "bench_suite" / "bench_tiny.py").write_text(TINY_SUITE)
+    chunks = [("a", r"^bench_tiny\.A\."), ("b", r"^bench_tiny\.B\.")]
+    monkeypatch.setattr(asv_run, "preset_chunks", lambda grid, presets=None: chunks)
+    count = tmp_path / "discoveries"
+    env = dict(os.environ, TINY_DISCOVERIES=str(count))
+    out_dir = tmp_path / "results"
+    result = asv_run.run_commit(
+        "HEAD", machine="pytest-cpu", results_dir=out_dir, grid="cpu", env=env, worktree=src
+    )
+    assert count.read_text().splitlines() == ["discovered"]  # not once per asv run
+    assert (
+        "Discovering benchmarks: this commit's first asv run found them" in capfd.readouterr().out
+    )
+    data = json.loads(result.read_text())
+    assert sorted(data["results"]) == ["bench_tiny.A.track_a", "bench_tiny.B.track_b"]
+    # a single asv run with its own discovery writes the same benchmarks.json
+    alone = tmp_path / "alone"
+    asv_run.run_commit(
+        "HEAD", machine="pytest-cpu", results_dir=alone, bench="^bench_tiny", env=env, worktree=src
+    )
+    assert count.read_text().splitlines() == ["discovered"] * 2
+    shared = json.loads((out_dir / "benchmarks.json").read_text())
+    assert shared == json.loads((alone / "benchmarks.json").read_text())
