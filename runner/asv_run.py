@@ -336,6 +336,8 @@ def run_commit(
                     t_start = time.time()
                     if meas is not None:  # one process measures the classes asv reads
                         meas.measure(chunk_classes(regex), peak=chunk_peak(regex))
+                        if i == len(chunks):
+                            meas.finish()  # it exits while the last asv run reads
                     t_asv = time.time()
                     code = _run_asv(cmd, src, run_env)
                     # where a preset's seconds go: the measuring process, then asv itself

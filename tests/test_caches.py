@@ -14,6 +14,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -255,6 +256,63 @@ def test_the_measurer_restarts_a_dead_worker_and_says_so(tmp_path):
         assert m.measure([("cpu", "backward")]) == ([], [])
         assert m.started == 2
     assert len(said) == 2 and "died (exit 9)" in said[0] and "boom" in said[0]
+
+
+def test_a_finished_measurer_exits_without_being_waited_for_and_is_reaped(tmp_path):
+    """finish(): EOF, no wait (its teardown overlaps the last asv run); close() reaps it; a
+    later request gets a fresh process. The stand-in worker answers, and takes 2 s to exit."""
+    tree = tmp_path / "tree"
+    (tree / "harness").mkdir(parents=True)
+    (tree / "harness" / "__init__.py").write_text("")
+    (tree / "harness" / "records.py").write_text("")
+    (tree / "harness" / "worker.py").write_text(
+        "import sys, time\n"
+        "for line in sys.stdin:\n"
+        '    print(\'{"done": [], "failed": []}\', flush=True)\n'
+        "time.sleep(2)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    m = Measurer(sys.executable, tree, env, tmp_path / "rec", tmp_path / "log")
+    assert m.measure([("cpu", "forward")]) == ([], [])
+    first = m.proc
+    t0 = time.monotonic()
+    m.finish()
+    assert time.monotonic() - t0 < 1.0 and first.poll() is None  # told, not waited for
+    assert m.measure([("cpu", "backward")]) == ([], []) and m.started == 2 and m.proc is not first
+    m.close()
+    assert first.returncode == 0 and m.proc is None and not m._exiting
+
+
+def test_the_measuring_process_is_finished_before_the_last_asv_run(tmp_path, monkeypatch):
+    calls: list = []
+
+    class FakeMeasurer:
+        started = 1
+
+        def measure(self, classes, peak=False):
+            calls.append(("measure", [p for p, _ in classes][:1], peak))
+
+        def finish(self):
+            calls.append("finish")
+
+        def close(self):
+            calls.append("close")
+
+    monkeypatch.setattr(asv_run, "_measurer", lambda *a: FakeMeasurer())
+    monkeypatch.setattr(asv_run, "_run_asv", lambda cmd, cwd, env: calls.append("asv") or 0)
+    monkeypatch.setattr(asv_run, "_merge_private", lambda *a: [])
+    monkeypatch.setattr(asv_run, "_result_file", lambda written, sha, folder: folder / sha)
+    asv_run.run_commit(
+        "HEAD", machine="pytest-cpu", results_dir=tmp_path, grid="gpu", presets=["seed", "short"]
+    )
+    assert calls == [
+        ("measure", ["seed"], True),  # the card's ceilings with the first preset
+        "asv",
+        ("measure", ["short"], False),
+        "finish",  # no more requests: it exits while asv reads the last preset
+        "asv",
+        "close",
+    ]
 
 
 def test_the_cost_record_counts_asv_runs_and_measuring_processes():
