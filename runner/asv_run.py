@@ -277,6 +277,7 @@ def run_commit(
     broken: list[tuple[str, int]] = []
     written: list[Path] = []
     some_failed = False
+    asv_s = 0.0  # the asv processes' wall time (the cost record's asv_s)
     token = uuid.uuid4().hex
     integrity.become_subreaper()
     lock = integrity.FolderLock(results_dir / machine, timeout=lock_timeout, say=_say)
@@ -340,6 +341,7 @@ def run_commit(
                             meas.finish()  # it exits while the last asv run reads
                     t_asv = time.time()
                     code = _run_asv(cmd, src, run_env)
+                    asv_s += time.time() - t_asv
                     # where a preset's seconds go: the measuring process, then asv itself
                     # (discovery, its own processes, the track lookups, writing results)
                     print(
@@ -358,7 +360,11 @@ def run_commit(
                     _report_interrupted(sha, machine, grid, results_dir, chunks, finished, label)
                     # what the run spent until now (runs.jsonl), the finished presets named
                     started_procs = meas.started if meas is not None else None
-                    info = {"asv_runs": i, "measuring_processes": started_procs}
+                    info = {
+                        "asv_runs": i,
+                        "measuring_processes": started_procs,
+                        "asv_s": round(asv_s, 3),
+                    }
                     tail.events.append({"event": "run_info", **info})
                     costs.record_run(
                         results_dir / machine,
@@ -381,6 +387,7 @@ def run_commit(
                 "event": "run_info",
                 "asv_runs": len(chunks),
                 "measuring_processes": meas.started if meas is not None else None,
+                "asv_s": round(asv_s, 3),
             }
         )
         cost = costs.record_run(results_dir / machine, tail.events, commit=sha, wall_s=wall_s)

@@ -362,6 +362,7 @@ def test_a_cpu_run_measures_in_one_process_and_forks_no_benchmark(tmp_path, capf
     (line,) = (tmp_path / "pytest-cpu" / "runs.jsonl").read_text().splitlines()
     rec = json.loads(line)
     assert rec["measuring_processes"] == 1 and rec["asv_runs"] == 1 and rec["classes"] == 3
+    assert 0 < rec["asv_s"] < rec["process_asv_s"]  # asv's own share of the rest
     out = capfd.readouterr().out
     assert "asv: 3 classes read from the measured records in asv's process, 0 set up" in out
 
