@@ -391,6 +391,46 @@ def test_history_gives_every_commit_the_same_triton_folder(tmp_path, monkeypatch
     assert "3." in Path(seen[0][1]).name  # <triton>-<card>
 
 
+def test_lookups_in_asvs_process_hash_each_benchmarks_source_once(monkeypatch):
+    """The Benchmark a lookup builds (asv_runner's get_benchmark_from_name, as a child
+    does) is the same with the memoized source hashing, and the source is read once."""
+    from asv_runner import discovery
+    from asv_runner.benchmarks import _base
+
+    for name in ("get_source_code", "get_setup_cache_key", "code_fingerprint"):
+        monkeypatch.setattr(_base, name, getattr(_base, name))  # restored afterwards
+    root = str(REPO / "bench_suite")
+    names = ["bench_forward.CPU.track_ms-3", "bench_gradgrad.CPU.track_parity-1"]
+
+    def built():
+        out = []
+        for name in names:
+            b = discovery.get_benchmark_from_name(root, name)
+            out.append((b.name, b.version, b.version_alts, b.code, b.setup_cache_key, b.params,
+                        b._current_params))  # fmt: skip
+        return out
+
+    plain = built()
+    inproc = load_inproc()
+    reads = []
+    real = _base.get_source_code
+    monkeypatch.setattr(_base, "get_source_code", lambda items: reads.append(1) or real(items))
+    inproc.memoize_source_hashing()
+    assert built() == plain and built() == plain
+    assert len(reads) == len(names)  # once per benchmark, not once per lookup
+    first, second = (discovery.get_benchmark_from_name(root, names[0]) for _ in range(2))
+    assert first is not second and first.func.__self__ is not second.func.__self__  # fresh
+
+
+def load_inproc():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_inproc_test", REPO / "runner/asv_inproc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # --- the card's ceilings (bench_peak.Peak) in the measuring process ---------------------
 
 
