@@ -31,9 +31,9 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   (runner/measurer.py), measures the classes each ``asv run`` selects just before it
   (:func:`chunk_classes`), with the same harness.measure.measure_preset a setup_cache
   runs, then the card's ceilings where that run has them (:func:`chunk_peak`: the first
-  of a GPU run, harness.peak.measure, ``bench_peak.Peak``'s setup_cache; it had kept a
-  process of its own that imported torch and started CUDA for ~1.5 s of GPU work), and
-  leaves their records in the run's temporary folder (harness/records.py). The
+  of a GPU run; ``bench_peak.Peak`` had kept a process of its own, torch and CUDA started
+  for ~1.5 s of GPU work), and leaves the records in the run's temporary folder
+  (harness/records.py). The
   classes' setup_caches return them, and runner/asv_inproc.py runs those setup_caches and
   their track_* lookups inside asv's own process: torch is imported, CUDA started and
   each kernel compiled and tuned once per commit instead of once per class (15 in the
@@ -60,13 +60,17 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   /proc wherever it was re-parented; asv's temporary folders (forkserver sockets) are in
   the runner's own temporary folder, removed with it. asv and its direct children die
   with the runner (PDEATHSIG) even when it is SIGKILLed; so does the measuring process
-  (the same token, PDEATHSIG). Benchmark discovery (a process importing the suite)
-  runs in a commit's first ``asv run`` only; the later ones read its list (runner/
-  asv_process.py). Each extra ``asv run`` still costs its start-up, asv's git and
-  environment checks, its spawner's imports and its exit: about 0.6 s on the 2-core dev
-  VM (asv's fixed cost there, all runs of a GPU grid: 10.8 s -> 5.8 s with discovery
-  once and Peak measured in the measuring process). One ``asv run`` per commit would
-  save the rest and lose every preset measured before an interruption or a lost machine.
+  (the same token, PDEATHSIG), which is told to exit before the last ``asv run`` (that
+  run only reads records) and reaped after it.
+- Fixed cost of an ``asv run`` (issue 20; figures in docs/benchmarks.md): discovery runs
+  in a commit's first ``asv run`` only, the later ones read its list (runner/
+  asv_process.py); in-process lookups hash each benchmark's source once (runner/
+  asv_inproc.py). An extra ``asv run`` still costs about 0.6 s on the 2-core dev VM
+  (interpreter and imports, asv's git and environment checks, its exit). asv saves a
+  commit's result only when a run ends (``Results.load_data`` merges the earlier runs'
+  results of the commit into the file; nothing is saved within a run), so one ``asv run``
+  per commit would save that and lose every preset measured before an interruption or a
+  lost machine: one per preset stays.
 - Noise: asv leaves the stats columns of ``track_*`` rows empty; before a run is merged,
   the runner fills them (99% interval of the median, quartiles, n) for the ms, host ms and
   graph ms rows from the suite's record events (runner/noise.py).
