@@ -6,9 +6,9 @@ compare`` and ``asv publish`` read it the right way round. The reports divide ea
 FLOPs and bytes (harness.flops.PeakOp) by it for TFLOP/s and GB/s, and rate every attention
 row against its own machine's bf16 matmul (reports/peaks.py).
 
-The runner (runner/asv_run.py ``bench_regex``) adds this class to every GPU run, once per
-commit: to the first ``asv run`` of a run that has one per preset, as one unit of a sharded
-run. Not in the CPU grid; on a machine without CUDA every row skips ("no CUDA").
+The runner (runner/asv_run.py ``bench_regex``) adds it to every GPU run, once per commit
+(its first ``asv run``, or one unit of a sharded run), measured by the run's measuring
+process as the presets are (harness/worker.py). Not in the CPU grid; without CUDA: skips.
 """
 
 from harness import flops, peak

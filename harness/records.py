@@ -9,6 +9,11 @@ runner (runner/asv_run.py) instead has ONE process measure every class of a pres
 class's records here; the class's ``setup_cache`` (its text unchanged: asv hashes it)
 then finds them through :func:`recorded` and returns them without importing torch.
 
+The card's ceilings (``bench_peak.Peak``, harness/peak.py) go the same way: the measuring
+process measures them with the first preset of a GPU run, :func:`class_of` names the
+class :data:`PEAK`, and its ``setup_cache`` (``peak.measure()``) returns the records; so
+no process of its own imports torch and starts CUDA for ~1.5 s of GPU work.
+
 Layout: ``$BENCH_SUITE_RECORDS/<path>-<preset>.pkl``, in the run's temporary folder (one
 folder per commit measured; removed with it). A file is the pickle of ``{"format",
 "preset", "path", "kernels_dir", "params", "results" | "failed"}``, written to a temporary
@@ -37,6 +42,8 @@ from pathlib import Path
 
 RECORDS_ENV = "BENCH_SUITE_RECORDS"
 FORMAT = 1
+# (preset, path) of bench_peak.Peak, the one class outside the presets; its params: the ops
+PEAK = ("card", "peak")
 
 
 class RecordedFailure(RuntimeError):
@@ -65,6 +72,10 @@ def kernels_dir() -> str | None:
 
 
 def _params(preset: str, path: str) -> list[list]:
+    if (preset, path) == PEAK:
+        from harness.flops import PEAK_OPS
+
+        return [list(PEAK_OPS)]  # bench_peak.Peak.params
     from harness.grid import asv_params
 
     return asv_params(preset, path)
@@ -98,14 +109,17 @@ def write(root, preset: str, path: str, *, results: dict | None = None, failed: 
 
 def class_of(benchmark_id: str) -> tuple[str, str] | None:
     """``"bench_forward.Seed.track_ms"`` (or ``"bench_suite.bench_forward.Seed..."``) ->
-    ("seed", "forward"): the (preset, path) of one of the suite's preset classes, else None."""
-    from harness.grid import PATHS, PRESETS
+    ("seed", "forward"): the (preset, path) of one of the suite's preset classes;
+    :data:`PEAK` for ``bench_peak.Peak``; else None."""
+    from harness.grid import PATHS, PEAK_CLASS, PRESETS
 
     parts = benchmark_id.split(".")
     if parts and parts[0] == "bench_suite":
         parts = parts[1:]
     if len(parts) < 2 or not parts[0].startswith("bench_"):
         return None
+    if ".".join(parts[:2]) == PEAK_CLASS:
+        return PEAK
     path = parts[0].removeprefix("bench_")
     preset = next((p.name for p in PRESETS.values() if p.class_name == parts[1]), None)
     return (preset, path) if path in PATHS and preset is not None else None

@@ -2,13 +2,15 @@
 
 runner/asv_run.py starts it once per commit measured (in the commit's source tree, with
 the run's environment) and, before each ``asv run``, asks it for the classes that run
-will read: one JSON line on stdin, ``{"classes": [[preset, path], ...]}``. For each class
-it calls :func:`harness.measure.measure_preset` (the very code a ``setup_cache`` runs,
-progress events included) and stores the result or the failure with
-:func:`harness.records.write`; then it answers one JSON line, ``{"done": [[preset,
-path], ...], "failed": [...]}``, on its original stdout. Everything else it or a library
-prints goes to stderr (the runner sends that to a log file), so the answers cannot be
-garbled. EOF on stdin: exit 0.
+will read: one JSON line on stdin, ``{"classes": [[preset, path], ...], "peak": true}``.
+For each class it calls :func:`harness.measure.measure_preset` (the very code a
+``setup_cache`` runs, progress events included) and stores the result or the failure with
+:func:`harness.records.write`; with ``"peak"`` (the run's first preset on a GPU), then the
+card's ceilings, :func:`harness.peak.measure` (``bench_peak.Peak``'s ``setup_cache``),
+stored as ``records.PEAK``. Then it answers one JSON line, ``{"done": [[preset, path],
+...], "failed": [...]}`` (``records.PEAK`` among them), on its original stdout.
+Everything else it or a library prints goes to stderr (the runner sends that to a log
+file), so the answers cannot be garbled. EOF on stdin: exit 0.
 
 So torch is imported, CUDA started, and each kernel compiled and tuned once per commit,
 not once per class, and the backward's forward calls find the forward's kernels (and
@@ -39,11 +41,17 @@ def serve(root: str, requests, answer) -> int:
     for line in requests:
         if not line.strip():
             continue
-        classes = [tuple(c) for c in json.loads(line)["classes"]]
+        request = json.loads(line)
+        classes = [tuple(c) for c in request["classes"]]
+        if request.get("peak"):
+            classes.append(records.PEAK)  # after the preset's classes, as asv ran it
         done, failed = [], []
         for preset, path in classes:
             try:
-                results = measure_preset(preset, path)
+                if (preset, path) == records.PEAK:
+                    results = _measure_peak()
+                else:
+                    results = measure_preset(preset, path)
             except Exception as exc:  # noqa: BLE001 -- the class's failure, as in asv
                 records.write(root, preset, path, failed=f"{type(exc).__name__}: {exc}")
                 failed.append([preset, path])
@@ -55,6 +63,12 @@ def serve(root: str, requests, answer) -> int:
         if failed:
             return FAILED_EXIT
     return 0
+
+
+def _measure_peak() -> dict:
+    from harness import peak
+
+    return peak.measure()  # this process has no records folder: it measures
 
 
 def main(argv=None) -> int:

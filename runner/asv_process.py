@@ -17,7 +17,7 @@ from pathlib import Path
 
 from runner import integrity
 
-# asv, with four patches of asv itself, for this process only (argv[1:5] are popped):
+# asv, with five patches of asv itself, for this process only (argv[1:6] are popped):
 # - its machine file is read from a per-run file (argv[1]), not ~/.asv-machine.json;
 # - its temporary folders (forkserver sockets, result files) go into a per-run folder
 #   (argv[2]) that the runner removes whatever happened to asv;
@@ -25,11 +25,17 @@ from runner import integrity
 #   interpreter's path: result file names and fields carry no host paths (trap 12);
 # - (argv[4], the path of runner/asv_inproc.py, or "") the classes the measuring process
 #   measured (harness/records.py) run their setup_cache and track_* in asv's process;
+# - (argv[5], a file in the commit's run folder, or "") benchmark discovery (a process
+#   that imports the suite, ~0.45 s on the dev VM) runs in the first ``asv run`` of a
+#   commit, which leaves the list there; the commit's later runs (one per preset) read it.
+#   The list is all of the suite's benchmarks (--bench filters it afterwards), so it is
+#   the same for every run of one source tree and environment: the file is used only
+#   for the same benchmark folder, environments and commits;
 # and its child processes (forkserver, discovery) are killed when asv dies (PDEATHSIG).
 ASV_MAIN = """\
 import ctypes, signal, subprocess, sys, tempfile
 machine_file, tempfile.tempdir, label = sys.argv.pop(1), sys.argv.pop(1), sys.argv.pop(1)
-inproc = sys.argv.pop(1)
+inproc, discovered = sys.argv.pop(1), sys.argv.pop(1)
 import asv.environment as E
 import asv.machine
 asv.machine.MachineCollection.get_machine_file_path = staticmethod(lambda: machine_file)
@@ -55,6 +61,26 @@ if inproc:  # classes measured by the runner's measuring process: read in this p
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.install(os.environ["BENCH_SUITE_RECORDS"])
+if discovered:  # one discovery per commit, reused by its later asv runs
+    import json, os
+    from asv.benchmarks import Benchmarks
+    from asv.console import log
+    _discover = Benchmarks._disc_benchmarks.__func__
+    def _disc_once(cls, conf, repo, environments, commit_hashes, check):
+        key = [os.path.abspath(conf.benchmark_dir), [e.name for e in environments],
+               list(commit_hashes)]
+        if not check and os.path.isfile(discovered):
+            with open(discovered) as f:
+                saved = json.load(f)
+            if saved.get("key") == key:
+                log.info("Discovering benchmarks: this commit's first asv run found them")
+                return saved["benchmarks"]
+        found = _discover(cls, conf, repo, environments, commit_hashes, check)
+        with open(discovered + ".tmp", "w") as f:
+            json.dump({"key": key, "benchmarks": found}, f)
+        os.replace(discovered + ".tmp", discovered)
+        return found
+    Benchmarks._disc_benchmarks = classmethod(_disc_once)
 from asv.main import main
 sys.exit(main())
 """

@@ -30,7 +30,10 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
 - Measuring (issue 20): one process per commit, ``python -m harness.worker``
   (runner/measurer.py), measures the classes each ``asv run`` selects just before it
   (:func:`chunk_classes`), with the same harness.measure.measure_preset a setup_cache
-  runs, and leaves their records in the run's temporary folder (harness/records.py). The
+  runs, then the card's ceilings where that run has them (:func:`chunk_peak`: the first
+  of a GPU run; ``bench_peak.Peak`` had kept a process of its own, torch and CUDA started
+  for ~1.5 s of GPU work), and leaves the records in the run's temporary folder
+  (harness/records.py). The
   classes' setup_caches return them, and runner/asv_inproc.py runs those setup_caches and
   their track_* lookups inside asv's own process: torch is imported, CUDA started and
   each kernel compiled and tuned once per commit instead of once per class (15 in the
@@ -40,8 +43,9 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   its setup_cache as before. Triton's cache: a folder per Triton version and card, shared
   by all commits (runner/caches.py).
 - Launch: ``--launch-method forkserver`` (20 s instead of 113 s of process start-up on
-  the H100 for 12 benchmarks) for whatever asv still runs in processes of its own; the
-  suite touches no GPU at import time.
+  the H100 for 12 benchmarks) for whatever asv still runs in processes of its own (an
+  older commit's classes, a class the measuring process did not reach); the suite
+  touches no GPU at import time.
 - Config: a temporary copy of the source tree's asv.conf.json with absolute paths
   (repo, benchmark_dir, results_dir, html_dir, env_dir), so results land in
   ``--results-dir`` whatever tree the suite came from.
@@ -56,9 +60,17 @@ Decisions (docs/design.md traps 6, 9, 10, 12):
   /proc wherever it was re-parented; asv's temporary folders (forkserver sockets) are in
   the runner's own temporary folder, removed with it. asv and its direct children die
   with the runner (PDEATHSIG) even when it is SIGKILLed; so does the measuring process
-  (the same token, PDEATHSIG). Each extra ``asv run`` costs its start-up and benchmark
-  discovery, about 1.5 s on the dev VM (one ``asv run`` per commit would save about 6 s
-  of a GPU grid, and lose every preset measured before an interruption or a lost machine).
+  (the same token, PDEATHSIG), which is told to exit before the last ``asv run`` (that
+  run only reads records) and reaped after it.
+- Fixed cost of an ``asv run`` (issue 20; figures in docs/benchmarks.md): discovery runs
+  in a commit's first ``asv run`` only, the later ones read its list (runner/
+  asv_process.py); in-process lookups hash each benchmark's source once (runner/
+  asv_inproc.py). An extra ``asv run`` still costs about 0.6 s on the 2-core dev VM
+  (interpreter and imports, asv's git and environment checks, its exit). asv saves a
+  commit's result only when a run ends (``Results.load_data`` merges the earlier runs'
+  results of the commit into the file; nothing is saved within a run), so one ``asv run``
+  per commit would save that and lose every preset measured before an interruption or a
+  lost machine: one per preset stays.
 - Noise: asv leaves the stats columns of ``track_*`` rows empty; before a run is merged,
   the runner fills them (99% interval of the median, quartiles, n) for the ms, host ms and
   graph ms rows from the suite's record events (runner/noise.py).
@@ -141,6 +153,12 @@ def chunk_classes(regex: str) -> list[tuple[str, str]]:
             for metric in TRACK_PROBES
         )
     ]
+
+
+def chunk_peak(regex: str) -> bool:
+    """Whether an asv --bench regex selects the card's ceilings (``bench_peak.Peak``): the
+    measuring process then measures them too, after that run's classes."""
+    return re.search(regex, f"{grids.PEAK_CLASS}.track_ms") is not None
 
 
 def preset_chunks(grid: str, presets: Sequence[str] | None = None) -> list[tuple[str, str]]:
@@ -263,6 +281,7 @@ def run_commit(
     broken: list[tuple[str, int]] = []
     written: list[Path] = []
     some_failed = False
+    asv_s = 0.0  # the asv processes' wall time (the cost record's asv_s)
     token = uuid.uuid4().hex
     integrity.become_subreaper()
     lock = integrity.FolderLock(results_dir / machine, timeout=lock_timeout, say=_say)
@@ -302,6 +321,7 @@ def run_commit(
                     str(asv_tmp),
                     integrity.PYTHON_LABEL,
                     inproc,
+                    str(tmp / "discovered.json"),  # one discovery per commit
                     "run",
                     "--config",
                     str(conf),
@@ -320,9 +340,12 @@ def run_commit(
                 try:
                     t_start = time.time()
                     if meas is not None:  # one process measures the classes asv reads
-                        meas.measure(chunk_classes(regex))
+                        meas.measure(chunk_classes(regex), peak=chunk_peak(regex))
+                        if i == len(chunks):
+                            meas.finish()  # it exits while the last asv run reads
                     t_asv = time.time()
                     code = _run_asv(cmd, src, run_env)
+                    asv_s += time.time() - t_asv
                     # where a preset's seconds go: the measuring process, then asv itself
                     # (discovery, its own processes, the track lookups, writing results)
                     print(
@@ -334,14 +357,18 @@ def run_commit(
                         measured = noise.read_events(progress)
                         # the noise of each timing into asv's stats columns (runner/noise.py)
                         noise.fill_results_dir(private, measured)
-                        _setup_cache_durations(private, measured)
+                        costs.setup_cache_durations(private, measured)
                         written += _merge_private(private, results_dir, machine)
                 except KeyboardInterrupt:  # Ctrl-C, or SIGTERM via main()'s handler
                     _stop_run(token)
                     _report_interrupted(sha, machine, grid, results_dir, chunks, finished, label)
                     # what the run spent until now (runs.jsonl), the finished presets named
                     started_procs = meas.started if meas is not None else None
-                    info = {"asv_runs": i, "measuring_processes": started_procs}
+                    info = {
+                        "asv_runs": i,
+                        "measuring_processes": started_procs,
+                        "asv_s": round(asv_s, 3),
+                    }
                     tail.events.append({"event": "run_info", **info})
                     costs.record_run(
                         results_dir / machine,
@@ -364,6 +391,7 @@ def run_commit(
                 "event": "run_info",
                 "asv_runs": len(chunks),
                 "measuring_processes": meas.started if meas is not None else None,
+                "asv_s": round(asv_s, 3),
             }
         )
         cost = costs.record_run(results_dir / machine, tail.events, commit=sha, wall_s=wall_s)
@@ -399,41 +427,6 @@ def _measurer(python: str, src: Path, run_env: dict, tmp: Path) -> Measurer | No
         python, src, worker_env, tmp / "records", tmp / "measure.log",
         preexec_fn=_die_with_parent, say=_say,
     )  # fmt: skip
-
-
-def _setup_cache_durations(private: Path, events: list[dict]) -> None:
-    """asv's setup_cache durations of the classes the measuring process measured (asv only
-    read their records: milliseconds) set to what measuring them took (``class_done``
-    total_s), so runner/shards.py balances shards by real costs, as before."""
-    took: dict[str, float] = {}
-    for e in events:
-        if e.get("event") == "class_done" and isinstance(e.get("total_s"), (int, float)):
-            took[e.get("tag", "")] = float(e["total_s"])
-    bench_json = private / "benchmarks.json"
-    if not took or not bench_json.is_file():
-        return
-    benchmarks = json.loads(bench_json.read_text())
-    keys: dict[str, float] = {}
-    for name, meta in benchmarks.items():
-        found = records.class_of(name) if isinstance(meta, dict) else None
-        if found is not None and meta.get("setup_cache_key"):
-            preset, path = found
-            if f"{path}/{preset}" in took:
-                keys[f"<setup_cache {meta['setup_cache_key']}>"] = took[f"{path}/{preset}"]
-    for file in private.glob("*/*.json"):
-        if file.name == "machine.json":
-            continue
-        data = json.loads(file.read_text())
-        durations = data.get("durations")
-        if not isinstance(durations, dict):
-            continue
-        changed = False
-        for key, seconds in keys.items():
-            if key in durations and durations[key] < seconds:
-                durations[key] = round(seconds, 3)
-                changed = True
-        if changed:
-            file.write_text(json.dumps(data))
 
 
 def _say(message: str) -> None:

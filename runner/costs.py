@@ -4,7 +4,10 @@ Built from the suite's progress events (harness/measure.py; runner/progress.py c
 them), so it costs nothing to measure. A record holds the commit, the presets, the wall
 time and where it went (measuring; fp64/math references; first calls: compilation and
 autotuning; process start + imports; and the rest: asv, its forks, discovery), the state
-of the caches, the date and the host.
+of the caches, the date and the host. The rest, ``process_asv_s``, holds the process
+start (``startup_s``), the asv processes (``asv_s``), the classes' own time outside
+references, first calls and measuring (``class_other_s``), the card's ceilings
+(``peak_s``, GPU runs) and what the runner does between them.
 
 Warm or cold (``state``), from the caches *before the run*: the first class of a run
 reports how many entries the Triton cache (compiled kernels and autotuning results) and
@@ -34,9 +37,11 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from harness import records
 from runner import integrity
 
 RUNS_FILE = "runs.jsonl"
+PEAK_TAG = "peak"  # harness.peak.TAG: its progress events' tag
 
 
 def _presets(events: list[dict]) -> list[str]:
@@ -78,6 +83,8 @@ def build_record(
     done = [e for e in events if e.get("event") == "class_done"]
     measure, reference = _sum(done, "measure_s"), _sum(done, "reference_s")
     first, startup = _sum(done, "first_call_s"), _sum(done, "startup_s")
+    other = _sum(done, "total_s") - measure - reference - first
+    peaks = [e for e in events if e.get("event") == "peak_done"]
     ref_cache: dict[str, int] = {}
     for e in done:
         for k, n in (e.get("ref_cache") or {}).items():
@@ -99,6 +106,12 @@ def build_record(
         "startup_s": round(startup, 3),
         # asv, its processes and forks, discovery, imports outside setup_cache, the rest
         "process_asv_s": round(wall_s - measure - reference - first, 3),
+        # parts of it: the asv processes' wall time (the runner's clock; None before it
+        # was recorded), each class's time outside references, first calls and measuring
+        # (inputs, freeing memory, graph capture set-up), the card's ceilings (peak_done)
+        "asv_s": info.get("asv_s"),
+        "class_other_s": round(other, 3),
+        "peak_s": round(_sum(peaks, "total_s"), 3),
         # how many asv runs and measuring processes (harness/worker.py) the run took;
         # None: the classes measured in their setup_caches (an older commit's tree)
         "asv_runs": info.get("asv_runs"),
@@ -153,3 +166,42 @@ def record_run(
     except (OSError, integrity.LockBusy) as exc:
         print(f"warning: run cost not appended to {folder / RUNS_FILE}: {exc}", file=sys.stderr)
     return json.dumps(record)
+
+
+def setup_cache_durations(private: Path, events: list[dict]) -> None:
+    """asv's setup_cache durations of the classes the measuring process measured (asv only
+    read their records: milliseconds) set to what measuring them took (``class_done``
+    total_s; ``peak_done`` for the card's ceilings, records.PEAK), in the result files of
+    one ``asv run``'s private folder, so runner/shards.py balances shards by real costs."""
+    took: dict[str, float] = {}
+    for e in events:
+        if e.get("event") in ("class_done", "peak_done") and isinstance(
+            e.get("total_s"), (int, float)
+        ):
+            took[e.get("tag", "")] = float(e["total_s"])
+    bench_json = private / "benchmarks.json"
+    if not took or not bench_json.is_file():
+        return
+    benchmarks = json.loads(bench_json.read_text())
+    keys: dict[str, float] = {}
+    for name, meta in benchmarks.items():
+        found = records.class_of(name) if isinstance(meta, dict) else None
+        if found is not None and meta.get("setup_cache_key"):
+            preset, path = found
+            tag = PEAK_TAG if found == records.PEAK else f"{path}/{preset}"
+            if tag in took:
+                keys[f"<setup_cache {meta['setup_cache_key']}>"] = took[tag]
+    for file in private.glob("*/*.json"):
+        if file.name == "machine.json":
+            continue
+        data = json.loads(file.read_text())
+        durations = data.get("durations")
+        if not isinstance(durations, dict):
+            continue
+        changed = False
+        for key, seconds in keys.items():
+            if key in durations and durations[key] < seconds:
+                durations[key] = round(seconds, 3)
+                changed = True
+        if changed:
+            file.write_text(json.dumps(data))

@@ -1,18 +1,21 @@
 """The measuring process of one commit's run, seen from the runner (harness/worker.py).
 
 :class:`Measurer` starts ``python -m harness.worker RECORDS`` in the commit's source tree
-on first use, sends it the classes an ``asv run`` is about to read, and waits for its
-answer; the records land in the run's temporary folder (harness/records.py), where the
-classes' setup_caches find them. It is restarted after a class failed (the worker exits:
+on first use, sends it the classes an ``asv run`` is about to read (and, for the first
+of a GPU run, the card's ceilings, ``bench_peak.Peak``), and waits for its answer; the
+records land in the run's temporary folder (harness/records.py), where the classes'
+setup_caches find them. It is restarted after a class failed (the worker exits:
 a CUDA error may have poisoned its context) or died (a crash: its log's tail is printed).
 A class it did not measure is measured in place by asv's own processes, as before.
 
 A commit whose tree has no harness/worker.py (older than this) is measured the old way:
-:func:`supported` says which.
+:func:`supported` says which. A worker that predates the card's ceilings ignores the
+request for them; asv then measures ``Peak`` in a process of its own, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import subprocess
@@ -22,6 +25,7 @@ from pathlib import Path
 
 WORKER = ("harness", "worker.py")
 CLASS_TIMEOUT_S = 1800.0  # per class, as asv's setup_cache timeout (bench_suite/base.py)
+PEAK_TIMEOUT_S = 300.0  # the card's ceilings: bench_suite/bench_peak.py's timeout
 
 
 def supported(src: str | Path) -> bool:
@@ -46,6 +50,7 @@ class Measurer:
         self.records, self.log = Path(records), Path(log)
         self.preexec_fn, self.say = preexec_fn, say
         self.proc: subprocess.Popen | None = None
+        self._exiting: list[subprocess.Popen] = []  # told to exit (finish), not reaped yet
         self.started = 0  # processes started (the cost record's "measuring_processes")
         self.timeout_s = CLASS_TIMEOUT_S
 
@@ -67,17 +72,21 @@ class Measurer:
         self.started += 1
         return self.proc
 
-    def measure(self, classes: Sequence[tuple[str, str]]) -> tuple[list, list]:
-        """Measure ``classes`` [(preset, path)]; (measured, failed), each [(preset, path)].
-        A class in neither was not measured (the process died): asv measures it in place."""
-        if not classes:
+    def measure(self, classes: Sequence[tuple[str, str]], peak: bool = False) -> tuple[list, list]:
+        """Measure ``classes`` [(preset, path)], then with ``peak`` the card's ceilings
+        (records.PEAK; a tree older than that ignores it); (measured, failed), each [(preset,
+        path)]. A class in neither was not measured (the process died, or an older worker):
+        asv measures it in place."""
+        if not classes and not peak:
             return [], []
         proc = self._start()
         t0 = time.time()
+        request = {"classes": [list(c) for c in classes], **({"peak": True} if peak else {})}
+        limit = self.timeout_s * len(classes) + (PEAK_TIMEOUT_S if peak else 0.0)
         try:
-            proc.stdin.write(json.dumps({"classes": [list(c) for c in classes]}) + "\n")
+            proc.stdin.write(json.dumps(request) + "\n")
             proc.stdin.flush()
-            line = self._answer(proc, self.timeout_s * len(classes))
+            line = self._answer(proc, limit)
         except (BrokenPipeError, OSError):
             line = ""
         if line is None:  # hung: asv's setup_cache timeout would have ended it too
@@ -85,7 +94,7 @@ class Measurer:
             proc.wait()
             self.proc = None
             self.say(
-                f"the measuring process took over {self.timeout_s * len(classes):.0f} s; "
+                f"the measuring process took over {limit:.0f} s; "
                 "killed. asv measures what it left in its own processes."
             )
             return [], []
@@ -118,21 +127,28 @@ class Measurer:
             if ready:
                 return proc.stdout.readline()
 
-    def close(self, timeout: float = 30.0) -> None:
+    def finish(self) -> None:
+        """No more requests: the process gets EOF and exits, not waited for, so that its
+        exit (torch's and CUDA's teardown: 0.3-0.7 s on the dev VM) overlaps the last
+        ``asv run``, which only reads records; :meth:`close` reaps it. A later
+        :meth:`measure` starts a fresh process."""
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            self._exiting.append(proc)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.finish()
+        procs, self._exiting = self._exiting, []
+        for proc in procs:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
 
     def _log_tail(self, limit: int = 3000) -> str:
         try:

@@ -14,13 +14,15 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 
-from harness import grid, measure, records, worker
-from runner import asv_run, caches, costs
+from bench_suite import bench_peak
+from harness import flops, grid, measure, peak, records, worker
+from runner import asv_run, caches, costs, shards
 from runner.measurer import Measurer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,6 +184,8 @@ def test_class_of_maps_asv_names_to_preset_and_path():
     assert records.class_of("bench_forward.Seed.track_ms") == ("seed", "forward")
     assert records.class_of("bench_suite.bench_gradgrad.TTT.track_graph_ms") == ("ttt", "gradgrad")
     assert records.class_of("bench_peak.Seed.track_peak") is None  # not a preset class
+    assert records.class_of("bench_peak.Peak.track_ms") == records.PEAK  # the card's ceilings
+    assert records.class_of("bench_suite.bench_peak.Peak.track_ms") == records.PEAK
     assert records.class_of("bench_forward.Nope.track_ms") is None
 
 
@@ -254,6 +258,63 @@ def test_the_measurer_restarts_a_dead_worker_and_says_so(tmp_path):
     assert len(said) == 2 and "died (exit 9)" in said[0] and "boom" in said[0]
 
 
+def test_a_finished_measurer_exits_without_being_waited_for_and_is_reaped(tmp_path):
+    """finish(): EOF, no wait (its teardown overlaps the last asv run); close() reaps it; a
+    later request gets a fresh process. The stand-in worker answers, and takes 2 s to exit."""
+    tree = tmp_path / "tree"
+    (tree / "harness").mkdir(parents=True)
+    (tree / "harness" / "__init__.py").write_text("")
+    (tree / "harness" / "records.py").write_text("")
+    (tree / "harness" / "worker.py").write_text(
+        "import sys, time\n"
+        "for line in sys.stdin:\n"
+        '    print(\'{"done": [], "failed": []}\', flush=True)\n'
+        "time.sleep(2)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    m = Measurer(sys.executable, tree, env, tmp_path / "rec", tmp_path / "log")
+    assert m.measure([("cpu", "forward")]) == ([], [])
+    first = m.proc
+    t0 = time.monotonic()
+    m.finish()
+    assert time.monotonic() - t0 < 1.0 and first.poll() is None  # told, not waited for
+    assert m.measure([("cpu", "backward")]) == ([], []) and m.started == 2 and m.proc is not first
+    m.close()
+    assert first.returncode == 0 and m.proc is None and not m._exiting
+
+
+def test_the_measuring_process_is_finished_before_the_last_asv_run(tmp_path, monkeypatch):
+    calls: list = []
+
+    class FakeMeasurer:
+        started = 1
+
+        def measure(self, classes, peak=False):
+            calls.append(("measure", [p for p, _ in classes][:1], peak))
+
+        def finish(self):
+            calls.append("finish")
+
+        def close(self):
+            calls.append("close")
+
+    monkeypatch.setattr(asv_run, "_measurer", lambda *a: FakeMeasurer())
+    monkeypatch.setattr(asv_run, "_run_asv", lambda cmd, cwd, env: calls.append("asv") or 0)
+    monkeypatch.setattr(asv_run, "_merge_private", lambda *a: [])
+    monkeypatch.setattr(asv_run, "_result_file", lambda written, sha, folder: folder / sha)
+    asv_run.run_commit(
+        "HEAD", machine="pytest-cpu", results_dir=tmp_path, grid="gpu", presets=["seed", "short"]
+    )
+    assert calls == [
+        ("measure", ["seed"], True),  # the card's ceilings with the first preset
+        "asv",
+        ("measure", ["short"], False),
+        "finish",  # no more requests: it exits while asv reads the last preset
+        "asv",
+        "close",
+    ]
+
+
 def test_the_cost_record_counts_asv_runs_and_measuring_processes():
     events = [{"event": "run_info", "asv_runs": 5, "measuring_processes": 1}]
     rec = costs.build_record(events, commit="abc", machine="m", wall_s=1.0)
@@ -267,21 +328,21 @@ def test_setup_cache_durations_become_the_measuring_time(tmp_path):
     (private / "benchmarks.json").write_text(json.dumps({
         "bench_forward.CPU.track_ms": {"setup_cache_key": "bench_forward:57"},
         "bench_backward.CPU.track_ms": {"setup_cache_key": "bench_backward:57"},
+        "bench_peak.Peak.track_ms": {"setup_cache_key": "bench_peak:22"},
         "version": 2,
     }))  # fmt: skip
     result = private / "m" / "abc-existing-py3.json"
     fwd, bwd = "<setup_cache bench_forward:57>", "<setup_cache bench_backward:57>"
-    result.write_text(json.dumps({"durations": {fwd: 0.01, bwd: 50.0}}))
+    card = "<setup_cache bench_peak:22>"
+    result.write_text(json.dumps({"durations": {fwd: 0.01, bwd: 50.0, card: 0.002}}))
     events = [
         {"event": "class_done", "tag": "forward/cpu", "total_s": 12.5},
         {"event": "class_done", "tag": "backward/cpu", "total_s": 30.0},  # measured in place
+        {"event": "peak_done", "tag": "peak", "total_s": 1.6},  # the ceilings, in the worker
     ]
-    asv_run._setup_cache_durations(private, events)
+    costs.setup_cache_durations(private, events)
     durations = json.loads(result.read_text())["durations"]
-    assert durations == {
-        "<setup_cache bench_forward:57>": 12.5,
-        "<setup_cache bench_backward:57>": 50.0,
-    }
+    assert durations == {fwd: 12.5, bwd: 50.0, card: 1.6}
 
 
 def test_a_cpu_run_measures_in_one_process_and_forks_no_benchmark(tmp_path, capfd):
@@ -301,6 +362,7 @@ def test_a_cpu_run_measures_in_one_process_and_forks_no_benchmark(tmp_path, capf
     (line,) = (tmp_path / "pytest-cpu" / "runs.jsonl").read_text().splitlines()
     rec = json.loads(line)
     assert rec["measuring_processes"] == 1 and rec["asv_runs"] == 1 and rec["classes"] == 3
+    assert 0 < rec["asv_s"] < rec["process_asv_s"]  # asv's own share of the rest
     out = capfd.readouterr().out
     assert "asv: 3 classes read from the measured records in asv's process, 0 set up" in out
 
@@ -327,3 +389,196 @@ def test_history_gives_every_commit_the_same_triton_folder(tmp_path, monkeypatch
     assert len(seen) >= 2 and len({cwd for cwd, _ in seen}) == len(seen)
     assert len({folder for _, folder in seen}) == 1  # one Triton folder for every commit
     assert "3." in Path(seen[0][1]).name  # <triton>-<card>
+
+
+def test_lookups_in_asvs_process_hash_each_benchmarks_source_once(monkeypatch):
+    """The Benchmark a lookup builds (asv_runner's get_benchmark_from_name, as a child
+    does) is the same with the memoized source hashing, and the source is read once."""
+    from asv_runner import discovery
+    from asv_runner.benchmarks import _base
+
+    for name in ("get_source_code", "get_setup_cache_key", "code_fingerprint"):
+        monkeypatch.setattr(_base, name, getattr(_base, name))  # restored afterwards
+    root = str(REPO / "bench_suite")
+    names = ["bench_forward.CPU.track_ms-3", "bench_gradgrad.CPU.track_parity-1"]
+
+    def built():
+        out = []
+        for name in names:
+            b = discovery.get_benchmark_from_name(root, name)
+            out.append((b.name, b.version, b.version_alts, b.code, b.setup_cache_key, b.params,
+                        b._current_params))  # fmt: skip
+        return out
+
+    plain = built()
+    inproc = load_inproc()
+    reads = []
+    real = _base.get_source_code
+    monkeypatch.setattr(_base, "get_source_code", lambda items: reads.append(1) or real(items))
+    inproc.memoize_source_hashing()
+    assert built() == plain and built() == plain
+    assert len(reads) == len(names)  # once per benchmark, not once per lookup
+    first, second = (discovery.get_benchmark_from_name(root, names[0]) for _ in range(2))
+    assert first is not second and first.func.__self__ is not second.func.__self__  # fresh
+
+
+def load_inproc():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_inproc_test", REPO / "runner/asv_inproc.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- the card's ceilings (bench_peak.Peak) in the measuring process ---------------------
+
+
+def fake_peak() -> dict:
+    op = next(iter(flops.PEAK_OPS))
+    return {"device": "Fake GPU", op: {"ms": 1.4, "ms_summary": {"n": 30, "median": 1.4}}}
+
+
+def test_the_worker_measures_the_ceilings_after_the_classes_when_asked(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(measure, "measure_preset", lambda *c: calls.append(c) or fake_results(*c))
+    monkeypatch.setattr(peak, "measure", lambda: calls.append("peak") or fake_peak())
+    answers = Answers()
+    first = json.dumps({"classes": [["cpu", "forward"]], "peak": True})
+    second = json.dumps({"classes": [["cpu", "backward"]]})  # no "peak": not again
+    assert worker.serve(str(tmp_path), iter([first + "\n", second + "\n"]), answers) == 0
+    assert calls == [("cpu", "forward"), "peak", ("cpu", "backward")]
+    assert json.loads(answers.lines[0]) == {"done": [["cpu", "forward"], list(records.PEAK)],
+                                            "failed": []}  # fmt: skip
+    assert records.recorded(*records.PEAK, root=tmp_path) == fake_peak()
+
+
+def test_a_failed_class_leaves_the_ceilings_to_asv_and_a_failed_ceiling_is_recorded(
+    tmp_path, monkeypatch
+):
+    def broken(preset, path):
+        raise RuntimeError("CUDA error: out of resources")
+
+    monkeypatch.setattr(measure, "measure_preset", broken)
+    request = json.dumps({"classes": [["cpu", "forward"]], "peak": True}) + "\n"
+    assert worker.serve(str(tmp_path), iter([request]), Answers()) == worker.FAILED_EXIT
+    assert not records.available(*records.PEAK, root=tmp_path)  # asv measures it in place
+
+    def broken_peak():
+        raise RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED")
+
+    monkeypatch.setattr(peak, "measure", broken_peak)
+    request = json.dumps({"classes": [], "peak": True}) + "\n"
+    assert worker.serve(str(tmp_path), iter([request]), Answers()) == worker.FAILED_EXIT
+    with pytest.raises(records.RecordedFailure, match="CUBLAS"):
+        records.recorded(*records.PEAK, root=tmp_path)
+
+
+def test_the_peak_setup_cache_returns_the_records_and_measures_without_them(tmp_path, monkeypatch):
+    records.write(tmp_path, *records.PEAK, results=fake_peak())
+    monkeypatch.setenv(records.RECORDS_ENV, str(tmp_path))
+    assert bench_peak.Peak().setup_cache() == fake_peak()  # what asv's process runs
+    # a plain asv run (no records folder) measures: on this CPU, "no CUDA"
+    monkeypatch.delenv(records.RECORDS_ENV)
+    if not _cuda():
+        assert bench_peak.Peak().setup_cache() == {"unavailable": peak.NO_CUDA}
+    # records for other ops (another PEAK_OPS) are not used
+    data = pickle.loads(records.records_file(tmp_path, *records.PEAK).read_bytes())
+    data["params"] = [["matmul_bf16_4096"]]
+    records.records_file(tmp_path, *records.PEAK).write_bytes(pickle.dumps(data))
+    with pytest.warns(UserWarning, match="other asv params"):
+        assert records.recorded(*records.PEAK, root=tmp_path) is None
+
+
+def test_the_runner_asks_for_the_ceilings_where_asv_reads_them():
+    chunks = asv_run.preset_chunks("gpu")
+    assert [asv_run.chunk_peak(regex) for _, regex in chunks] == [True] + [False] * 4
+    assert not asv_run.chunk_peak(asv_run.bench_regex("cpu"))
+    assert asv_run.chunk_peak(r"^bench_peak\.Peak\.track_")
+    assert asv_run.chunk_peak(shards.units_regex([grid.PEAK_CLASS]))  # a shard's unit
+
+
+def test_peak_is_read_in_asvs_process_with_the_same_results_as_measured_in_its_own(tmp_path, capfd):
+    """The Peak benchmark alone through the runner and asv: served from the measuring
+    process's records in asv's process (no process of its own imports torch for it), and
+    the same benchmark, version and values as when asv measures it in its own process
+    (BENCH_SUITE_WORKER=0, how it ran before)."""
+    regex = r"^bench_peak\.Peak\.track_"
+    got = {}
+    for worker_on in ("1", "0"):
+        env = dict(os.environ, **{asv_run.WORKER_ENV: worker_on})
+        out_dir = tmp_path / worker_on
+        result = asv_run.run_commit(
+            "HEAD", machine="pytest-cpu", results_dir=out_dir, bench=regex, grid="cpu", env=env
+        )
+        data = json.loads(result.read_text())
+        row = dict(zip(data["result_columns"], data["results"]["bench_peak.Peak.track_ms"]))
+        meta = json.loads((out_dir / "benchmarks.json").read_text())["bench_peak.Peak.track_ms"]
+        got[worker_on] = (row["params"], [repr(v) for v in row["result"]], meta)
+        out = capfd.readouterr().out
+        if worker_on == "1":
+            assert "asv: 1 classes read from the measured records in asv's process, 0 set" in out
+    assert got["1"] == got["0"]
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# --- one benchmark discovery per commit -------------------------------------------------
+
+TINY_SUITE = """
+import os
+import sys
+
+if "discover" in sys.argv:  # asv's discovery process: asv/benchmark.py discover DIR OUT
+    with open(os.environ["TINY_DISCOVERIES"], "a") as f:
+        f.write("discovered\\n")
+
+
+class A:
+    def track_a(self):
+        return 1.0
+
+
+class B:
+    def track_b(self):
+        return 2.0
+"""
+
+
+def test_a_commits_asv_runs_share_one_discovery_and_save_what_they_would_alone(
+    tmp_path, monkeypatch, capfd
+):
+    """Two asv runs of one commit (one per preset, here one per class of a tiny suite):
+    asv's discovery process runs once, the second run reads its list, and results/ holds
+    both classes with the benchmarks.json a discovery of its own writes."""
+    src = tmp_path / "tree"
+    (src / "bench_suite").mkdir(parents=True)
+    shutil.copy(REPO / "asv.conf.json", src / "asv.conf.json")
+    (src / "bench_suite" / "__init__.py").write_text("")
+    (src / "bench_suite" / "bench_tiny.py").write_text(TINY_SUITE)
+    chunks = [("a", r"^bench_tiny\.A\."), ("b", r"^bench_tiny\.B\.")]
+    monkeypatch.setattr(asv_run, "preset_chunks", lambda grid, presets=None: chunks)
+    count = tmp_path / "discoveries"
+    env = dict(os.environ, TINY_DISCOVERIES=str(count))
+    out_dir = tmp_path / "results"
+    result = asv_run.run_commit(
+        "HEAD", machine="pytest-cpu", results_dir=out_dir, grid="cpu", env=env, worktree=src
+    )
+    assert count.read_text().splitlines() == ["discovered"]  # not once per asv run
+    assert (
+        "Discovering benchmarks: this commit's first asv run found them" in capfd.readouterr().out
+    )
+    data = json.loads(result.read_text())
+    assert sorted(data["results"]) == ["bench_tiny.A.track_a", "bench_tiny.B.track_b"]
+    # a single asv run with its own discovery writes the same benchmarks.json
+    alone = tmp_path / "alone"
+    asv_run.run_commit(
+        "HEAD", machine="pytest-cpu", results_dir=alone, bench="^bench_tiny", env=env, worktree=src
+    )
+    assert count.read_text().splitlines() == ["discovered"] * 2
+    shared = json.loads((out_dir / "benchmarks.json").read_text())
+    assert shared == json.loads((alone / "benchmarks.json").read_text())

@@ -49,6 +49,19 @@ def test_the_record_sums_the_classes_and_names_what_the_rest_is():
     assert rec["failed"] is False and rec["date"].endswith("Z") and rec["host"]
     want = {"commit", "presets", "state", "wall_s", "measure_s", "reference_s", "first_call_s"}
     assert want | {"process_asv_s", "date", "host"} <= set(rec)
+    # parts of process_asv_s: each class's time outside references, first calls and
+    # measuring (9.0 - 1.75 and 9.0 - 3.75), no ceilings measured, no asv time recorded
+    assert rec["class_other_s"] == 7.25 + 5.25 and rec["peak_s"] == 0.0 and rec["asv_s"] is None
+
+
+def test_the_record_names_the_asv_processes_and_the_ceilings_in_the_rest():
+    events = class_events() + [
+        {"event": "peak_done", "tag": "peak", "total_s": 1.5},
+        {"event": "run_info", "asv_runs": 5, "measuring_processes": 1, "asv_s": 6.2},
+    ]
+    rec = costs.build_record(events, commit="abc", machine="m", wall_s=30.0)
+    assert rec["asv_s"] == 6.2 and rec["peak_s"] == 1.5 and rec["class_other_s"] == 7.25
+    assert rec["process_asv_s"] == 30.0 - 1.75  # unchanged: the parts are inside it
 
 
 @pytest.mark.parametrize(
