@@ -62,10 +62,9 @@ from harness.parity import (
 )
 from harness.timing import (
     HOST_BOUND_SHARE,
+    eager_samples,
     free_memory,
     graph_timing,
-    peak_mib,
-    step_samples,
     summarize,
 )
 
@@ -84,6 +83,9 @@ class Record:
     impl: str = ""  # which candidate (sdpa backend) was kept
     first_call_s: float = 0.0  # first call: compilation, autotuning, caches
     measure_s: float = 0.0  # parity check, memory and timing (graph replays included)
+    # of measure_s: the parity check, and the CUDA-graph capture, check and replays
+    parity_s: float = 0.0
+    graph_s: float = 0.0
     # median ms per CUDA-graph replay of the step (graph_timing); None on CPU, for a step
     # that cannot be captured, and for skipped or failed rows
     graph_ms: float | None = None
@@ -142,6 +144,7 @@ def _graph_time(rec, path, attn, inp, device, iters, rep_ms):
     else:
         rec.graph_reason = gt.reason
     free_memory()
+    rec.graph_s += time.perf_counter() - t0
     rec.measure_s += time.perf_counter() - t0
 
 
@@ -201,6 +204,8 @@ def _measure_candidates(
     # time accounting covers every candidate tried
     best.first_call_s = setup_s + sum(r.first_call_s for _, r in recs)
     best.measure_s = sum(r.measure_s for _, r in recs)
+    best.parity_s = sum(r.parity_s for _, r in recs)
+    best.graph_s = sum(r.graph_s for _, r in recs)
     attn = next((a for (_, a), (_, r) in zip(candidates, recs) if r is best), None)
     return best, attn
 
@@ -220,6 +225,7 @@ def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, it
         first_call_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         par = parity(path, outs, ref64, math_same, cfg.torch_dtype)
+        parity_s = time.perf_counter() - t0
         del outs
         if not par.passed:
             return Record(
@@ -229,8 +235,9 @@ def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, it
                 impl=label,
                 first_call_s=first_call_s,
             )
-        mib = peak_mib(call, device)
-        ms_samples, host_samples = step_samples(call, device, iters=iters, rep_ms=rep_ms, warm=True)
+        # peak memory on the estimate's calls: no call of its own (timing.eager_samples)
+        eager = eager_samples(call, device, iters=iters, rep_ms=rep_ms, warm=True, peak=True)
+        ms_samples, host_samples, mib = eager
         measure_s = time.perf_counter() - t0
     except NotImplementedError as exc:
         return Record("skip", f"{label}: {exc}" if str(exc) else f"{label}: not implemented")
@@ -265,6 +272,7 @@ def _measure_candidate(path, cfg, label, attn, inp, ref64, math_same, device, it
         impl=label if label.startswith("sdpa(") else "",
         first_call_s=first_call_s,
         measure_s=measure_s,
+        parity_s=parity_s,
     )
 
 
@@ -333,6 +341,7 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
     )
     results: dict = {}
     totals = {"reference_s": 0.0, "first_call_s": 0.0, "measure_s": 0.0}
+    phases = {"parity_s": 0.0, "graph_s": 0.0}  # parts of measure_s
     ref_counts: dict[str, int] = {}  # reference cache outcomes: hit, miss, skip, corrupt, off
     warnings.filterwarnings("ignore", message=".*[Ff]lash|.*[Mm]emory [Ee]fficient|.*cuDNN")
     # What is alive now (torch, triton, the kernels, earlier classes' survivors: ~10^6
@@ -368,6 +377,8 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
             )
             totals["first_call_s"] += rec.first_call_s
             totals["measure_s"] += rec.measure_s
+            for k in phases:
+                phases[k] += getattr(rec, k)
             results[dataclasses.astuple(cfg) + (mode,)] = rec
             _progress(
                 tag,
@@ -385,13 +396,15 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
         tag,
         f"done in {total_s:.1f} s: references {totals['reference_s']:.1f} s, "
         f"first calls {totals['first_call_s']:.1f} s, measuring "
-        f"{totals['measure_s']:.1f} s, other {other_s:.1f} s; reference cache "
+        f"{totals['measure_s']:.1f} s (parity {phases['parity_s']:.1f} s, CUDA graphs "
+        f"{phases['graph_s']:.1f} s), other {other_s:.1f} s; reference cache "
         + (", ".join(f"{n} {k}" for k, n in sorted(ref_counts.items())) or "unused"),
         event="class_done",
         total_s=total_s,
         startup_s=startup_s,
         ref_cache=ref_counts,
         **totals,
+        **phases,
     )
     return results
 

@@ -11,7 +11,8 @@
   around each replay as for the GPU time. No Python and no launches in it: the kernels'
   time, where the eager GPU time of a short step is the host's (docs/design.md trap 13).
 - Peak memory: ``torch.cuda.max_memory_allocated`` during one call, minus what
-  was allocated before it (the inputs). CPU has no such counter: None there.
+  was allocated before it (the inputs): :func:`peak_mib`, or :func:`eager_samples` on
+  the calls of its estimate. CPU has no such counter: None there.
 - Samples: every timer keeps its per-call samples; :func:`summarize` reduces them to
   median, q25, q75, n, min, max and a 99% interval of the median (what a Record keeps of
   them; the runner writes it into asv's stats columns).
@@ -169,12 +170,40 @@ def step_samples(
     ``warm``: ``fn`` ran already (compiled, tuned, its memory measured), so on a GPU the
     untimed first call is skipped; the estimate's calls and the warm-up follow as ever.
     """
+    got = eager_samples(fn, device, iters=iters, rep_ms=rep_ms, warmup_ms=warmup_ms, warm=warm)
+    return got.ms, got.host
+
+
+class EagerSamples(NamedTuple):
+    """What :func:`eager_samples` found: ms of every timed call, host ms of the first
+    ``HOST_SAMPLES`` (None on CPU), and the peak memory of the estimate's calls (MiB above
+    what was allocated before them; None on CPU or unless asked)."""
+
+    ms: list[float]
+    host: list[float] | None
+    peak_mib: float | None = None
+
+
+def eager_samples(
+    fn: Callable,
+    device,
+    *,
+    iters: int | None = None,
+    rep_ms: float | None = None,
+    warmup_ms: float = DEFAULT_WARMUP_MS,
+    warm: bool = False,
+    peak: bool = False,
+) -> EagerSamples:
+    """:func:`step_samples`, and with ``peak`` on a GPU the peak memory of one call
+    measured on the estimate's calls: what :func:`peak_mib` gives (each call drops its
+    outputs before the next, the flush buffer is allocated before the baseline), without
+    a call of its own; a 300 ms step (Long grad-grad) saves 300 ms."""
     import torch
 
     rep_ms = DEFAULT_REP_MS if rep_ms is None else rep_ms
     if torch.device(device).type == "cuda":
-        return _cuda_samples(fn, iters, rep_ms, warmup_ms, warm)
-    return _cpu_samples(fn, iters, rep_ms, warmup_ms), None
+        return EagerSamples(*_cuda_samples(fn, iters, rep_ms, warmup_ms, warm, peak))
+    return EagerSamples(_cpu_samples(fn, iters, rep_ms, warmup_ms), None)
 
 
 def n_iters(iters, rep_ms, estimate_ms, *, gpu: bool = True) -> int:
@@ -218,14 +247,17 @@ def _estimate_ms(run, flush) -> float:
     return start.elapsed_time(end) / 3
 
 
-def _cuda_samples(fn, iters, rep_ms, warmup_ms, warm=False):
+def _cuda_samples(fn, iters, rep_ms, warmup_ms, warm=False, peak=False):
     import torch
 
     flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
     if not warm:
         fn()  # compilation and lazy initialisation stay out of the estimate
-        torch.cuda.synchronize()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
     estimate = _estimate_ms(fn, flush)
+    mib = (torch.cuda.max_memory_allocated() - base) / 2**20 if peak else None
     for _ in range(n_warmups(warmup_ms, estimate)):
         fn()
     torch.cuda.synchronize()  # an empty launch queue for the host samples
@@ -242,7 +274,7 @@ def _cuda_samples(fn, iters, rep_ms, warmup_ms, warm=False):
             host.append((time.perf_counter() - t0) * 1e3)
         ends[i].record()
     torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in zip(starts, ends)], host
+    return [s.elapsed_time(e) for s, e in zip(starts, ends)], host, mib
 
 
 def _cpu_samples(fn, iters, rep_ms, warmup_ms):
@@ -271,8 +303,15 @@ class GraphTiming(NamedTuple):
 # Calls on a side stream before the capture, as PyTorch's CUDA-graph docs require: lazy
 # initialisation (cuBLAS handles, autotuning, Triton compilation) must not be captured.
 # The step ran eagerly before (graph_timing comes after the eager timing), so what is left
-# to initialise is the side stream's (cuBLAS workspaces are per stream): two calls.
-CAPTURE_WARMUP_CALLS = 2
+# to initialise is the side stream's (cuBLAS workspaces are per stream), which one call
+# does. Should it not, the replay check below says so (the row keeps a reason, no time).
+CAPTURE_WARMUP_CALLS = 1
+# Replays timed: this many ms of them (at least MIN_ITERS, MIN_ITERS_SLOW from
+# SLOW_STEP_MS), half the eager budget and no warm-up: the replays follow the eager timing
+# of the same kernels, and a replay has no host in it. On the H200 the graph ms of one
+# commit's runs on two loans (6d6d561, 31bd45d: 70 rows, 100 ms of replays) differed by
+# 0.15% at the median and 1.31% at most; the gate's floor for graph ms is 8%.
+GRAPH_REP_MS = DEFAULT_REP_MS / 2
 # A replay must give the eager call's outputs within this fraction of their largest
 # magnitude, or its time is not the step's. Not exact: SDPA's backward may accumulate
 # with atomics. A graph that replays stale or freed memory is off by far more.
@@ -285,7 +324,6 @@ def graph_timing(
     *,
     iters: int | None = None,
     rep_ms: float | None = None,
-    warmup_ms: float = DEFAULT_WARMUP_MS,
     keep_outputs: bool = False,
 ) -> GraphTiming:
     """GPU ms per replay of ``fn`` captured once in a CUDA graph, or None and why not.
@@ -294,26 +332,29 @@ def graph_timing(
     (backward, create_graph backward then a second one): its inputs are the same tensors
     at every call, and what it allocates comes from the graph's private pool. Warm-up
     calls on a side stream, then the capture, then one replay checked against an eager
-    call (``GRAPH_CHECK_RTOL``), then replays timed as :func:`step_timing` times calls:
-    CUDA events, L2 flushed before each, the number of replays from ``rep_ms`` (the same
-    budget as the eager timing). Any exception (an op that syncs with the host, out of
-    memory) ends in a reason, never a raise: the stream is restored, the graph freed and
-    CUDA synchronised, so the next measurement starts clean. Run it after the eager
-    timing and the memory measurement. CPU: ``GraphTiming(None, "no CUDA")``.
+    call (``GRAPH_CHECK_RTOL``) and timed (the estimate that sets the number of replays,
+    with more replays for a short step as :func:`step_timing` does), then replays timed as
+    it times calls: CUDA events, L2 flushed before each, the number of replays from
+    ``rep_ms`` (default ``GRAPH_REP_MS``), no warm-up (the replays follow the eager timing).
+    Any exception (an op that syncs with the host, out of memory) ends in a reason, never
+    a raise: the stream is restored, the graph freed and CUDA synchronised, so the next
+    measurement starts clean. Run it after the eager timing and the memory measurement.
+    CPU: ``GraphTiming(None, "no CUDA")``.
     """
     import torch
 
     if torch.device(device).type != "cuda" or not torch.cuda.is_available():
         return GraphTiming(None, "no CUDA")
-    rep_ms = DEFAULT_REP_MS if rep_ms is None else rep_ms
+    rep_ms = GRAPH_REP_MS if rep_ms is None else rep_ms
     prev_stream = torch.cuda.current_stream()
-    graph = outs = samples = kept = None
+    graph = outs = samples = kept = flush = None
     reason = ""
     try:
         graph, outs = _capture(fn)
-        reason = _replay_mismatch(graph, outs, fn)
+        flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
+        reason, first_ms = _replay_mismatch(graph, outs, fn, flush)
         if not reason:
-            samples = _replay_samples(graph, iters, rep_ms, warmup_ms)
+            samples = _replay_samples(graph, iters, rep_ms, flush, first_ms)
             if keep_outputs:
                 kept = [t.detach().clone() for t in _tensors(outs)]
     except Exception as exc:  # noqa: BLE001 -- any failure to capture is a reason, not an error
@@ -321,7 +362,7 @@ def graph_timing(
     finally:
         torch.cuda.set_stream(prev_stream)  # a failed capture_end leaves the capture stream
     # Outside the except block: its traceback would pin the graph and its pool.
-    del outs
+    del outs, flush
     if graph is not None:
         graph.reset()
         del graph
@@ -358,31 +399,47 @@ def _tensors(outs) -> list:
     return []
 
 
-def _replay_mismatch(graph, outs, fn) -> str:
-    """ "" when one replay gives the eager call's outputs, else what differs."""
+def _replay_mismatch(graph, outs, fn, flush) -> tuple[str, float]:
+    """("" when one replay gives the eager call's outputs, else what differs; the GPU ms
+    of that replay, after an L2 flush)."""
     import torch
 
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    flush.zero_()
+    start.record()
     graph.replay()
+    end.record()
     eager = fn()
     torch.cuda.synchronize()
+    first_ms = start.elapsed_time(end)
     replayed, expected = _tensors(outs), _tensors(eager)
     if len(replayed) != len(expected):
-        return f"replay gave {len(replayed)} tensors, the eager call {len(expected)}"
+        return f"replay gave {len(replayed)} tensors, the eager call {len(expected)}", first_ms
     for i, (a, b) in enumerate(zip(replayed, expected)):
         diff = (a.detach().float() - b.detach().float()).abs().max().item() if a.numel() else 0.0
         scale = b.detach().float().abs().max().item() if b.numel() else 0.0
         if not diff <= GRAPH_CHECK_RTOL * scale:  # NaN fails too
-            return f"replay is not the eager call: output {i} off by {diff:.3g} (max {scale:.3g})"
-    return ""
+            off = f"output {i} off by {diff:.3g} (max {scale:.3g})"
+            return f"replay is not the eager call: {off}", first_ms
+    return "", first_ms
 
 
-def _replay_samples(graph, iters, rep_ms, warmup_ms) -> list[float]:
+def _replay_samples(graph, iters, rep_ms, flush, first_ms) -> list[float]:
+    """Timed replays: the checked replay's ms is the estimate from ONE_CALL_ESTIMATE_MS
+    on (a Long grad-grad replay is 70-300 ms), else the mean of three more (with their
+    flushes, as :func:`_estimate_ms`); then the replays, no warm-up."""
     import torch
 
-    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device="cuda")
-    estimate = _estimate_ms(graph.replay, flush)  # after _replay_mismatch's replay
-    for _ in range(n_warmups(warmup_ms, estimate)):
-        graph.replay()
+    estimate = first_ms
+    if first_ms < ONE_CALL_ESTIMATE_MS:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(3):
+            flush.zero_()
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        estimate = start.elapsed_time(end) / 3
     n = n_iters(iters, rep_ms, estimate)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]

@@ -101,6 +101,9 @@ def build_record(
         "ref_cache": ref_cache,
         "wall_s": round(wall_s, 3),
         "measure_s": round(measure, 3),
+        # parts of measure_s: the parity checks, the CUDA-graph captures and replays
+        "measure_parity_s": round(_sum(done, "parity_s"), 3),
+        "measure_graph_s": round(_sum(done, "graph_s"), 3),
         "reference_s": round(reference, 3),
         "first_call_s": round(first, 3),
         "startup_s": round(startup, 3),

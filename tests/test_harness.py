@@ -265,6 +265,13 @@ def test_call_counts_follow_the_estimate():
     assert timing.n_warmups(25.0, 25.0) == timing.n_warmups(25.0, 140.0) == 0
 
 
+def test_eager_samples_have_no_peak_on_cpu():
+    calls = []
+    got = timing.eager_samples(lambda: calls.append(1), "cpu", iters=4, warmup_ms=0.0, peak=True)
+    assert len(got.ms) == 4 and got.host is None and got.peak_mib is None
+    assert len(calls) == 1 + 1 + 4  # the estimate, at least one warm-up, the timed calls
+
+
 def test_graph_timing_needs_cuda():
     calls = []
     gt = timing.graph_timing(lambda: calls.append(1), "cpu", iters=3)
@@ -297,6 +304,7 @@ RECORD_KEYS_BEFORE_GRAPH = {
 }  # fmt: skip
 RECORD_KEYS_GRAPH = {"graph_ms", "graph_reason", "ms_summary", "host_ms_summary"}
 RECORD_KEYS_GRAPH |= {"graph_ms_summary"}
+RECORD_KEYS_PHASES = {"parity_s", "graph_s"}  # parts of measure_s (issue 20)
 
 
 def test_progress_record_events_carry_graph_time_and_summaries(tmp_path, monkeypatch):
@@ -307,11 +315,16 @@ def test_progress_record_events_carry_graph_time_and_summaries(tmp_path, monkeyp
     recs = [e for e in events if e["event"] == "record"]
     assert len(recs) == len(grid.preset_configs("cpu")) == len(records)
     for e in recs:
-        assert set(e["record"]) == RECORD_KEYS_BEFORE_GRAPH | RECORD_KEYS_GRAPH
+        assert set(e["record"]) == RECORD_KEYS_BEFORE_GRAPH | RECORD_KEYS_GRAPH | RECORD_KEYS_PHASES
         r = e["record"]
+        assert 0.0 < r["parity_s"] and r["parity_s"] + r["graph_s"] <= r["measure_s"]
         assert r["status"] == "ok" and r["graph_ms"] is None and r["graph_reason"] == "no CUDA"
         assert set(r["ms_summary"]) == set(timing.SUMMARY_KEYS) and r["ms_summary"]["n"] == 3
         assert r["ms"] == r["ms_summary"]["median"]
+    (done,) = [e for e in events if e["event"] == "class_done"]
+    for phase in RECORD_KEYS_PHASES:  # the class sums its rows' phases
+        assert done[phase] == pytest.approx(sum(e["record"][phase] for e in recs))
+    assert "(parity " in done["msg"] and "CUDA graphs" in done["msg"]
 
 
 @pytest.mark.gpu
@@ -358,6 +371,39 @@ def test_a_step_that_cannot_be_captured_gives_a_reason_and_poisons_nothing():
     again = timing.graph_timing(lambda: x * 2, "cuda", iters=5, keep_outputs=True)
     assert again.summary is not None, again.reason
     torch.testing.assert_close(again.outputs[0], x * 2)
+
+
+@pytest.mark.gpu
+def test_eager_samples_measure_the_peak_of_one_call():
+    """The peak taken on the estimate's calls is peak_mib's: each call's own allocation,
+    not the sum over the calls, and not the flush buffer."""
+    x = torch.randn(1024, 1024, device="cuda")
+
+    def step():
+        return x.repeat(16, 1)  # 64 MiB a call, dropped by the caller
+
+    alone = timing.peak_mib(step, "cuda")
+    # a step this short: the estimate is four calls, each dropping its output
+    got = timing.eager_samples(step, "cuda", iters=3, warm=True, peak=True)
+    assert got.peak_mib == pytest.approx(alone, rel=0.01), (got.peak_mib, alone)
+    assert 63.9 <= alone <= 64.1
+    assert timing.eager_samples(step, "cuda", iters=3).peak_mib is None  # not asked
+
+
+@pytest.mark.gpu
+def test_graph_timing_runs_the_step_three_times_and_replays_the_rest():
+    """One warm-up on a side stream, the capture, the eager call the first replay is
+    checked against: what a slow step costs beyond its replays."""
+    x = torch.randn(4096, device="cuda")
+    calls = []
+
+    def step():
+        calls.append(1)
+        return x * 2
+
+    gt = timing.graph_timing(step, "cuda", iters=7)
+    assert gt.summary is not None and gt.summary["n"] == 7, gt.reason
+    assert len(calls) == timing.CAPTURE_WARMUP_CALLS + 2 == 3
 
 
 def test_a_host_bound_backend_pick_is_made_on_the_kernels_time(monkeypatch):
