@@ -401,12 +401,12 @@ def _tensors(outs) -> list:
 
 def _replay_mismatch(graph, outs, fn, flush) -> tuple[str, float]:
     """("" when one replay gives the eager call's outputs, else what differs; the GPU ms
-    of that replay, after an L2 flush)."""
+    of that replay with the L2 flush before it, as :func:`_estimate_ms` counts a call)."""
     import torch
 
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    flush.zero_()
     start.record()
+    flush.zero_()
     graph.replay()
     end.record()
     eager = fn()
