@@ -47,7 +47,7 @@ import re
 import sys
 import time
 
-from harness import impls, records
+from harness import impls, records, timing
 from harness.flops import config_flops
 from harness.grid import PROGRESS_ENV, check_path, get_preset
 from harness.impls import make_inputs, run_path
@@ -342,6 +342,7 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
     results: dict = {}
     totals = {"reference_s": 0.0, "first_call_s": 0.0, "measure_s": 0.0}
     phases = {"parity_s": 0.0, "graph_s": 0.0}  # parts of measure_s
+    freed_before = timing.FREE_MEMORY_S[0]
     ref_counts: dict[str, int] = {}  # reference cache outcomes: hit, miss, skip, corrupt, off
     warnings.filterwarnings("ignore", message=".*[Ff]lash|.*[Mm]emory [Ee]fficient|.*cuDNN")
     # What is alive now (torch, triton, the kernels, earlier classes' survivors: ~10^6
@@ -392,12 +393,14 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
         free_memory()
     total_s = time.perf_counter() - started
     other_s = total_s - sum(totals.values())
+    free_s = timing.FREE_MEMORY_S[0] - freed_before  # in measuring and other alike
     _progress(
         tag,
         f"done in {total_s:.1f} s: references {totals['reference_s']:.1f} s, "
         f"first calls {totals['first_call_s']:.1f} s, measuring "
         f"{totals['measure_s']:.1f} s (parity {phases['parity_s']:.1f} s, CUDA graphs "
-        f"{phases['graph_s']:.1f} s), other {other_s:.1f} s; reference cache "
+        f"{phases['graph_s']:.1f} s), other {other_s:.1f} s, freeing memory "
+        f"{free_s:.1f} s in all; reference cache "
         + (", ".join(f"{n} {k}" for k, n in sorted(ref_counts.items())) or "unused"),
         event="class_done",
         total_s=total_s,
@@ -405,6 +408,7 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
         ref_cache=ref_counts,
         **totals,
         **phases,
+        free_s=free_s,
     )
     return results
 

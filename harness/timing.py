@@ -497,11 +497,19 @@ def peak_mib(fn: Callable, device) -> float | None:
     return (peak - base) / 2**20
 
 
+# Seconds this process spent in free_memory (gc.collect, and empty_cache, which waits for
+# the GPU and makes the next allocations cudaMalloc again): harness.measure reports a
+# class's share, so that a run says whether freeing between measurements costs much.
+FREE_MEMORY_S = [0.0]
+
+
 def free_memory():
     """Drop what Python no longer references and hand cached CUDA blocks back, between
     measurements (and after an out-of-memory) so one does not inherit another's."""
     import torch
 
+    t0 = time.perf_counter()
     gc.collect()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+    FREE_MEMORY_S[0] += time.perf_counter() - t0

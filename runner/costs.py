@@ -104,6 +104,8 @@ def build_record(
         # parts of measure_s: the parity checks, the CUDA-graph captures and replays
         "measure_parity_s": round(_sum(done, "parity_s"), 3),
         "measure_graph_s": round(_sum(done, "graph_s"), 3),
+        # gc.collect and empty_cache between measurements, in measuring and the rest alike
+        "free_memory_s": round(_sum(done, "free_s"), 3),
         "reference_s": round(reference, 3),
         "first_call_s": round(first, 3),
         "startup_s": round(startup, 3),

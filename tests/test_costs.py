@@ -53,16 +53,17 @@ def test_the_record_sums_the_classes_and_names_what_the_rest_is():
     # measuring (9.0 - 1.75 and 9.0 - 3.75), no ceilings measured, no asv time recorded
     assert rec["class_other_s"] == 7.25 + 5.25 and rec["peak_s"] == 0.0 and rec["asv_s"] is None
     # parts of measure_s, 0 where the classes did not say (events from before they did)
-    assert rec["measure_parity_s"] == rec["measure_graph_s"] == 0.0
+    assert rec["measure_parity_s"] == rec["measure_graph_s"] == rec["free_memory_s"] == 0.0
 
 
 def test_the_record_splits_measuring_into_parity_and_graphs():
-    events = class_events(parity_s=0.25, graph_s=0.5) + class_events(
-        "seed", "gradgrad", measure_s=3.0, parity_s=0.5, graph_s=1.25
+    events = class_events(parity_s=0.25, graph_s=0.5, free_s=0.125) + class_events(
+        "seed", "gradgrad", measure_s=3.0, parity_s=0.5, graph_s=1.25, free_s=0.25
     )
     rec = costs.build_record(events, commit="abc", machine="m", wall_s=20.0)
     assert rec["measure_s"] == 4.0
     assert rec["measure_parity_s"] == 0.75 and rec["measure_graph_s"] == 1.75
+    assert rec["free_memory_s"] == 0.375
 
 
 def test_the_record_names_the_asv_processes_and_the_ceilings_in_the_rest():

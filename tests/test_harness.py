@@ -325,6 +325,7 @@ def test_progress_record_events_carry_graph_time_and_summaries(tmp_path, monkeyp
     for phase in RECORD_KEYS_PHASES:  # the class sums its rows' phases
         assert done[phase] == pytest.approx(sum(e["record"][phase] for e in recs))
     assert "(parity " in done["msg"] and "CUDA graphs" in done["msg"]
+    assert 0.0 < done["free_s"] < done["total_s"] and "freeing memory" in done["msg"]
 
 
 @pytest.mark.gpu
