@@ -350,16 +350,24 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
     # candidate, graph and config) scans only what this class made: 0.19 s -> ~0.01 s a
     # call on the dev VM, ~650 calls in a GPU grid.
     gc.freeze()
-    for cfg in p.configs():
+    configs = list(p.configs())
+    pending = None  # the next config's reference, read in the background (refcache.prefetch)
+    for i, cfg in enumerate(configs):
         t0 = time.perf_counter()
         try:
             inp = make_inputs(cfg, device, seed=SEED)
-            ref64, math_same, which = _references(tag, path, cfg, inp, device, ref_counts)
+            ref64, math_same, which = _references(
+                tag, path, cfg, inp, device, ref_counts, prefetched=pending
+            )
         except torch.cuda.OutOfMemoryError:
             # Seen on the H100 at forward T=32768 after a fragmented T=16384 config: skip
             # the config (every mode), free the tensors outside the except block, go on.
             inp = ref64 = math_same = None
             which = "oom"
+        # read while this config is measured
+        pending = (
+            _prefetch_reference(path, configs[i + 1], device) if i + 1 < len(configs) else None
+        )
         totals["reference_s"] += time.perf_counter() - t0
         if which == "oom":
             free_memory()
@@ -413,7 +421,27 @@ def _measure_preset(tag, p, path, iters, rep_ms, modes):
     return results
 
 
-def _references(tag, path, cfg, inp, device, counts):
+def _reference_expect(path, cfg) -> list:
+    """(shape, dtype) of each kept fp64-reference output of ``path`` at ``cfg``: q's shape,
+    and k's and v's for the backward paths (harness.impls.make_inputs: (B, H, T, D))."""
+    shapes = [(cfg.B, cfg.H, cfg.tq, cfg.D)]
+    if path != "forward":
+        shapes += [(cfg.B, cfg.H, cfg.tk, cfg.D)] * 2
+    return [(s, kept_dtype(cfg.torch_dtype)) for s in shapes]
+
+
+def _prefetch_reference(path, cfg, device):
+    """Start reading ``cfg``'s fp64-reference entry in the background (refcache.prefetch);
+    None when the cache is off."""
+    from harness import refcache
+
+    return refcache.prefetch(
+        "fp64", path, cfg, device, seed=SEED, chunk_scores=REFERENCE_CHUNK_SCORES,
+        expect=_reference_expect(path, cfg),
+    )  # fmt: skip
+
+
+def _references(tag, path, cfg, inp, device, counts, *, prefetched=None):
     """(fp64 reference kept as parity.kept_dtype, the same-dtype math path's errors against
     it as parity.Denominator per output, which math) for one config: from the reference
     cache (harness/refcache.py) or computed and stored; ``counts`` tallies what the cache
@@ -425,13 +453,15 @@ def _references(tag, path, cfg, inp, device, counts):
     leaves = (inp.q,) if path == "forward" else (inp.q, inp.k, inp.v)
     shapes = [tuple(t.shape) for t in leaves]
     common = dict(seed=SEED, chunk_scores=REFERENCE_CHUNK_SCORES)
+    expect = [(s, kept_dtype(cfg.torch_dtype)) for s in shapes]
     ref64, _, got64 = refcache.cached_outputs(
         "fp64",
         path,
         cfg,
         device,
         lambda: (parity_reference(path, cfg, inp), "fp64"),
-        expect=[(s, kept_dtype(cfg.torch_dtype)) for s in shapes],
+        expect=expect,
+        prefetched=prefetched,
         **common,
     )
 

@@ -29,6 +29,10 @@ Layout: ``<root>/<code hash>/<entry key>.pt``
   with sha256 and torch.save's format). CRC-32 is a corruption check, not a signature. An
   entry whose magic, header, length, checksum, key, or tensor shapes/dtypes are wrong is
   ignored with a warning, recomputed and rewritten: never a crash, never a wrong value.
+- reads ahead: :func:`prefetch` reads and checks an entry in one background thread
+  (harness.measure asks for the next config's reference while it measures the current
+  one); :func:`cached_outputs` takes that read, and the warning of a bad entry is given
+  in the caller's thread as for a read of its own.
 - writes: a temporary file in the same folder, then ``os.replace``: two shards storing the
   same entry each replace it whole (the contents are the same), a reader sees the old file
   or the new one. No fsync: a file cut short by a crash fails its length/checksum test.
@@ -53,6 +57,7 @@ Standard library at import time, torch inside the functions (harness/__init__.py
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -191,6 +196,57 @@ class Outcome:
     note: str = ""
 
 
+@dataclasses.dataclass
+class Prefetched:
+    """An entry being read and checked in the background (:func:`prefetch`)."""
+
+    file: Path
+    expect: list
+    future: concurrent.futures.Future
+
+
+_READER: list[concurrent.futures.ThreadPoolExecutor] = []  # one thread, made on first use
+
+
+def prefetch(
+    kind: str,
+    path: str,
+    cfg,
+    device,
+    *,
+    seed: int,
+    chunk_scores: int,
+    expect: list[tuple[tuple, object]],
+    root: Path | None = ...,
+) -> Prefetched | None:
+    """Start reading an entry (and checking it, as :func:`load`) in a background thread;
+    :func:`cached_outputs` given it as ``prefetched`` takes the result instead of reading.
+
+    Why: on the lent H200 a warm GPU grid spent 26 s reading 15 GB of references back,
+    while the GPU waited; read during the previous config's measuring, they cost the
+    measuring thread only the copy to the device. The reader releases the GIL in the file
+    read and the checksum, so the measuring thread's timings see no GIL stalls to speak
+    of. None when the cache is off. The key is made here, in the caller's thread."""
+    root = cache_root() if root is ... else root
+    if root is None:
+        return None
+    key = entry_key(kind, path, cfg, seed=seed, device=device, chunk_scores=chunk_scores)
+    file = entry_path(root, key)
+    if not _READER:
+        _READER.append(concurrent.futures.ThreadPoolExecutor(1, "refcache-reader"))
+    return Prefetched(file, list(expect), _READER[0].submit(_read, file, key, expect))
+
+
+def _read(file: Path, key: dict, expect):
+    """(loaded or None, the exception or None): :func:`load` that never raises."""
+    try:
+        return load(file, key, expect), None
+    except FileNotFoundError:
+        return None, None
+    except Exception as exc:  # noqa: BLE001 -- reported by the caller, in its thread
+        return None, exc
+
+
 def cached_outputs(
     kind: str,
     path: str,
@@ -202,10 +258,12 @@ def cached_outputs(
     chunk_scores: int,
     expect: list[tuple[tuple, object]],
     root: Path | None = ...,
+    prefetched: Prefetched | None = None,
 ) -> tuple[tuple, str, Outcome]:
     """(outputs on ``device``, meta, outcome): from the cache, or ``compute()`` -> (outputs,
     meta) stored. ``expect``: (shape, dtype) per output; an entry that does not match is
-    corrupt."""
+    corrupt. ``prefetched`` (:func:`prefetch` of this entry): its read is used when it is
+    of the same file and expectations, else the entry is read here."""
     root = cache_root() if root is ... else root
     if root is None:
         outs, meta = compute()
@@ -213,12 +271,13 @@ def cached_outputs(
     key = entry_key(kind, path, cfg, seed=seed, device=device, chunk_scores=chunk_scores)
     file = entry_path(root, key)
     status, note = "miss", ""
-    try:
-        loaded = load(file, key, expect)
-    except FileNotFoundError:
-        loaded = None
-    except Exception as exc:  # noqa: BLE001 -- any unreadable entry is recomputed
-        status, note = "corrupt", f"{file}: {type(exc).__name__}: {_short(exc)}; recomputed"
+    if prefetched is not None and prefetched.file == file and prefetched.expect == list(expect):
+        loaded, error = prefetched.future.result()
+    else:
+        loaded, error = _read(file, key, expect)
+    if error is not None:  # any unreadable entry is recomputed
+        why = f"{type(error).__name__}: {_short(error)}"
+        status, note = "corrupt", f"{file}: {why}; recomputed"
         warnings.warn(f"reference cache entry ignored: {note}", CacheWarning, stacklevel=2)
         loaded = None
     if loaded is not None:
