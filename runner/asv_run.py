@@ -103,7 +103,7 @@ if str(REPO_ROOT) not in sys.path:  # `python runner/asv_run.py` as well as `-m`
 
 from harness import grid as grids  # noqa: E402  (standard library only)
 from harness import records  # noqa: E402  (standard library only)
-from runner import caches, costs, git, integrity, measurer, merge, noise  # noqa: E402
+from runner import caches, costs, git, integrity, interrupts, measurer, merge, noise  # noqa: E402
 from runner.asv_process import ASV_MAIN as _ASV_MAIN  # noqa: E402
 from runner.asv_process import die_with_parent as _die_with_parent  # noqa: E402
 from runner.asv_process import run_asv as _run_asv  # noqa: E402
@@ -303,6 +303,7 @@ def run_commit(
         with ProgressTail(progress) as tail, contextlib.ExitStack() as stack:
             if meas is not None:
                 stack.callback(meas.close)
+            stack.enter_context(interrupts.sticky())  # a Ctrl-C on a fork is not lost
             for i, (label, regex) in enumerate(chunks, 1):
                 part = f" [{i}/{len(chunks)} {label}]" if len(chunks) > 1 else ""
                 print(
@@ -346,6 +347,7 @@ def run_commit(
                     t_asv = time.time()
                     code = _run_asv(cmd, src, run_env)
                     asv_s += time.time() - t_asv
+                    interrupts.check()  # one that asv's start (a fork) swallowed
                     # where a preset's seconds go: the measuring process, then asv itself
                     # (discovery, its own processes, the track lookups, writing results)
                     print(

@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from runner import asv_run, git, merge, progress, shards
+from runner import asv_run, git, interrupts, merge, progress, shards
 from runner.machine import default_grid, machine_name, visible_gpus
 
 DEFAULT_STAGING = shards.REPO_ROOT / ".asv" / "shards"
@@ -181,8 +181,11 @@ def run_shards(
     index = {s.key: i + 1 for i, s in enumerate(todo)}
     selector = selectors.DefaultSelector()
     kwargs = {"worktree": worktree} if worktree else {}
+    stack = contextlib.ExitStack()
+    stack.enter_context(interrupts.sticky())  # a Ctrl-C that lands on a fork is not lost
     try:
         while pending or running:
+            interrupts.check()
             for device in devices:
                 if device in running or not pending:
                     continue
@@ -254,6 +257,7 @@ def run_shards(
         raise
     finally:
         selector.close()
+        stack.close()
     return failed
 
 

@@ -891,6 +891,34 @@ def test_an_interrupted_run_keeps_finished_shards_and_reruns_only_the_rest(
     assert set(json.loads(merged.read_text())["results"]) == cpu_names(fake)
 
 
+_CTRL_C_ON_NEXT_FORK: list[bool] = []
+
+
+def _ctrl_c_inside_the_fork_hook():
+    """An at-fork hook (the parent's side, as logging's): a SIGINT handled in here raises
+    KeyboardInterrupt where Python drops it ('Exception ignored')."""
+    if _CTRL_C_ON_NEXT_FORK:
+        _CTRL_C_ON_NEXT_FORK.clear()
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here
+
+
+os.register_at_fork(after_in_parent=_ctrl_c_inside_the_fork_hook)
+
+
+def test_a_ctrl_c_that_lands_on_a_fork_still_stops_the_run(fake, fake_env, tmp_path, capsys):
+    """The race behind a flaky run of the test above: the Ctrl-C came as the next shard was
+    forked, Python dropped its KeyboardInterrupt, and the run finished with exit 0
+    (runner/interrupts.py)."""
+    _CTRL_C_ON_NEXT_FORK.append(True)  # the first shard's fork
+    try:
+        code, out = run_local_gpus(capsys, fake, tmp_path, "--gpus", "1", "--shards", "3")
+    finally:
+        _CTRL_C_ON_NEXT_FORK.clear()
+    assert code == 130, out
+    assert "the same command runs only the 3 unfinished ones" in out
+
+
 def test_an_older_commit_runs_from_one_worktree_shared_by_all_shards(
     fake, fake_env, tmp_path, capsys
 ):
