@@ -23,7 +23,7 @@ help:
 	@echo "make bench-compare BASE=main    PR gate: measure this tree and BASE here, compare;"
 	@echo "                exit 1 on a regression/failure, 4 on a missing series (PRESETS=..)"
 	@echo "make test       CPU tests (Triton interpreter; NO_BROWSER=1 skips the apt Chromium)"
-	@echo "make test-gpu   the GPU-marked tests on a CUDA machine (PY=python3 on the lent GPU)"
+	@echo "make test-gpu   every kernel test on CUDA, the large ones too (PY=python3 on the lent GPU)"
 	@echo "make lint       ruff check + ruff format --check"
 	@echo "make bench-gpu GPUS=N      the suite sharded over N local GPUs, merged into results/"
 	@echo "make bench-modal COMMITS=HEAD SHARDS=8   the suite on Modal H100s (docs/modal.md)"
