@@ -392,6 +392,18 @@ def test_eager_samples_measure_the_peak_of_one_call():
 
 
 @pytest.mark.gpu
+def test_timers_share_one_flush_buffer_that_freeing_memory_keeps():
+    x = torch.randn(1024, device="cuda")
+    timing.step_timing(lambda: x * 2, "cuda", iters=3)
+    first = timing._flush_buffer()
+    timing.free_memory()
+    gt = timing.graph_timing(lambda: x * 2, "cuda", iters=3)
+    assert gt.summary is not None, gt.reason
+    again = timing._flush_buffer()
+    assert again.data_ptr() == first.data_ptr() and again.numel() == timing.L2_FLUSH_BYTES
+
+
+@pytest.mark.gpu
 def test_graph_timing_runs_the_step_three_times_and_replays_the_rest():
     """One warm-up on a side stream, the capture, the eager call the first replay is
     checked against: what a slow step costs beyond its replays."""
