@@ -94,12 +94,13 @@ bench-history: $(ENV)
 # The PR gate (runner/compare.py): HEAD and BASE measured on this machine (a committed result
 # of BASE for this machine and toolchain is reused), then `python -m reports compare`.
 # Exit status: 0 pass, 1 regression or failure, 4 missing series (ALLOW_MISSING=1 accepts).
+# ROUNDS=N: HEAD and BASE N times each, interleaved, judged on the session's own spread.
 .PHONY: bench-compare
 BASE ?= main
 bench-compare: $(ENV)
 	$(PY) -m runner.compare --base '$(BASE)' $(if $(PRESETS),--presets '$(PRESETS)') \
 		$(if $(GRID),--grid $(GRID)) $(if $(MACHINE),--machine '$(MACHINE)') \
-		$(if $(ALLOW_MISSING),--allow-missing)
+		$(if $(ALLOW_MISSING),--allow-missing) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 # Sharded runs (runner/; README: Running on Modal). GPUS: default every GPU nvidia-smi lists; SHARDS:
 # default one per GPU (bench-gpu) or 8 containers per commit (bench-modal); PRESETS and

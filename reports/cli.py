@@ -26,6 +26,7 @@ import pandas as pd
 
 from reports import costs as run_costs
 from reports import html, machines, metrics, plots, regress, roofline, tables, text
+from reports import rounds as round_rows
 from reports.compare_text import print_comparison
 from reports.derived import PEAK_FAMILY
 from reports.load import CSV_DROP, CSV_DROP_WHEN_EMPTY, NoResultsError, load_results
@@ -295,9 +296,14 @@ def compare(
     allow_failed=False,
     allow_missing=False,
     drift_window: int = regress.DRIFT_WINDOW,
+    rounds: list[tuple[str, str]] | None = None,
 ) -> int:
     """Exit EXIT_REGRESSION on a regression, drift or failure, EXIT_MISSING on a missing
-    series (unless allowed), EXIT_USAGE for a self-comparison, EXIT_OK otherwise."""
+    series (unless allowed), EXIT_USAGE for a self-comparison, EXIT_OK otherwise.
+
+    ``rounds``: (old, new) result paths of further interleaved rounds of the same two
+    sides (runner/compare.py --rounds); each side is judged on all of its rounds
+    (reports/rounds.py)."""
     if Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve():
         print(f"error: {a} and {b} are the same results: nothing to compare", file=sys.stderr)
         return EXIT_USAGE
@@ -305,6 +311,15 @@ def compare(
     df = load_results(results, repo=repo).df if needs_df else None
     old, label_a, commit_a = _side(a, df, repo, machine)
     new, label_b, commit_b = _side(b, df, repo, machine)
+    if rounds:
+        if not all(Path(p).exists() for pair in rounds for p in pair):
+            print("error: every round is a results path", file=sys.stderr)
+            return EXIT_USAGE
+        olds = [old] + [_side(ra, None, repo, machine)[0] for ra, _ in rounds]
+        news = [new] + [_side(rb, None, repo, machine)[0] for _, rb in rounds]
+        old = round_rows.combine(olds, regress.SERIES_KEYS)
+        new = round_rows.combine(news, regress.SERIES_KEYS)
+        label_a, label_b = f"{label_a} (+{len(rounds)})", f"{label_b} (+{len(rounds)})"
     if commit_a is not None and commit_a == commit_b:
         print(
             f"error: {a!r} and {b!r} are the same commit ({label_a}): compare a commit with "
@@ -454,6 +469,14 @@ def main(argv: list[str] | None = None) -> int:
         default=regress.DRIFT_WINDOW,
         help="also compare B with the median of its last N commits (0: off)",
     )
+    pc.add_argument(
+        "--round",
+        nargs=2,
+        action="append",
+        metavar=("A2", "B2"),
+        help="results of a further interleaved round of A and B (repeatable; paths): "
+        "each series is judged on all rounds (reports/rounds.py)",
+    )
     pa = sub.add_parser(
         "aa",
         help="A/A noise: largest difference between two runs of the "
@@ -528,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.allow_failed,
                 args.allow_missing,
                 args.drift_window,
+                rounds=[tuple(r) for r in args.round or []],
             )
         if args.command == "aa":
             return aa(args.a, args.b, args.repo, args.write)

@@ -12,6 +12,10 @@ is a regression or an improvement only when both hold:
    samples; reports/load.py noise_lo/noise_hi) the two intervals do not overlap
    ("stored noise").
 
+Measured in interleaved rounds (reports/rounds.py), a series' value is the median of its
+rounds, its interval their range, and the session's own spread of them (times
+rounds.SPREAD_FACTOR) replaces the card's A/A noise in 1.
+
 ``rule`` says which applied, ``mdc_pct`` the row's minimum detectable change (the smallest
 step in the worse direction that the rule flags: the larger of the minimum effect and the
 noise, which for stored noise is the old interval's upper half-width plus the new one's
@@ -34,6 +38,7 @@ import pandas as pd
 
 from reports import metrics
 from reports.load import SERIES_KEYS
+from reports.rounds import SPREAD_FACTOR
 from runner import git  # the project's one git helper (standard library only)
 
 REGRESSION = "regression"
@@ -206,7 +211,12 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
     # The step to flag is at least the minimum effect and the card's A/A (between-run)
     # noise: a stored interval is within one run and does not see what moves between runs
     # (on the H200, GPU-bound kernels up to 5% in graph ms, the host 2.5x; aa_noise.py).
-    rel = np.fmax(min_eff, np.nan_to_num(aa, nan=0.0))
+    # Measured in interleaved rounds, a series has this session's between-run noise of its
+    # own, which stands in for the card's (reports/rounds.py).
+    spread = _round_spread(out)
+    rounds_ = np.isfinite(spread)
+    noise_floor = np.where(rounds_, SPREAD_FACTOR * spread, np.nan_to_num(aa, nan=0.0))
+    rel = np.fmax(min_eff, noise_floor)
     # A host-bound eager row whose graph-replay sibling is measured: the kernel is judged on
     # graph ms, the eager row at its (host-bound) A/A noise.
     host_eager = _host_bound_with_graph(out, np.asarray(regimes, dtype=object), key)
@@ -238,6 +248,12 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
         else f"min effect {100 * m:.1f}% (no A/A noise for {u})"
         for u, r, a, m in zip(units, regimes, aa, min_eff)
     ]
+    between = [
+        f"interleaved rounds, spread {100 * sp:.1f}% x {SPREAD_FACTOR:g}, min effect {100 * m:.1f}%"
+        if r
+        else b
+        for b, r, sp, m in zip(between, rounds_, spread, min_eff)
+    ]
     rule = np.where(stored, [f"stored noise, {b}" for b in between], between)
     out["change_pct"] = 100.0 * change
     out["worse_pct"] = 100.0 * worse
@@ -250,6 +266,16 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
     out["status"] = status
     _follow_ms(out)
     return out
+
+
+def _round_spread(frame: pd.DataFrame) -> np.ndarray:
+    """The larger side's spread of round values (reports/rounds.py), NaN unless both sides
+    were measured in rounds."""
+    if not {"round_spread_old", "round_spread_new"} <= set(frame.columns):
+        return np.full(len(frame), np.nan)
+    old = frame["round_spread_old"].to_numpy(float)
+    new = frame["round_spread_new"].to_numpy(float)
+    return np.where(np.isfinite(old) & np.isfinite(new), np.fmax(old, new), np.nan)
 
 
 def _raw_results(path: str) -> dict:
@@ -295,6 +321,7 @@ def _side(df: pd.DataFrame, suffix: str, keys: list[str]) -> pd.DataFrame:
     cols = keys + [c for c in DESCRIBE if c in df.columns and c not in keys]
     cols += ["commit", "value", "noise_lo", "noise_hi"]
     cols += ["result_file"] if "result_file" in df.columns else []
+    cols += ["round_spread"] if "round_spread" in df.columns else []  # reports/rounds.py
     side = df[cols].rename(
         columns={
             "commit": "commit" + suffix,
@@ -302,6 +329,7 @@ def _side(df: pd.DataFrame, suffix: str, keys: list[str]) -> pd.DataFrame:
             "noise_lo": "noise_lo" + suffix,
             "noise_hi": "noise_hi" + suffix,
             "result_file": "result_file" + suffix,
+            "round_spread": "round_spread" + suffix,
         }
     )
     return side

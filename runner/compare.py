@@ -9,6 +9,10 @@
    ``<out>/base`` -- unless ``results/<machine>/`` already holds a committed result of the
    base commit and its ``machine.json`` names the same torch and triton as this environment:
    then that file is reused (restricted to the benchmarks this run measures).
+   With ``--rounds N`` (N > 1) the two are measured N times each, interleaved (HEAD, base,
+   HEAD, base, ...; nothing reused) into ``<out>/head``, ``<out>/base``, ``<out>/head-2``,
+   ``<out>/base-2``, ...: each side is then judged on all its rounds, with the session's
+   own spread of them as the noise (reports/rounds.py).
 3. ``python -m reports compare <out>/base <out>/head`` decides (reports/regress.py's rule):
    the exit status is the gate's: 0 pass, 1 regression or failure, 4 a series missing on the
    HEAD side (``--allow-missing``: pass), 2 bad arguments (HEAD is the base), 3 no results.
@@ -83,6 +87,7 @@ def gate(
     out: Path | str = REPO_ROOT / "build" / "gate",
     allow_missing: bool = False,
     reuse: bool = True,
+    rounds: int = 1,
     python: str = sys.executable,
     run_commit: Callable | None = None,
     toolchain: Callable[[], dict] | None = None,
@@ -90,7 +95,9 @@ def gate(
     compare: Callable | None = None,
 ) -> int:
     """Measure HEAD and ``base``, compare; returns the exit status (see the module doc).
-    ``run_commit``, ``toolchain``, ``resolve`` and ``compare`` are injectable (tests)."""
+    ``rounds`` > 1: HEAD, base, HEAD, base, ... interleaved (no committed base reused), each
+    side judged on all of its rounds (reports/rounds.py). ``run_commit``, ``toolchain``,
+    ``resolve`` and ``compare`` are injectable (tests)."""
     from reports import cli
 
     results_dir, out = Path(results_dir), Path(out)
@@ -113,15 +120,21 @@ def gate(
     except Exception as exc:  # an unknown preset: fail before anything runs
         print(f"error: {exc}", file=sys.stderr)
         return cli.EXIT_USAGE
+    if rounds < 1:
+        print(f"error: rounds must be at least 1, got {rounds}", file=sys.stderr)
+        return cli.EXIT_USAGE
     toolchain = toolchain or (lambda: current_toolchain(python))
-    for side in ("head", "base"):
-        shutil.rmtree(out / side, ignore_errors=True)
+    dirs = [(out / "base", out / "head")]
+    dirs += [(out / f"base-{r}", out / f"head-{r}") for r in range(2, rounds + 1)]
+    for pair in dirs:
+        for side in pair:
+            shutil.rmtree(side, ignore_errors=True)
     kw = dict(machine=machine, grid=grid, presets=list(presets) if presets else None)
 
     print(f"gate: measuring HEAD ({head_sha[:8]}) on {machine} into {out / 'head'}", flush=True)
     run_commit("HEAD", results_dir=out / "head", **kw)
 
-    reused = committed_result(results_dir, machine, base_sha) if reuse else None
+    reused = committed_result(results_dir, machine, base_sha) if reuse and rounds == 1 else None
     if reused is not None:
         now, then = toolchain(), recorded_toolchain(results_dir, machine)
         if now != then:
@@ -133,14 +146,22 @@ def gate(
     else:
         print(f"gate: measuring base {base} ({base_sha[:8]}) into {out / 'base'}", flush=True)
         run_commit(base_sha, results_dir=out / "base", **kw)
-    for side in ("head", "base"):
-        _ensure_benchmarks_json(out / side, results_dir)
+    for r, (base_dir, head_dir) in enumerate(dirs[1:], 2):
+        # interleaved: what drifts during the session lands on both sides
+        print(f"gate: round {r}/{rounds}: HEAD into {head_dir}, then base into {base_dir}")
+        run_commit("HEAD", results_dir=head_dir, **kw)
+        run_commit(base_sha, results_dir=base_dir, **kw)
+    for pair in dirs:
+        for side in pair:
+            _ensure_benchmarks_json(side, results_dir)
     compare = compare or cli.compare
+    extra = {"rounds": [(str(b), str(h)) for b, h in dirs[1:]]} if rounds > 1 else {}
     return compare(
         str(out / "base"),
         str(out / "head"),
         repo=str(REPO_ROOT),
         allow_missing=allow_missing,
+        **extra,
     )
 
 
@@ -158,6 +179,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=str(REPO_ROOT / "build" / "gate"))
     p.add_argument("--allow-missing", action="store_true")
     p.add_argument("--no-reuse", action="store_true", help="always measure the base")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure HEAD and the base this many times each, interleaved; each side is "
+        "judged on all its rounds, with this session's spread as the noise (default 1)",
+    )
     args = p.parse_args(argv)
     presets = [s.strip() for s in (args.presets or "").split(",") if s.strip()] or None
     return gate(
@@ -169,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out=args.out,
         allow_missing=args.allow_missing,
         reuse=not args.no_reuse,
+        rounds=args.rounds,
     )
 
 
