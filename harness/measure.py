@@ -450,10 +450,8 @@ def _references(tag, path, cfg, inp, device, counts, *, prefetched=None):
 
     from harness import refcache
 
-    leaves = (inp.q,) if path == "forward" else (inp.q, inp.k, inp.v)
-    shapes = [tuple(t.shape) for t in leaves]
+    expect = _reference_expect(path, cfg)  # the prefetch's expectation too: one source
     common = dict(seed=SEED, chunk_scores=REFERENCE_CHUNK_SCORES)
-    expect = [(s, kept_dtype(cfg.torch_dtype)) for s in shapes]
     ref64, _, got64 = refcache.cached_outputs(
         "fp64",
         path,
@@ -475,7 +473,7 @@ def _references(tag, path, cfg, inp, device, counts, *, prefetched=None):
         cfg,
         device,
         denominators,
-        expect=[((len(shapes), len(Denominator._fields)), torch.float64)],
+        expect=[((len(expect), len(Denominator._fields)), torch.float64)],
         **common,
     )
     math_same = tuple(Denominator(*row) for row in table.tolist())

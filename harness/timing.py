@@ -166,27 +166,8 @@ def step_timing(
     Where the host ms reaches the GPU ms, the step waits on Python and launches, not on
     kernels, and its ms moves with the host (README, "Results on one H100").
     """
-    ms, host = step_samples(fn, device, iters=iters, rep_ms=rep_ms, warmup_ms=warmup_ms)
-    return statistics.median(ms), None if host is None else statistics.median(host)
-
-
-def step_samples(
-    fn: Callable,
-    device,
-    *,
-    iters: int | None = None,
-    rep_ms: float | None = None,
-    warmup_ms: float = DEFAULT_WARMUP_MS,
-    warm: bool = False,
-) -> tuple[list[float], list[float] | None]:
-    """The samples behind :func:`step_timing`: (ms of every timed call, host ms of the
-    first ``HOST_SAMPLES`` of them, None on CPU).
-
-    ``warm``: ``fn`` ran already (compiled, tuned, its memory measured), so on a GPU the
-    untimed first call is skipped; the estimate's calls and the warm-up follow as ever.
-    """
-    got = eager_samples(fn, device, iters=iters, rep_ms=rep_ms, warmup_ms=warmup_ms, warm=warm)
-    return got.ms, got.host
+    got = eager_samples(fn, device, iters=iters, rep_ms=rep_ms, warmup_ms=warmup_ms)
+    return statistics.median(got.ms), None if got.host is None else statistics.median(got.host)
 
 
 class EagerSamples(NamedTuple):
@@ -209,10 +190,14 @@ def eager_samples(
     warm: bool = False,
     peak: bool = False,
 ) -> EagerSamples:
-    """:func:`step_samples`, and with ``peak`` on a GPU the peak memory of one call
-    measured on the estimate's calls: what :func:`peak_mib` gives (each call drops its
-    outputs before the next, the flush buffer is allocated before the baseline), without
-    a call of its own; a 300 ms step (Long grad-grad) saves 300 ms."""
+    """The samples behind :func:`step_timing`: ms of every timed call, host ms of the first
+    ``HOST_SAMPLES`` of them (None on CPU), and with ``peak`` on a GPU the peak memory of
+    one call measured on the estimate's calls: what :func:`peak_mib` gives (each call drops
+    its outputs before the next, the flush buffer is allocated before the baseline),
+    without a call of its own; a 300 ms step (Long grad-grad) saves 300 ms.
+
+    ``warm``: ``fn`` ran already (compiled, tuned), so on a GPU the untimed first call is
+    skipped; the estimate's calls and the warm-up follow as ever."""
     import torch
 
     rep_ms = DEFAULT_REP_MS if rep_ms is None else rep_ms

@@ -245,8 +245,8 @@ def test_a_failed_capture_is_named_by_its_first_error():
     )
 
 
-def test_step_samples_keep_every_timed_call():
-    ms, host = timing.step_samples(lambda: None, "cpu", iters=9, warmup_ms=0.0)
+def test_eager_samples_keep_every_timed_call():
+    ms, host, _ = timing.eager_samples(lambda: None, "cpu", iters=9, warmup_ms=0.0)
     assert len(ms) == 9 and all(x >= 0.0 for x in ms) and host is None
 
 
