@@ -202,7 +202,7 @@ def unit_regimes(unit: str) -> list[str]:
     if unit in metrics.MS_REGIME_UNITS:
         return [metrics.HOST_BOUND, metrics.GPU_BOUND]
     if unit == "graph ms":
-        return [metrics.GPU_BOUND]
+        return [metrics.BACKEND_CHOICE, metrics.GPU_BOUND]
     if unit in metrics.CHOICE_REGIME_UNITS:
         return [metrics.BACKEND_CHOICE, metrics.ALL]
     return [metrics.ALL]

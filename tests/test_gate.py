@@ -282,6 +282,7 @@ def test_h200_aa_pair_and_an_unchanged_commit_pass_the_gate():
     and one GPU-bound baseline (forward Long recompute, graph ms +10%: above the pair's 8%)."""
     old = load_results(H200, repo=ROOT).df
     new = load_results(H200_AA, repo=ROOT).df
+    new = new[new["commit"].str.startswith(H200_AA_COMMIT)]
     cold = old[old["commit"].str.startswith(H200_AA_COMMIT)]
     cmp = regress.compare_frames(cold, new, keys=["benchmark", "params"])
     both = cmp[cmp["value_old"].notna() & cmp["value_new"].notna()]
