@@ -481,12 +481,6 @@ def _references(tag, path, cfg, inp, device, counts, *, prefetched=None):
         counts[got.status] = counts.get(got.status, 0) + 1
         if got.note:
             _progress(tag, f"{cfg.label()}: {what} {got.note}", event="note")
-    if got64.status != "hit" or got_den.status != "hit":
-        # Computed here: the measurements start from what a warm run starts from. On the
-        # H200 (493bf30, cold) the references of Long forward T32768 left 100 GiB in use
-        # outside any graph pool: the math row's replay and the save_p row ran out of
-        # memory, which the warm run of the same commit measured.
-        free_memory()
     return ref64, math_same, which
 
 
