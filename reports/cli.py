@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports import costs as run_costs
-from reports import html, machines, metrics, plots, regress, roofline, tables, text
+from reports import guard, html, machines, metrics, plots, regress, roofline, tables, text
 from reports import rounds as round_rows
 from reports.compare_text import print_comparison
 from reports.derived import PEAK_FAMILY
@@ -264,13 +264,17 @@ def build(
 EXIT_MISSING = 4  # compare: series of the old side not measured on the new side
 
 
-def _side(ref: str, df: pd.DataFrame | None, repo, machine: str | None):
+def _side(ref: str, df: pd.DataFrame | None, repo, machine: str | None, results="results"):
     """Rows for one side of a comparison: a path (its newest commit per machine) or a commit.
-    Returns (rows, label, commit or None)."""
+    A path with no benchmarks.json near it (a result file kept outside a results folder)
+    takes the one of ``results``: the units, so the directions. Returns (rows, label,
+    commit or None)."""
     path = Path(ref)
     commit = None
     if path.exists():
-        rows = load_results(path, repo=repo).df
+        fallback = Path(results) / "benchmarks.json"
+        meta = fallback if guard.find_benchmarks_json(path) is None and fallback.is_file() else None
+        rows = load_results(path, repo=repo, benchmarks_json=meta).df
         newest = rows.groupby("machine")["commit_order"].transform("max")
         rows = rows[rows["commit_order"] == newest]
         label = str(path)
@@ -309,14 +313,14 @@ def compare(
         return EXIT_USAGE
     needs_df = not (Path(a).exists() and Path(b).exists())
     df = load_results(results, repo=repo).df if needs_df else None
-    old, label_a, commit_a = _side(a, df, repo, machine)
-    new, label_b, commit_b = _side(b, df, repo, machine)
+    old, label_a, commit_a = _side(a, df, repo, machine, results)
+    new, label_b, commit_b = _side(b, df, repo, machine, results)
     if rounds:
         if not all(Path(p).exists() for pair in rounds for p in pair):
             print("error: every round is a results path", file=sys.stderr)
             return EXIT_USAGE
-        olds = [old] + [_side(ra, None, repo, machine)[0] for ra, _ in rounds]
-        news = [new] + [_side(rb, None, repo, machine)[0] for _, rb in rounds]
+        olds = [old] + [_side(ra, None, repo, machine, results)[0] for ra, _ in rounds]
+        news = [new] + [_side(rb, None, repo, machine, results)[0] for _, rb in rounds]
         old = round_rows.combine(olds, regress.SERIES_KEYS)
         new = round_rows.combine(news, regress.SERIES_KEYS)
         label_a, label_b = f"{label_a} (+{len(rounds)})", f"{label_b} (+{len(rounds)})"

@@ -293,3 +293,15 @@ def test_a_5_percent_step_in_h200_rounds(real_runs, split):
     # cold run was 6% slower than the three warm ones (18.21 vs 17.00-17.30 ms)
     ten = big["status"] == regress.REGRESSION
     assert ten[big["unit"] == "graph ms"].all() and ten.sum() >= 23, big.loc[~ten, "params"]
+
+
+def test_the_cli_judges_the_h200_rounds_from_their_files(caplog, capsys):
+    """Result files as they are kept: two under results/, two under tests/data with no
+    benchmarks.json of their own (results/'s gives the units, so TFLOP/s reads higher is
+    better); each under its own machine name."""
+    files = {n: str(_file(d, "493bf30f")) for n, d in REAL_RUNS.items()}
+    argv = ["compare", files["cold"], files["warm"], "--round", files["r3"], files["r4"]]
+    with caplog.at_level("WARNING"):
+        assert main(argv + ["--results", str(ROOT / "results")]) == EXIT_OK
+    assert "benchmarks.json" not in caplog.text
+    assert "(+1)" in capsys.readouterr().out
