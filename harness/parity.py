@@ -98,7 +98,12 @@ def reference_outputs(
         )
         with torch.enable_grad():
             res = run_path(path, ref_attn, chunk)
-        row_out[:, :, s:e] = res[0]
+        # detached: o of the forward path carries its chunk's graph, and copying it in
+        # would chain every chunk's graph (fp64 scores, probabilities, mask) to row_out
+        # and to the kept reference. On the H200 at Long forward T32768 that held ~80 GiB
+        # through the config's measurements in every cold run (the math row's replay and
+        # the save_p row ran out of memory); a warm run reads the reference from disk.
+        row_out[:, :, s:e] = res[0].detach()
         for acc, part in zip(key_outs, res[1:]):
             acc[:, :, ks:ke] += part.to(acc_dtype)
         del res, chunk

@@ -121,6 +121,18 @@ def test_cached_references_are_bit_identical_to_fresh_ones(cache, path, cfg):
     assert small in files and small.stat().st_size < 2048
 
 
+@pytest.mark.parametrize("path", grid.PATHS)
+def test_a_computed_reference_holds_no_autograd_graph(path):
+    """Cold, the reference is computed; warm, it is read from disk: both must hold only
+    their values. A forward reference that kept its chunks' graphs held ~80 GiB (fp64
+    scores and probabilities) on the H200 at T32768 in every cold run, and the math and
+    save_p rows ran out of memory there, which the warm runs measured."""
+    inp = make_inputs(CFG_BF16_WINDOW, "cpu", seed=measure.SEED)
+    for t in (*reference_outputs(path, CFG_BF16_WINDOW, inp, torch.float64),
+              *parity_reference(path, CFG_BF16_WINDOW, inp)):  # fmt: skip
+        assert t.grad_fn is None and not t.requires_grad
+
+
 def test_the_kept_reference_is_the_fp64_one_rounded(cache):
     for cfg in (CFG, CFG_BF16_WINDOW, CFG_FP16):
         inp = make_inputs(cfg, "cpu", seed=measure.SEED)
