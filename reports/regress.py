@@ -14,7 +14,7 @@ is a regression or an improvement only when both hold:
 
 Measured in interleaved rounds (reports/rounds.py), a series' value is the median of its
 rounds, its interval their range, and on GPU-bound rows the session's own spread of them
-(times rounds.SPREAD_FACTOR) replaces the card's A/A noise in 1., with the smaller minimum
+(times rounds.spread_factor) replaces the card's A/A noise in 1., with the smaller minimum
 effect rounds.ROUND_MIN_EFFECT; host-bound and host rows keep the A/A noise as a floor.
 
 ``rule`` says which applied, ``mdc_pct`` the row's minimum detectable change (the smallest
@@ -39,7 +39,7 @@ import pandas as pd
 
 from reports import metrics
 from reports.load import SERIES_KEYS
-from reports.rounds import ROUND_MIN_EFFECT, SPREAD_FACTOR
+from reports.rounds import ROUND_MIN_EFFECT
 from runner import git  # the project's one git helper (standard library only)
 
 REGRESSION = "regression"
@@ -218,11 +218,11 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
     # cannot bound it (H200, 493bf30, four runs of one commit: the Short fused backward's
     # eager ms 0.431/0.464 ms in two runs, 0.574/0.684 in the other two, its graph ms
     # 0.429-0.430 in all four). Host-bound and host rows keep the card's A/A noise.
-    spread = _round_spread(out)
-    rounds_ = np.isfinite(spread)
+    spread, round_floor = _round_noise(out)
+    rounds_ = np.isfinite(round_floor)
     gpu_rounds = rounds_ & (np.asarray(regimes, dtype=object) == metrics.GPU_BOUND)
     aa_floor = np.nan_to_num(aa, nan=0.0)
-    session = SPREAD_FACTOR * np.nan_to_num(spread, nan=0.0)
+    session = np.nan_to_num(round_floor, nan=0.0)
     noise_floor = np.where(gpu_rounds, session, np.fmax(aa_floor, session))
     # The lower bar is for our kernels, whose tuned config is one per commit. SDPA picks a
     # backend and cuDNN a plan in each process: the same four runs put its Grid backward at
@@ -264,12 +264,14 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
         for u, r, a, m in zip(units, regimes, aa, min_eff)
     ]
     between = [
-        f"interleaved rounds, spread {100 * sp:.1f}% x {SPREAD_FACTOR:g}, min effect {100 * m:.1f}%"
+        f"interleaved rounds, spread {100 * sp:.1f}% -> floor {100 * fl:.1f}%, min effect "
+        f"{100 * m:.1f}%"
         if g
-        else f"{b}; interleaved rounds, spread {100 * sp:.1f}% x {SPREAD_FACTOR:g} (not GPU-bound)"
+        else f"{b}; interleaved rounds, spread {100 * sp:.1f}% -> floor {100 * fl:.1f}% "
+        "(not GPU-bound)"
         if r
         else b
-        for b, g, r, sp, m in zip(between, gpu_rounds, rounds_, spread, min_eff)
+        for b, g, r, sp, fl, m in zip(between, gpu_rounds, rounds_, spread, round_floor, min_eff)
     ]
     rule = np.where(stored, [f"stored noise, {b}" for b in between], between)
     out["change_pct"] = 100.0 * change
@@ -285,14 +287,20 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
     return out
 
 
-def _round_spread(frame: pd.DataFrame) -> np.ndarray:
-    """The larger side's spread of round values (reports/rounds.py), NaN unless both sides
-    were measured in rounds."""
-    if not {"round_spread_old", "round_spread_new"} <= set(frame.columns):
-        return np.full(len(frame), np.nan)
-    old = frame["round_spread_old"].to_numpy(float)
-    new = frame["round_spread_new"].to_numpy(float)
-    return np.where(np.isfinite(old) & np.isfinite(new), np.fmax(old, new), np.nan)
+def _round_noise(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(spread, floor) of the side with the larger floor (reports/rounds.py); NaN unless
+    both sides were measured in rounds."""
+    cols = {"round_spread_old", "round_spread_new", "round_floor_old", "round_floor_new"}
+    if not cols <= set(frame.columns):
+        nan = np.full(len(frame), np.nan)
+        return nan, nan
+    spreads = [frame[f"round_spread_{s}"].to_numpy(float) for s in ("old", "new")]
+    floors = [frame[f"round_floor_{s}"].to_numpy(float) for s in ("old", "new")]
+    both = np.isfinite(floors[0]) & np.isfinite(floors[1])
+    new_larger = floors[1] > floors[0]
+    spread = np.where(both, np.where(new_larger, spreads[1], spreads[0]), np.nan)
+    floor = np.where(both, np.fmax(floors[0], floors[1]), np.nan)
+    return spread, floor
 
 
 def _raw_results(path: str) -> dict:
@@ -338,7 +346,7 @@ def _side(df: pd.DataFrame, suffix: str, keys: list[str]) -> pd.DataFrame:
     cols = keys + [c for c in DESCRIBE if c in df.columns and c not in keys]
     cols += ["commit", "value", "noise_lo", "noise_hi"]
     cols += ["result_file"] if "result_file" in df.columns else []
-    cols += ["round_spread"] if "round_spread" in df.columns else []  # reports/rounds.py
+    cols += [c for c in ("round_spread", "round_floor") if c in df.columns]  # reports/rounds.py
     side = df[cols].rename(
         columns={
             "commit": "commit" + suffix,
@@ -347,6 +355,7 @@ def _side(df: pd.DataFrame, suffix: str, keys: list[str]) -> pd.DataFrame:
             "noise_hi": "noise_hi" + suffix,
             "result_file": "result_file" + suffix,
             "round_spread": "round_spread" + suffix,
+            "round_floor": "round_floor" + suffix,
         }
     )
     return side

@@ -10,22 +10,27 @@ forward T32768), so a 5% step cannot be told from noise with one run a side.
 Measured in rounds (head, base, head, base, ...: runner/compare.py), each side has N runs
 from one session, and :func:`combine` makes one row per series of them: the value is the
 median over the rounds, the noise interval the range of the rounds' values, and
-``round_spread`` that range relative to the median. reports/regress.py's rule then uses
-``SPREAD_FACTOR`` times the larger side's spread as the row's noise floor in place of the
-card's A/A noise, and the stored-noise test becomes "every new round is worse than every
-old round". A card that drifts during the session (warming up) puts the two sides' rounds
-between each other and flags nothing; a row that is noisy in this session raises its own
-floor.
+``round_spread`` that range relative to the median, ``round_floor`` the noise floor it
+gives (:func:`spread_factor` times it). reports/regress.py's rule then uses the larger
+side's floor in place of the card's A/A noise on GPU-bound rows, and the stored-noise test
+becomes "every new round is worse than every old round". A card that drifts during the
+session (warming up) puts the two sides' rounds between each other and flags nothing; a
+row that is noisy in this session raises its own floor.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
-# A step must be at least this many times the larger side's range of round values (with
-# two rounds a side, the range is about 1.1 standard deviations of one run).
+# With two rounds a side a step must be at least this many times the larger side's range of
+# round values (the range of two runs is about 1.13 standard deviations of one run).
 SPREAD_FACTOR = 2.0
+# d2(n): the expected range of n normal samples, in standard deviations (the control-chart
+# constant): how the range of n rounds grows with n.
+RANGE_IN_SIGMAS = {2: 1.128, 3: 1.693, 4: 2.059, 5: 2.326, 6: 2.534, 7: 2.704, 8: 2.847}
 # The minimum effect of a GPU-bound row measured in rounds, in place of the unit's (5% for
 # ms): a step of exactly the minimum effect is flagged only when noise does not shrink it,
 # so to catch 5% the bar must sit below it. Set from the H200 rounds of 493bf30 (four runs
@@ -33,13 +38,26 @@ SPREAD_FACTOR = 2.0
 ROUND_MIN_EFFECT = 0.04
 
 
+def spread_factor(n: int) -> float:
+    """The floor per unit of range with ``n`` rounds a side: ``SPREAD_FACTOR`` at two, and
+    beyond it the same multiple of the standard error of a difference of two n-round
+    means, which shrinks as sqrt(2 / n) while the range of n runs grows as d2(n): 1.09 at
+    three rounds, 0.77 at four. So more rounds catch smaller steps, as they should; with
+    a fixed factor the growing range would make them catch less."""
+    n = min(max(int(n), 2), max(RANGE_IN_SIGMAS))
+    per_sigma = SPREAD_FACTOR * RANGE_IN_SIGMAS[2]  # at n = 2, sqrt(2 / n) = 1
+    return per_sigma * math.sqrt(2 / n) / RANGE_IN_SIGMAS[n]
+
+
 def combine(frames: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
     """One side's rounds as one frame: the first round's rows, where every round has a
     finite value the median of them (``value``), their range (``noise_lo``/``noise_hi``),
-    ``round_spread`` = range / |median| and ``rounds`` = how many; elsewhere the first
-    round's row as it is (``round_spread`` NaN, ``rounds`` 1)."""
+    ``round_spread`` = range / |median|, ``round_floor`` = :func:`spread_factor` times it
+    and ``rounds`` = how many; elsewhere the first round's row as it is (``round_spread``
+    and ``round_floor`` NaN, ``rounds`` 1)."""
     first = frames[0].copy()
     first["round_spread"] = np.nan
+    first["round_floor"] = np.nan
     first["rounds"] = 1
     if len(frames) < 2 or first.empty:
         return first
@@ -64,5 +82,6 @@ def combine(frames: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
     first.loc[full, "noise_lo"] = lo[full]
     first.loc[full, "noise_hi"] = hi[full]
     first.loc[full, "round_spread"] = spread[full]
+    first.loc[full, "round_floor"] = spread_factor(len(frames)) * spread[full]
     first.loc[full, "rounds"] = len(frames)
     return first

@@ -102,6 +102,31 @@ def test_combine_takes_the_median_and_the_range_of_complete_series():
     assert rounds.combine([base], keys)["round_spread"].isna().all()
 
 
+def test_the_floor_per_unit_of_range_shrinks_with_more_rounds():
+    assert rounds.spread_factor(2) == pytest.approx(rounds.SPREAD_FACTOR)
+    assert rounds.spread_factor(3) == pytest.approx(1.088, abs=0.001)
+    assert rounds.spread_factor(4) == pytest.approx(0.775, abs=0.001)
+    # in standard deviations of one run: the floor falls as sqrt(2 / n)
+    sigmas = [rounds.spread_factor(n) * rounds.RANGE_IN_SIGMAS[n] for n in (2, 3, 4, 8)]
+    assert sigmas == pytest.approx([sigmas[0] * (2 / n) ** 0.5 for n in (2, 3, 4, 8)])
+
+
+def test_three_rounds_catch_what_two_cannot(grid_rows):
+    """A 5% step on the fused rows >= 3 ms, runs spread over 3%: with two rounds a side the
+    floor is 6% and lets it through; with three (floor 3.3%, so the 4% bar) it is caught."""
+    big = fused_big(grid_rows)
+    spread = (1.0, 1.03, 1.015)
+    olds = [a_round(grid_rows, 1, 0.0, f, big) for f in spread]
+    news = [a_round(grid_rows, 1, 0.0, 1.05 * f, big) for f in spread]
+    hit = grid_rows[big].set_index(regress.SERIES_KEYS).index
+    for n, caught in ((2, False), (3, True)):
+        cmp = judged(olds[:n], news[:n])
+        rows = cmp[cmp.set_index(regress.SERIES_KEYS).index.isin(hit)]
+        assert len(rows) == big.sum()
+        assert (rows["status"] == regress.REGRESSION).all() == caught, rows["rule"].iloc[0]
+        assert caught or not (rows["status"] == regress.REGRESSION).any()
+
+
 def test_an_interleaved_aa_flags_nothing(grid_rows):
     """Two rounds a side of the same kernels, each run within +-1.5% of the next."""
     cmp = judged(
