@@ -39,7 +39,7 @@ import pandas as pd
 
 from reports import metrics
 from reports.load import SERIES_KEYS
-from reports.rounds import ROUND_MIN_EFFECT
+from reports.rounds import ROUND_MIN_EFFECT, round_noise
 from runner import git  # the project's one git helper (standard library only)
 
 REGRESSION = "regression"
@@ -218,7 +218,7 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
     # cannot bound it (H200, 493bf30, four runs of one commit: the Short fused backward's
     # eager ms 0.431/0.464 ms in two runs, 0.574/0.684 in the other two, its graph ms
     # 0.429-0.430 in all four). Host-bound and host rows keep the card's A/A noise.
-    spread, round_floor = _round_noise(out)
+    spread, round_floor = round_noise(out)
     rounds_ = np.isfinite(round_floor)
     gpu_rounds = rounds_ & (np.asarray(regimes, dtype=object) == metrics.GPU_BOUND)
     aa_floor = np.nan_to_num(aa, nan=0.0)
@@ -285,22 +285,6 @@ def classify(frame: pd.DataFrame, overrides: dict[str, float] | None = None) -> 
     out["status"] = status
     _follow_ms(out)
     return out
-
-
-def _round_noise(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(spread, floor) of the side with the larger floor (reports/rounds.py); NaN unless
-    both sides were measured in rounds."""
-    cols = {"round_spread_old", "round_spread_new", "round_floor_old", "round_floor_new"}
-    if not cols <= set(frame.columns):
-        nan = np.full(len(frame), np.nan)
-        return nan, nan
-    spreads = [frame[f"round_spread_{s}"].to_numpy(float) for s in ("old", "new")]
-    floors = [frame[f"round_floor_{s}"].to_numpy(float) for s in ("old", "new")]
-    both = np.isfinite(floors[0]) & np.isfinite(floors[1])
-    new_larger = floors[1] > floors[0]
-    spread = np.where(both, np.where(new_larger, spreads[1], spreads[0]), np.nan)
-    floor = np.where(both, np.fmax(floors[0], floors[1]), np.nan)
-    return spread, floor
 
 
 def _raw_results(path: str) -> dict:

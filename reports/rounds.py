@@ -85,3 +85,20 @@ def combine(frames: list[pd.DataFrame], keys: list[str]) -> pd.DataFrame:
     first.loc[full, "round_floor"] = spread_factor(len(frames)) * spread[full]
     first.loc[full, "rounds"] = len(frames)
     return first
+
+
+def round_noise(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(spread, floor) per row of a comparison (reports/regress.py: ``*_old``/``*_new``
+    columns), of the side with the larger floor; NaN unless both sides were measured in
+    rounds."""
+    cols = {"round_spread_old", "round_spread_new", "round_floor_old", "round_floor_new"}
+    if not cols <= set(frame.columns):
+        nan = np.full(len(frame), np.nan)
+        return nan, nan
+    spreads = [frame[f"round_spread_{s}"].to_numpy(float) for s in ("old", "new")]
+    floors = [frame[f"round_floor_{s}"].to_numpy(float) for s in ("old", "new")]
+    both = np.isfinite(floors[0]) & np.isfinite(floors[1])
+    new_larger = floors[1] > floors[0]
+    spread = np.where(both, np.where(new_larger, spreads[1], spreads[0]), np.nan)
+    floor = np.where(both, np.fmax(floors[0], floors[1]), np.nan)
+    return spread, floor
