@@ -81,86 +81,86 @@ AA_NOISE = json.loads(
   "h200-sxm-140gb": {
    "noise": {
     "GB/s|all": {
-     "max_abs_diff_pct": 0.0684,
-     "median_abs_diff_pct": 0.039,
-     "pairs": 2,
+     "max_abs_diff_pct": 0.0732,
+     "median_abs_diff_pct": 0.035,
+     "pairs": 11,
      "threshold": 0.005,
      "worst": "bench_peak.Peak.track_gbps op=copy_2GiB"
     },
     "MiB|all": {
      "max_abs_diff_pct": 0.0,
      "median_abs_diff_pct": 0.0,
-     "pairs": 392,
+     "pairs": 2159,
      "threshold": 0.005,
      "worst": "bench_backward.Grid.track_peak_mib B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=causal bwd_mode=dv_only"
     },
     "MiB|backend_choice": {
      "max_abs_diff_pct": 0.0,
      "median_abs_diff_pct": 0.0,
-     "pairs": 60,
+     "pairs": 330,
      "threshold": 0.005,
      "worst": "bench_backward.Grid.track_peak_mib B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=causal bwd_mode=sdpa"
     },
     "TFLOP/s|gpu_bound": {
-     "max_abs_diff_pct": 9.0419,
-     "median_abs_diff_pct": 0.0784,
-     "pairs": 402,
-     "threshold": 0.14,
-     "worst": "bench_backward.Grid.track_tflops B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=none bwd_mode=sdpa"
+     "max_abs_diff_pct": 9.9391,
+     "median_abs_diff_pct": 0.0831,
+     "pairs": 2212,
+     "threshold": 0.15,
+     "worst": "bench_gradgrad.Long.track_tflops B=1 H=8 T=16384 D=128 dtype=bfloat16 mask=causal bwd_mode=fused"
     },
     "TFLOP/s|host_bound": {
-     "max_abs_diff_pct": 100.6701,
-     "median_abs_diff_pct": 0.3166,
-     "pairs": 494,
-     "threshold": 1.5150000000000001,
-     "worst": "bench_forward.Seed.track_tflops B=2 H=4 T=2048 D=128 dtype=float16 mask=none bwd_mode=recompute"
+     "max_abs_diff_pct": 150.1341,
+     "median_abs_diff_pct": 0.3452,
+     "pairs": 2722,
+     "threshold": 2.255,
+     "worst": "bench_backward.Seed.track_tflops B=2 H=4 T=2048 D=128 dtype=float16 mask=none bwd_mode=sdpa"
     },
     "graph ms|backend_choice": {
-     "max_abs_diff_pct": 8.53,
-     "median_abs_diff_pct": 0.3289,
-     "pairs": 60,
-     "threshold": 0.13,
+     "max_abs_diff_pct": 10.0079,
+     "median_abs_diff_pct": 0.373,
+     "pairs": 330,
+     "threshold": 0.155,
      "worst": "bench_forward.Long.track_graph_ms B=1 H=8 T=32768 D=128 dtype=bfloat16 mask=causal bwd_mode=sdpa"
     },
     "graph ms|gpu_bound": {
-     "max_abs_diff_pct": 5.194,
-     "median_abs_diff_pct": 0.1141,
-     "pairs": 380,
-     "threshold": 0.08,
-     "worst": "bench_gradgrad.Grid.track_graph_ms B=4 H=16 T=4096 D=64 dtype=bfloat16 mask=causal bwd_mode=fused"
+     "max_abs_diff_pct": 5.7538,
+     "median_abs_diff_pct": 0.1215,
+     "pairs": 2093,
+     "threshold": 0.09,
+     "worst": "bench_forward.Long.track_graph_ms B=1 H=8 T=8192 D=128 dtype=bfloat16 mask=causal bwd_mode=fused"
     },
     "host ms|all": {
-     "max_abs_diff_pct": 163.6056,
-     "median_abs_diff_pct": 22.4151,
-     "pairs": 452,
-     "threshold": 2.455,
-     "worst": "bench_forward.Short.track_host_ms B=4 H=16 T=2048 D=64 dtype=bfloat16 mask=none bwd_mode=sdpa"
+     "max_abs_diff_pct": 224.7177,
+     "median_abs_diff_pct": 21.7938,
+     "pairs": 2489,
+     "threshold": 3.375,
+     "worst": "bench_backward.Grid.track_host_ms B=4 H=16 T=4096 D=64 dtype=bfloat16 mask=none bwd_mode=math"
     },
     "ms|gpu_bound": {
-     "max_abs_diff_pct": 8.2921,
-     "median_abs_diff_pct": 0.0967,
-     "pairs": 207,
-     "threshold": 0.125,
-     "worst": "bench_backward.Grid.track_ms B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=none bwd_mode=sdpa"
+     "max_abs_diff_pct": 11.036,
+     "median_abs_diff_pct": 0.0955,
+     "pairs": 1139,
+     "threshold": 0.17,
+     "worst": "bench_gradgrad.Long.track_ms B=1 H=8 T=16384 D=128 dtype=bfloat16 mask=causal bwd_mode=fused"
     },
     "ms|host_bound": {
-     "max_abs_diff_pct": 94.8274,
-     "median_abs_diff_pct": 0.465,
-     "pairs": 251,
-     "threshold": 1.425,
-     "worst": "bench_backward.Seed.track_ms B=2 H=4 T=2048 D=128 dtype=float16 mask=none bwd_mode=flash"
+     "max_abs_diff_pct": 191.659,
+     "median_abs_diff_pct": 0.5151,
+     "pairs": 1383,
+     "threshold": 2.875,
+     "worst": "bench_forward.Seed.track_ms B=2 H=4 T=2048 D=128 dtype=float16 mask=none bwd_mode=sdpa"
     },
     "ratio|all": {
      "max_abs_diff_pct": 0.0,
      "median_abs_diff_pct": 0.0,
-     "pairs": 392,
+     "pairs": 2159,
      "threshold": 0.005,
      "worst": "bench_backward.Grid.track_parity B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=causal bwd_mode=dv_only"
     },
     "ratio|backend_choice": {
      "max_abs_diff_pct": 0.0,
      "median_abs_diff_pct": 0.0,
-     "pairs": 60,
+     "pairs": 330,
      "threshold": 0.005,
      "worst": "bench_backward.Grid.track_parity B=4 H=16 T=4096 D=128 dtype=bfloat16 mask=causal bwd_mode=sdpa"
     }
@@ -171,6 +171,44 @@ AA_NOISE = json.loads(
     "commits": [
      "493bf30f",
      "c5a9b22c"
+    ],
+    "pairs": [
+     [
+      "results/h200-sxm-140gb/493bf30f-existing-py3.json",
+      "tests/data/h200-rounds/h200-sxm-140gb-r3/493bf30f-existing-py3.json"
+     ],
+     [
+      "results/h200-sxm-140gb/493bf30f-existing-py3.json",
+      "tests/data/h200-rounds/h200-sxm-140gb-r4/493bf30f-existing-py3.json"
+     ],
+     [
+      "results/h200-sxm-140gb-aa/493bf30f-existing-py3.json",
+      "tests/data/h200-rounds/h200-sxm-140gb-r3/493bf30f-existing-py3.json"
+     ],
+     [
+      "results/h200-sxm-140gb-aa/493bf30f-existing-py3.json",
+      "tests/data/h200-rounds/h200-sxm-140gb-r4/493bf30f-existing-py3.json"
+     ],
+     [
+      "tests/data/h200-rounds/h200-sxm-140gb-r3/493bf30f-existing-py3.json",
+      "tests/data/h200-rounds/h200-sxm-140gb-r4/493bf30f-existing-py3.json"
+     ],
+     [
+      "results/h200-sxm-140gb/493bf30f-existing-py3.json",
+      "results/h200-sxm-140gb/29fdc41f-existing-py3.json"
+     ],
+     [
+      "results/h200-sxm-140gb-aa/493bf30f-existing-py3.json",
+      "results/h200-sxm-140gb/29fdc41f-existing-py3.json"
+     ],
+     [
+      "tests/data/h200-rounds/h200-sxm-140gb-r3/493bf30f-existing-py3.json",
+      "results/h200-sxm-140gb/29fdc41f-existing-py3.json"
+     ],
+     [
+      "tests/data/h200-rounds/h200-sxm-140gb-r4/493bf30f-existing-py3.json",
+      "results/h200-sxm-140gb/29fdc41f-existing-py3.json"
+     ]
     ]
    }
   }

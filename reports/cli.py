@@ -375,13 +375,22 @@ def compare(
     return EXIT_OK
 
 
-def aa(a: str, b: str, repo=".", write: str | None = None) -> int:
+def aa(a: str, b: str, repo=".", write: str | None = None, pairs=()) -> int:
+    """``pairs``: further (A, B) result paths, runs of the same kernels and measuring code
+    (e.g. rounds kept in tests/data), pooled with A and B."""
     old = load_results(a, repo=repo).df
     new = load_results(b, repo=repo).df
+    meta = Path("results") / "benchmarks.json"
+    meta = meta if meta.is_file() else None  # for result files kept outside results/
+    extra = [
+        tuple(load_results(p, repo=repo, benchmarks_json=meta).df for p in pair) for pair in pairs
+    ]
     if write:
         commits = sorted(set(old["commit"]) & set(new["commit"])) or sorted(set(new["commit"]))
         source = {"a": str(a), "b": str(b), "commits": [c[:8] for c in commits]}
-        derived = regress.aa_noise_defaults(old, new, source)
+        if pairs:
+            source["pairs"] = [[str(p) for p in pair] for pair in pairs]
+        derived = regress.aa_noise_defaults(old, new, source, extra)
         card = metrics.card_of(sorted(old["machine"].unique())[0])
         merged = metrics.merge_aa_defaults(metrics.aa_defaults(write), derived, card)
         Path(write).write_text(metrics.aa_defaults_text(merged, write), encoding="utf-8")
@@ -392,11 +401,12 @@ def aa(a: str, b: str, repo=".", write: str | None = None) -> int:
                 f"  {key}: {v['pairs']} pairs, max {v['max_abs_diff_pct']:.3f}% -> "
                 f"{100 * v['threshold']:.1f}%"
             )
-    summary = regress.aa_summary(old, new)
+    summary = regress.aa_summary(old, new, extra)
     if summary.empty:
         print("no series measured in both A/A runs", file=sys.stderr)
         return EXIT_NO_RESULTS
-    print(f"A/A: {a} vs {b} (same commit measured twice; every difference is noise)")
+    also = f" and {len(pairs)} more pairs" if pairs else ""
+    print(f"A/A: {a} vs {b}{also} (same code measured again; every difference is noise)")
     print(summary.drop(columns=["worst_benchmark"]).to_string(index=False, float_format="%.3f"))
     print("largest difference per metric:")
     for r in summary.itertuples(index=False):
@@ -495,6 +505,15 @@ def main(argv: list[str] | None = None) -> int:
         const=str(metrics.AA_DEFAULTS_PATH),
         help="write the per unit|regime noise thresholds (default reports/aa_noise.py)",
     )
+    pa.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        metavar=("A2", "B2"),
+        default=[],
+        help="two more runs of the same kernels and measuring code (paths), pooled with A "
+        "and B (repeatable)",
+    )
     pm = sub.add_parser(
         "machines",
         help="two machines side by side: same preset/config/mode, ms, %% of each card's own "
@@ -558,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=[tuple(r) for r in args.round or []],
             )
         if args.command == "aa":
-            return aa(args.a, args.b, args.repo, args.write)
+            return aa(args.a, args.b, args.repo, args.write, [tuple(p) for p in args.pair])
         if args.command == "machines":
             names = machine_file_names([args.a, args.b])
             return machines.command(args.a, args.b, args.results, args.repo, args.out, names)

@@ -55,8 +55,8 @@ DRIFT = "drift"  # beyond the rule against the median of the last K commits
 BAD_STATUSES = (REGRESSION, FAILED)
 # How many earlier commits the drift baseline takes its median over, and at least how many.
 # A drift of r a commit leaves the window's median about DRIFT_WINDOW / 2 * r behind: 30
-# makes +1% a commit show as ~15%, past the H200's A/A noise (graph ms 8%, GPU-bound eager
-# ms 12.5%), where a window of 10 (~5%) never did.
+# makes +1% a commit show as ~15%, past the H200's A/A noise of the kernels' time (graph ms
+# 9%; not its GPU-bound eager ms, 17%), where a window of 10 (~5%) never did.
 DRIFT_WINDOW = 30
 DRIFT_MIN_POINTS = 3
 
@@ -517,7 +517,12 @@ def latest_vs(df: pd.DataFrame, baseline: str, repo=".", overrides=None) -> pd.D
     return pd.concat(parts, ignore_index=True)
 
 
-def _aa_pairs(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+def _aa_pairs(old: pd.DataFrame, new: pd.DataFrame, extra=()) -> pd.DataFrame:
+    """Every same-code difference of ``old`` and ``new``, and of each (old, new) in ``extra``
+    (further runs of the same kernels and measuring code), pooled."""
+    if extra:
+        parts = [_aa_pairs(old, new)] + [_aa_pairs(a, b) for a, b in extra]
+        return pd.concat(parts, ignore_index=True)
     keys = ["benchmark", "params"]
     common = sorted(set(old["commit"]) & set(new["commit"]))
     if common:
@@ -533,11 +538,14 @@ def _aa_pairs(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return cmp
 
 
-def aa_noise_defaults(old: pd.DataFrame, new: pd.DataFrame, source: dict | None = None) -> dict:
+def aa_noise_defaults(
+    old: pd.DataFrame, new: pd.DataFrame, source: dict | None = None, extra=()
+) -> dict:
     """The A/A derivation metrics.aa_noise reads: per unit and regime, the pairs, the median
     and largest same-commit difference, and the threshold it implies
-    (metrics.implied_threshold: 1.5x the largest, rounded up to 0.5%)."""
-    cmp = _aa_pairs(old, new)
+    (metrics.implied_threshold: 1.5x the largest, rounded up to 0.5%); ``extra``: further
+    (old, new) pairs pooled with it."""
+    cmp = _aa_pairs(old, new, extra)
     noise = {}
     for (unit, reg), g in cmp.groupby(["unit", "regime"], sort=True):
         worst = g.loc[g["abs_rel"].idxmax()]
@@ -559,7 +567,7 @@ def aa_noise_defaults(old: pd.DataFrame, new: pd.DataFrame, source: dict | None 
     }
 
 
-def aa_summary(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+def aa_summary(old: pd.DataFrame, new: pd.DataFrame, extra=()) -> pd.DataFrame:
     """Largest same-commit (A/A) difference per unit and metric, and the threshold it implies.
 
     Series are matched on benchmark and params (the two runs may carry different machine
@@ -568,9 +576,9 @@ def aa_summary(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
 
     When the two sides share commits (e.g. the A side is a machine's whole history and the
     B side a repeat of one of its commits), only those commits are compared, commit by
-    commit.
+    commit. ``extra``: further (old, new) pairs pooled with it.
     """
-    cmp = _aa_pairs(old, new)
+    cmp = _aa_pairs(old, new, extra)
     rows = []
     for (unit, metric), g in cmp.groupby(["unit", "metric"], sort=True, dropna=False):
         worst = g.loc[g["abs_rel"].idxmax()]

@@ -2,10 +2,10 @@
 
 Why: a gate that measures the base once and the head once compares two runs, and what
 moves between two runs of the same kernels (clocks, the host) is the card's A/A noise; the
-floor of every step must sit above it (reports/aa_noise.py). On the H200 that is 8% for
-graph ms and 12.5% for GPU-bound eager ms: runs of one commit's kernels differed by up to
-5.19% (cold/warm pair, graph ms of Grid grad-grad D64 causal) and 4.40% (two loans, Long
-forward T32768), so a 5% step cannot be told from noise with one run a side.
+floor of every step must sit above it (reports/aa_noise.py). On the H200 that is 9% for
+graph ms and 17% for GPU-bound eager ms: runs of the same kernels differed by up to 5.75%
+(graph ms of Long forward T32768, a warm and a cold run) and 11% (eager ms of the Long
+grad-grad T16384, likewise), so a 5% step cannot be told from noise with one run a side.
 
 Measured in rounds (head, base, head, base, ...: runner/compare.py), each side has N runs
 from one session, and :func:`combine` makes one row per series of them: the value is the

@@ -72,7 +72,7 @@ def _host_bound_regime(request, monkeypatch):
     if request.node.originalname not in REAL_NOISE_MODEL_TESTS:
         monkeypatch.setattr(metrics, "HOST_BOUND_BELOW_MS", 0.0)
         # and the H100's A/A noise alone: the synthetic machines have no card of their own,
-        # which would take the largest recorded (the H200's 12.5% for GPU-bound ms)
+        # which would take the largest recorded (the H200's 17% for GPU-bound ms)
         real = metrics.aa_defaults
         h100 = {"cards": {"h100-sxm-80gb": real()["cards"]["h100-sxm-80gb"]}}
         monkeypatch.setattr(metrics, "aa_defaults", lambda path=None: real(path) if path else h100)

@@ -292,7 +292,7 @@ def test_text_and_html_show_percent_of_the_machines_own_peak(tmp_path):
 def test_the_gate_shows_the_ceilings_but_never_fails_on_them(tmp_path, capsys):
     from reports import cli
 
-    # the card at a quarter of its speed: beyond even the H200's host-bound A/A noise (142.5%,
+    # the card at a quarter of its speed: beyond even the H200's host-bound A/A noise (287.5%,
     # the 1.2 ms Peak rows are under 3 ms)
     _two_machines(tmp_path, h200_peaks=((1.2, 1.2, 0.9), (4.8, 4.8, 3.6)))
     code = cli.compare(fake_commit(1), fake_commit(2), tmp_path, repo=None, drift_window=0)
