@@ -264,17 +264,22 @@ def build(
 EXIT_MISSING = 4  # compare: series of the old side not measured on the new side
 
 
+def _load_path(path, repo, results="results") -> pd.DataFrame:
+    """Rows of a results path; one with no benchmarks.json near it (a result file kept
+    outside a results folder) takes the one of ``results``: the units, so the directions."""
+    fallback = Path(results) / "benchmarks.json"
+    own = guard.find_benchmarks_json(Path(path)) is not None
+    meta = fallback if not own and fallback.is_file() else None
+    return load_results(path, repo=repo, benchmarks_json=meta).df
+
+
 def _side(ref: str, df: pd.DataFrame | None, repo, machine: str | None, results="results"):
-    """Rows for one side of a comparison: a path (its newest commit per machine) or a commit.
-    A path with no benchmarks.json near it (a result file kept outside a results folder)
-    takes the one of ``results``: the units, so the directions. Returns (rows, label,
-    commit or None)."""
+    """Rows for one side of a comparison: a path (its newest commit per machine,
+    :func:`_load_path`) or a commit. Returns (rows, label, commit or None)."""
     path = Path(ref)
     commit = None
     if path.exists():
-        fallback = Path(results) / "benchmarks.json"
-        meta = fallback if guard.find_benchmarks_json(path) is None and fallback.is_file() else None
-        rows = load_results(path, repo=repo, benchmarks_json=meta).df
+        rows = _load_path(path, repo, results)
         newest = rows.groupby("machine")["commit_order"].transform("max")
         rows = rows[rows["commit_order"] == newest]
         label = str(path)
@@ -378,13 +383,8 @@ def compare(
 def aa(a: str, b: str, repo=".", write: str | None = None, pairs=()) -> int:
     """``pairs``: further (A, B) result paths, runs of the same kernels and measuring code
     (e.g. rounds kept in tests/data), pooled with A and B."""
-    old = load_results(a, repo=repo).df
-    new = load_results(b, repo=repo).df
-    meta = Path("results") / "benchmarks.json"
-    meta = meta if meta.is_file() else None  # for result files kept outside results/
-    extra = [
-        tuple(load_results(p, repo=repo, benchmarks_json=meta).df for p in pair) for pair in pairs
-    ]
+    old, new = _load_path(a, repo), _load_path(b, repo)
+    extra = [tuple(_load_path(p, repo) for p in pair) for pair in pairs]
     if write:
         commits = sorted(set(old["commit"]) & set(new["commit"])) or sorted(set(new["commit"]))
         source = {"a": str(a), "b": str(b), "commits": [c[:8] for c in commits]}
