@@ -11,8 +11,8 @@ How: Triton (>= 3.5) has an async compile mode: inside ``AsyncCompileMode(execut
 ``warmup`` call (compile only, no launch) submits its compilation to the executor and
 leaves a placeholder in the kernel's cache; leaving the context waits for them all and
 puts the compiled kernels in place. :class:`CompileAheadAutotuner` does that for every
-pruned candidate the first time it times a tuning key, then lets the ordinary autotuner
-time them, finding each compiled (in memory, and on disk for later processes). Where
+pruned candidate the first time it meets a tuning key, then runs the ordinary autotuner,
+which finds each candidate compiled (in memory, and on disk for later processes). Where
 the mode is missing, or anything in the ahead-of-time pass fails, the autotuner compiles
 as before: the pass only saves time, it never decides a result.
 
@@ -53,22 +53,17 @@ def compile_threads(env: dict | None = None) -> int:
 
 
 class CompileAheadAutotuner(Autotuner):
-    """A ``triton.autotune`` that compiles every pruned candidate of a tuning key in
-    parallel just before it times the first of them (module docstring). Made by
-    :func:`compile_ahead`.
+    """A ``triton.autotune`` whose first call per tuning key compiles every pruned
+    candidate in parallel first (module docstring). Made by :func:`compile_ahead`."""
 
-    The pass sits in ``_bench``, which the autotuner calls only when it times candidates:
-    a key whose timings its disk cache holds (``cache_results``: every key of a warm run)
-    is never timed, so only the chosen config is loaded, not every candidate (4 a kernel
-    in kernels/tuning.py) as when the pass ran on the first call of each key."""
-
-    def _bench(self, *args, config, **meta):
-        key = tuning_key(self, args, meta)
-        done = self.__dict__.setdefault("_compiled_ahead", set())
-        if key not in done:
-            done.add(key)
-            compile_candidates(self, args, meta, compile_threads())
-        return super()._bench(*args, config=config, **meta)
+    def run(self, *args, **kwargs):
+        if not kwargs.get("warmup") and len(self.configs) > 1:
+            key = tuning_key(self, args, kwargs)
+            done = self.__dict__.setdefault("_compiled_ahead", set())
+            if key not in done:
+                done.add(key)
+                compile_candidates(self, args, kwargs, compile_threads())
+        return super().run(*args, **kwargs)
 
 
 def compile_ahead(tuner: Autotuner) -> Autotuner:
@@ -98,12 +93,11 @@ def compile_candidates(tuner, args, kwargs, threads: int) -> int:
     if threads < 2 or AsyncCompileMode is None:
         return 0
     try:
-        running = getattr(tuner, "nargs", None)  # set by the autotuner's run, which called us
         tuner.nargs = dict(zip(tuner.arg_names, args))
         try:
             configs = tuner.prune_configs(kwargs)
         finally:
-            tuner.nargs = running
+            tuner.nargs = None
         if len(configs) < 2:
             return 0
         launch = {k: v for k, v in kwargs.items() if k != "warmup"}  # grid stays

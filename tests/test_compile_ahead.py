@@ -68,64 +68,15 @@ def test_a_failed_pass_warns_and_leaves_compiling_to_the_autotuner():
 
 
 def test_the_pass_runs_once_per_tuning_key(monkeypatch):
-    timed = []
-    monkeypatch.setattr(Autotuner, "_bench", lambda self, *a, config, **kw: timed.append(kw["n"]))
+    runs = []
+    monkeypatch.setattr(Autotuner, "run", lambda self, *a, **kw: runs.append(kw["n"]))
     monkeypatch.setenv(ca.THREADS_ENV, "4")
     fn = FakeJit()
     tuner = fake_tuner(fn, CONFIGS)
     for n in (7, 7, 9, 7):
-        tuner._bench("x", config=CONFIGS[0], grid=(1,), n=n, BLOCK_D=128)
-    assert timed == [7, 7, 9, 7]  # the autotuner itself times every time
+        tuner.run("x", grid=(1,), warmup=False, n=n, BLOCK_D=128)
+    assert runs == [7, 7, 9, 7]  # the autotuner itself runs every time
     assert len(fn.calls) == 2 * len(CONFIGS)  # keys 7 and 9, three candidates each
-
-
-class LaunchingJit(FakeJit):
-    """What triton.autotune wraps: arg names, the function under it, run (a launch)."""
-
-    arg_names = ["x", "n", "BLOCK_D"]
-
-    def __init__(self):
-        super().__init__()
-        self.launches = []
-        self.fn = lambda x, n, BLOCK_D: None
-
-    def run(self, *args, **kwargs):
-        self.launches.append(kwargs["BLOCK_M"])
-
-
-@pytest.mark.parametrize("disk_cache_hit", [True, False], ids=["warm", "cold"])
-def test_candidates_compile_ahead_only_when_they_are_timed(monkeypatch, disk_cache_hit):
-    """Warm (the disk cache holds this key's timings) the autotuner times nothing, and
-    nothing is compiled ahead: only the chosen config loads. Cold, every pruned candidate
-    compiles in parallel before the first is timed."""
-    monkeypatch.setenv(ca.THREADS_ENV, "4")
-    fn = LaunchingJit()
-    tuner = triton.autotune(configs=CONFIGS, key=["n", "BLOCK_D"])(fn)
-    tuner = ca.compile_ahead(tuner)
-    if ca.AsyncCompileMode is None:
-        pytest.skip("this Triton has no async compile mode: no pass")
-    tuner.prune_configs = lambda kw: [c for c in CONFIGS if c.kwargs["BLOCK_M"] <= kw["BLOCK_D"]]
-    compiled_before_timing = []
-    monkeypatch.setattr(
-        Autotuner, "_bench",
-        lambda self, *a, config, **kw: compiled_before_timing.append(len(fn.calls)) or [1.0],
-    )  # fmt: skip
-
-    def check_disk_cache(key, configs, bench):
-        if disk_cache_hit:
-            tuner.cache[key] = configs[-1]
-            return True
-        bench()
-        return False
-
-    tuner.cache_results = True
-    tuner.check_disk_cache = check_disk_cache
-    tuner.run("x", 7, grid=(1,), BLOCK_D=128)
-    if disk_cache_hit:
-        assert fn.calls == [] and compiled_before_timing == []
-    else:
-        assert len(fn.calls) == 3 and compiled_before_timing == [3, 3, 3]
-    assert len(fn.launches) == 1  # the chosen config, launched once
 
 
 def test_thread_count_from_the_environment():
